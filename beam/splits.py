@@ -1,0 +1,116 @@
+"""Split rules: global-time cutoffs, the seeded cold-item holdout and the TFRS random split.
+
+Time cutoffs are exact and scale: a per-day histogram finds the days holding the cut ranks, then a
+per-second histogram of those days alone finds the exact timestamps. Interactions at the cutoff
+timestamp and later belong to the later split, so equal timestamps never straddle two splits.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import apache_beam as beam
+import numpy as np
+
+DAY = 86_400
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    train_fraction: float = 0.8
+    valid_fraction: float = 0.1  # test gets the rest
+    cold_item_fraction: float = 0.1
+    tfrs_train_fraction: float = 0.8
+    seed: int = 42
+
+    def __post_init__(self):
+        if not (0 < self.train_fraction and 0 <= self.valid_fraction
+                and self.train_fraction + self.valid_fraction < 1):
+            raise ValueError("need 0 < train, 0 <= valid and train + valid < 1")
+        if not 0 <= self.cold_item_fraction < 1 or not 0 < self.tfrs_train_fraction < 1:
+            raise ValueError("cold_item_fraction must be in [0, 1), tfrs_train_fraction in (0, 1)")
+
+
+def cut_ranks(total: int, config: SplitConfig) -> tuple[int, int]:
+    """0-based ranks, in time order, of the first valid and the first test interaction."""
+    return (int(total * config.train_fraction),
+            int(total * (config.train_fraction + config.valid_fraction)))
+
+
+def _locate(sorted_counts, ranks):
+    """For each rank: (key holding it, count of elements before that key)."""
+    keys = np.array([k for k, _ in sorted_counts], dtype=np.int64)
+    cumulative = np.cumsum([c for _, c in sorted_counts])
+    out = []
+    for rank in ranks:
+        i = int(np.searchsorted(cumulative, rank, side="right"))
+        if i >= len(keys):
+            out.append((None, int(cumulative[-1]) if len(cumulative) else 0))
+        else:
+            out.append((int(keys[i]), int(cumulative[i - 1]) if i else 0))
+    return out
+
+
+def _coarse_plan(day_counts, config: SplitConfig):
+    day_counts = sorted(day_counts)
+    total = sum(c for _, c in day_counts)
+    ranks = cut_ranks(total, config)
+    located = _locate(day_counts, ranks)
+    return {"total": total, "ranks": ranks, "days": [d for d, _ in located],
+            "before": [b for _, b in located]}
+
+
+def _exact_cutoffs(second_counts, plan):
+    second_counts = sorted(second_counts)
+    cutoffs = []
+    for rank, day, before in zip(plan["ranks"], plan["days"], plan["before"]):
+        if day is None:  # the rank is past the end: that split is empty
+            cutoffs.append(2**62)
+            continue
+        in_day = [(s, c) for s, c in second_counts if s // DAY == day]
+        (second, _), = _locate(in_day, [rank - before])
+        cutoffs.append(second)
+    return {"total": plan["total"], "valid_start": cutoffs[0], "test_start": cutoffs[1]}
+
+
+class TimeCutoffs(beam.PTransform):
+    """PCollection[int timestamp] → singleton {"total", "valid_start", "test_start"}."""
+
+    def __init__(self, config: SplitConfig):
+        super().__init__()
+        self._config = config
+
+    def expand(self, timestamps):
+        plan = (
+            timestamps
+            | "Day" >> beam.Map(lambda t: (t // DAY, 1))
+            | "PerDay" >> beam.CombinePerKey(sum)
+            | "Days" >> beam.combiners.ToList()
+            | "Plan" >> beam.Map(_coarse_plan, self._config)
+        )
+        return (
+            timestamps
+            | "InCutDays" >> beam.Filter(lambda t, p: t // DAY in p["days"], beam.pvalue.AsSingleton(plan))
+            | "Second" >> beam.Map(lambda t: (t, 1))
+            | "PerSecond" >> beam.CombinePerKey(sum)
+            | "Seconds" >> beam.combiners.ToList()
+            | "Exact" >> beam.Map(_exact_cutoffs, beam.pvalue.AsSingleton(plan))
+        )
+
+
+def select_cold_items(item_ids, config: SplitConfig) -> frozenset:
+    """A seeded random ``cold_item_fraction`` of the items (rounded down), independent of order."""
+    ids = sorted(item_ids)
+    count = int(len(ids) * config.cold_item_fraction)
+    rng = np.random.default_rng([config.seed, 17])
+    return frozenset(ids[i] for i in rng.permutation(len(ids))[:count].tolist())
+
+
+def unit_hash(*parts) -> float:
+    """A stable hash of ``parts`` in [0, 1): the same on every worker and run (unlike ``hash``)."""
+    digest = hashlib.blake2b("\x1f".join(map(str, parts)).encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0**64
+
+
+def in_tfrs_train(seed: int, user_id: str, item_id: str, timestamp: int, fraction: float) -> bool:
+    return unit_hash(seed, user_id, item_id, timestamp) < fraction

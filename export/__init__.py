@@ -1,0 +1,1 @@
+"""Exports: SavedModels, the Triton model repository, the ScaNN index and batch embeddings."""

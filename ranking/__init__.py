@@ -1,0 +1,1 @@
+"""Ranking: a TFRS DCN-v2 model that re-orders retrieved candidates; served by Triton."""

@@ -1,0 +1,1 @@
+"""Serving: Triton Inference Server launcher and the gRPC gateway backend services call."""

@@ -1,0 +1,49 @@
+"""The tworec distribution.
+
+The product's folders live at the repository root (beam/, towers/, ranking/, export/, serving/) so a
+newcomer finds a feature by its folder name; they install as subpackages of one import namespace,
+``tworec.beam``, ``tworec.towers`` and so on. ``tworec/`` itself holds what crosses folders: the data
+contract, the run layout, item text composition and the command line.
+"""
+from setuptools import setup
+
+FOLDERS = ("beam", "towers", "ranking", "export", "serving")
+
+# Pinned to the stack known to resolve together (see BUILD.md). TFRS needs Keras 2 (tf-keras).
+INSTALL_REQUIRES = [
+    "tensorflow==2.20.*",
+    "tf-keras==2.20.*",
+    "tensorflow-recommenders==0.7.7",
+    "scann==1.4.2",
+    "numpy>=2",
+    "apache-beam[tfrecord]==2.77.*",
+    "pyarrow",
+    "google-crc32c",  # fast TFRecord checksums in Beam (pure-Python fallback is ~20x slower)
+    "tritonclient[grpc]",
+    "grpcio",
+    "grpcio-tools",
+    "grpcio-health-checking",
+    "grpcio-reflection",
+    "tokenizers",
+    "safetensors",
+    "tqdm",
+    "matplotlib",
+]
+
+# torch is only the reference for the MiniLM parity test; 2.13.0 is a CPU wheel on this machine image.
+TEST_REQUIRES = ["pytest", "pytest-timeout", "hypothesis", "transformers>=5,<6", "torch==2.13.0"]
+
+setup(
+    name="tworec",
+    version="0.1.0",
+    description="Two-stage recommender: Beam data pipeline, TFRS two-tower retrieval, DCN ranker, Triton + gRPC serving",
+    python_requires=">=3.11,<3.12",
+    packages=["tworec"]
+    + [f"tworec.{f}" for f in FOLDERS]
+    + ["tworec.beam.sources"],
+    package_dir={"tworec": "tworec", **{f"tworec.{f}": f for f in FOLDERS}},
+    package_data={"tworec.beam.sources": ["*.txt"]},
+    install_requires=INSTALL_REQUIRES,
+    extras_require={"test": TEST_REQUIRES},
+    entry_points={"console_scripts": ["tworec=tworec.cli:main"]},
+)

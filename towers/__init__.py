@@ -1,0 +1,1 @@
+"""Two-tower retrieval: MiniLM item tower, history-aware query tower, TFRS retrieval task, ScaNN."""

@@ -1,0 +1,84 @@
+"""The ``tworec`` command. Each subcommand is a thin layer over a stage function and its typed
+config; heavy imports (TensorFlow, Beam) happen inside the subcommand that needs them."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+
+def _add_data(sub):
+    p = sub.add_parser(
+        "data", help="build a dataset: validated, time-split TFRecords + vocabularies + stats",
+        description="Any option not listed here is passed to Beam as a pipeline option, e.g. "
+                    "--runner=DataflowRunner --project=... --region=... --temp_location=gs://...")
+    p.add_argument("--dataset", default="synthetic",
+                   choices=("synthetic", "movielens-100k", "amazon-2018", "csv"))
+    p.add_argument("--input", help="folder of the raw files (defaults for movielens-100k/amazon-2018)")
+    p.add_argument("--out", required=True, help="output folder (local path or any Beam filesystem)")
+    p.add_argument("--history-length", type=int, default=None, help="max history items (default 50)")
+    p.add_argument("--shards", type=int, default=0, help="TFRecord files per split (0: runner decides)")
+    p.add_argument("--seed", type=int, default=42, help="seed of the cold-item and TFRS splits")
+    p.add_argument("--cold-item-fraction", type=float, default=0.1)
+    p.add_argument("--train-fraction", type=float, default=0.8)
+    p.add_argument("--valid-fraction", type=float, default=0.1)
+    p.add_argument("--synthetic-interactions", type=int, default=20_000,
+                   help="size of the synthetic dataset (10k … 10M+)")
+    p.add_argument("--synthetic-seed", type=int, default=7)
+    p.add_argument("--rating-range", default="0,5", help="allowed ratings for --dataset csv: low,high")
+    p.set_defaults(func=_run_data)
+
+
+def _run_data(args, beam_args) -> int:
+    from tworec import contract
+    from tworec.beam.pipeline import DataConfig, run
+    from tworec.beam.sources.synthetic import SyntheticConfig
+    from tworec.beam.splits import SplitConfig
+    from tworec.beam.summary import format_summary
+    from tworec.beam.validate import RatingRange
+    from tworec.progress import spinner
+    from apache_beam.io.filesystems import FileSystems
+
+    low, high = (float(x) for x in args.rating_range.split(","))
+    config = DataConfig(
+        dataset=args.dataset,
+        input=args.input,
+        history_length=args.history_length or contract.HISTORY_LENGTH,
+        shards=args.shards,
+        split=SplitConfig(train_fraction=args.train_fraction, valid_fraction=args.valid_fraction,
+                          cold_item_fraction=args.cold_item_fraction, seed=args.seed),
+        synthetic=SyntheticConfig(interactions=args.synthetic_interactions, seed=args.synthetic_seed),
+        csv_ratings=RatingRange(low, high),
+    )
+    logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    with spinner(f"building {args.dataset} dataset"):
+        layout = run(config, args.out, beam_args)
+    with FileSystems.open(layout.stats) as handle:
+        stats = json.loads(handle.read())
+    print(format_summary(stats, args.out))
+    return 0 if stats["reconciliation"]["interactions"]["balanced"] else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tworec", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_data(sub)
+    return parser
+
+
+# Subcommands whose unknown options are forwarded to a Beam pipeline.
+_BEAM_COMMANDS = {"data"}
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command not in _BEAM_COMMANDS:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args.func(args, extra)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

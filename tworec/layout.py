@@ -1,0 +1,114 @@
+"""Where every stage reads and writes inside a run folder, defined once.
+
+    RUN/data/        the data pipeline's output (DataLayout)
+    RUN/retrieval/   two-tower checkpoints and SavedModels   (later stages)
+    RUN/index/       ScaNN index + id map
+    RUN/ranker/      ranking model
+    RUN/eval/        metrics.json, summary.md
+    RUN/repo/        Triton model repository + manifest
+    RUN/embeddings/  batch-exported embeddings
+    RUN/report/      HTML report
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from tworec.contract import Split
+
+
+def _join(root: str, *parts: str) -> str:
+    # Plain string joins keep gs:// and other Beam filesystem paths intact.
+    return "/".join([root.rstrip("/"), *parts])
+
+
+@dataclass(frozen=True)
+class DataLayout:
+    root: str
+
+    def split_dir(self, split: Split | str) -> str:
+        return _join(self.root, Split(split).value)
+
+    def split_prefix(self, split: Split | str) -> str:
+        return _join(self.split_dir(split), "part")
+
+    def split_pattern(self, split: Split | str) -> str:
+        return _join(self.split_dir(split), "part-*.tfrecord.gz")
+
+    @property
+    def items_prefix(self) -> str:
+        return _join(self.root, "items", "part")
+
+    @property
+    def items_pattern(self) -> str:
+        return _join(self.root, "items", "part-*.tfrecord.gz")
+
+    @property
+    def users_prefix(self) -> str:
+        return _join(self.root, "users", "part")
+
+    @property
+    def users_pattern(self) -> str:
+        return _join(self.root, "users", "part-*.tfrecord.gz")
+
+    def vocab(self, name: str) -> str:
+        """Vocabulary file, one token per line, most frequent first: users, items, categories."""
+        return _join(self.root, "vocab", f"{name}.txt")
+
+    @property
+    def popularity(self) -> str:
+        """item_id<TAB>count over the train split, most popular first."""
+        return _join(self.root, "popularity.tsv")
+
+    @property
+    def cold_items(self) -> str:
+        return _join(self.root, "cold_items.txt")
+
+    @property
+    def stats(self) -> str:
+        return _join(self.root, "stats.json")
+
+    @property
+    def dead_letter_prefix(self) -> str:
+        return _join(self.root, "dead_letter", "part")
+
+    @property
+    def dead_letter_pattern(self) -> str:
+        return _join(self.root, "dead_letter", "part-*.jsonl")
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    root: str
+
+    @property
+    def data(self) -> DataLayout:
+        return DataLayout(os.path.join(self.root, "data"))
+
+    @property
+    def retrieval(self) -> str:
+        return os.path.join(self.root, "retrieval")
+
+    @property
+    def index(self) -> str:
+        return os.path.join(self.root, "index")
+
+    @property
+    def ranker(self) -> str:
+        return os.path.join(self.root, "ranker")
+
+    @property
+    def eval(self) -> str:
+        return os.path.join(self.root, "eval")
+
+    @property
+    def repo(self) -> str:
+        return os.path.join(self.root, "repo")
+
+    @property
+    def embeddings(self) -> str:
+        return os.path.join(self.root, "embeddings")
+
+    @property
+    def report(self) -> str:
+        return os.path.join(self.root, "report")
