@@ -11,25 +11,26 @@ import numpy as np
 
 
 class SplitSummary(beam.CombineFn):
-    """Examples → {"examples", "users", "items", "first_timestamp", "last_timestamp"}."""
+    """SplitBatches → {"examples", "users", "items", "first_timestamp", "last_timestamp"}.
+
+    A split has at most one batch per user, so users are counted by batches."""
 
     def create_accumulator(self):
-        return [0, set(), set(), None, None]
+        return [0, 0, set(), None, None]
 
-    def add_input(self, acc, example):
-        acc[0] += 1
-        acc[1].add(example.user_id)
-        acc[2].add(example.item_id)
-        t = example.timestamp
-        acc[3] = t if acc[3] is None else min(acc[3], t)
-        acc[4] = t if acc[4] is None else max(acc[4], t)
+    def add_input(self, acc, batch):
+        acc[0] += len(batch.records)
+        acc[1] += 1
+        acc[2].update(batch.item_ids)
+        acc[3] = batch.first_timestamp if acc[3] is None else min(acc[3], batch.first_timestamp)
+        acc[4] = batch.last_timestamp if acc[4] is None else max(acc[4], batch.last_timestamp)
         return acc
 
     def merge_accumulators(self, accs):
         out = self.create_accumulator()
         for a in accs:
             out[0] += a[0]
-            out[1] |= a[1]
+            out[1] += a[1]
             out[2] |= a[2]
             for i, pick in ((3, min), (4, max)):
                 if a[i] is not None:
@@ -37,7 +38,7 @@ class SplitSummary(beam.CombineFn):
         return out
 
     def extract_output(self, acc):
-        return {"examples": acc[0], "users": len(acc[1]), "items": len(acc[2]),
+        return {"examples": acc[0], "users": acc[1], "items": len(acc[2]),
                 "first_timestamp": acc[3], "last_timestamp": acc[4]}
 
 

@@ -21,10 +21,15 @@ from tworec.beam import records
 from tworec.beam.artifacts import (
     SplitSummary, WriteFile, lines, popularity_quantiles, ranked, to_json,
 )
-from tworec.beam.sequences import BuildExamples, DeduplicateById, user_sequence
+from tworec.beam.sequences import (
+    BuildExamples, DeduplicateById, UserSequence, item_counts as item_counts_of, items_of,
+    keyed_by_user, timestamps_of,
+)
 from tworec.beam.sources import get_source
 from tworec.beam.sources.synthetic import SyntheticConfig
-from tworec.beam.splits import SplitConfig, TimeCutoffs, select_cold_items
+from tworec.beam.splits import (
+    MergeCounters, SplitConfig, TimeCutoffs, UnionSets, select_cold_items,
+)
 from tworec.beam.validate import RatingRange
 from tworec.contract import Reject, Split
 from tworec.layout import DataLayout
@@ -49,17 +54,6 @@ class DataConfig:
         return cls(self.input)
 
 
-class _KnownItems(beam.DoFn):
-    def process(self, r, catalog_ids):
-        if r.item_id in catalog_ids:
-            yield r
-        else:
-            yield beam.pvalue.TaggedOutput(records.REJECTED, records.Rejection(
-                "interaction", Reject.UNKNOWN_ITEM.value, r.origin,
-                f"item {r.item_id} is not in the item catalog",
-                f"{r.user_id},{r.item_id},{r.timestamp},{r.rating}"))
-
-
 class BuildDataset(beam.PTransform):
     def __init__(self, config: DataConfig):
         super().__init__()
@@ -77,26 +71,23 @@ class BuildDataset(beam.PTransform):
             | "CatalogList" >> beam.combiners.ToList()
             | "CatalogSet" >> beam.Map(frozenset)
         )
-        known = raw["interactions"] | "KnownItems" >> beam.ParDo(
-            _KnownItems(), beam.pvalue.AsSingleton(catalog_ids)
-        ).with_outputs(records.REJECTED, main=records.VALID)
         sequences = (
-            known[records.VALID]
-            | "ByUser" >> beam.Map(lambda r: (r.user_id, r))
+            raw["interactions"]
+            | "ByUser" >> beam.Map(keyed_by_user)
             | "GroupByUser" >> beam.GroupByKey()
-            | "Sequence" >> beam.FlatMap(user_sequence).with_outputs(records.REJECTED, main="seq")
+            | "Sequence" >> beam.ParDo(UserSequence(), beam.pvalue.AsSingleton(catalog_ids))
+            .with_outputs(records.REJECTED, main="seq")
         )
         clean = sequences["seq"]
         cutoffs = (
             clean
-            | "Timestamps" >> beam.FlatMap(lambda kv: [r.timestamp for r in kv[1]])
+            | "Timestamps" >> beam.Map(timestamps_of)
             | "Cutoffs" >> TimeCutoffs(cfg.split)
         )
         cold_items = (
             clean
-            | "ItemsWithInteractions" >> beam.FlatMap(lambda kv: [r.item_id for r in kv[1]])
-            | "DistinctItems" >> beam.Distinct()
-            | "ItemList" >> beam.combiners.ToList()
+            | "ItemsWithInteractions" >> beam.Map(items_of)
+            | "AllItems" >> beam.CombineGlobally(UnionSets())
             | "PickCold" >> beam.Map(select_cold_items, cfg.split)
         )
         split_names = [s.value for s in Split]
@@ -107,10 +98,10 @@ class BuildDataset(beam.PTransform):
         ).with_outputs(*split_names)
         rejected = (
             raw["rejected"], items[records.REJECTED], users[records.REJECTED],
-            known[records.REJECTED], sequences[records.REJECTED],
+            sequences[records.REJECTED],
         ) | "AllRejected" >> beam.Flatten()
         return {
-            "examples": {name: examples[name] for name in split_names},
+            "examples": {name: examples[name] for name in split_names},  # PCollection[SplitBatch]
             "items": items["unique"],
             "users": users["unique"],
             "rejected": rejected,
@@ -174,8 +165,7 @@ class WriteDataset(beam.PTransform):
         summaries = []
         for name, pcoll in built["examples"].items():
             (pcoll
-             | f"Encode_{name}" >> beam.Map(
-                 lambda e: example_codec.encode(contract.INTERACTION_FEATURES, e._asdict()))
+             | f"Records_{name}" >> beam.FlatMap(lambda batch: batch.records)
              | f"Write_{name}" >> beam.io.WriteToTFRecord(
                  layout.split_prefix(name), file_name_suffix=".tfrecord.gz", num_shards=cfg.shards))
             summaries.append(pcoll
@@ -199,11 +189,10 @@ class WriteDataset(beam.PTransform):
              layout.dead_letter_prefix, file_name_suffix=".jsonl", num_shards=1))
 
         train = built["examples"][Split.TRAIN.value]
-        item_counts = (train | "TrainItems" >> beam.Map(lambda e: e.item_id)
-                       | "ItemCounts" >> beam.combiners.Count.PerElement()
-                       | "ItemCountList" >> beam.combiners.ToList())
-        user_counts = (train | "TrainUsers" >> beam.Map(lambda e: e.user_id)
-                       | "UserCounts" >> beam.combiners.Count.PerElement()
+        item_counts = (train | "TrainItems" >> beam.Map(item_counts_of)
+                       | "ItemCounts" >> beam.CombineGlobally(MergeCounters())
+                       | "ItemCountList" >> beam.Map(lambda counts: list(counts.items())))
+        user_counts = (train | "TrainUsers" >> beam.Map(lambda b: (b.user_id, len(b.records)))
                        | "UserCountList" >> beam.combiners.ToList())
         category_counts = (built["items"]
                            | "Categories" >> beam.FlatMap(lambda i: i.categories)

@@ -1,11 +1,16 @@
-"""Per-key work: de-duplication, per-user time-ordered sequences, and the examples built from them
-(split assignment plus the no-leakage history)."""
+"""Per-user work: each user's interactions, once grouped, become a clean time-ordered sequence
+(unknown items and duplicates rejected) and then that user's examples in every split.
+
+Work stays per user from the grouping on (a user's examples travel as one ``SplitBatch``), which
+keeps Beam's per-element overhead off the millions of examples."""
 from __future__ import annotations
 
+from collections import Counter
 from typing import NamedTuple
 
 import apache_beam as beam
 
+from tworec import example_codec
 from tworec.beam.records import REJECTED, Interaction, Rejection
 from tworec.beam.splits import SplitConfig, in_tfrs_train
 from tworec.contract import Reject, Split
@@ -17,18 +22,28 @@ def origin_key(origin: str):
     return (name, int(position)) if position.isdigit() else (origin, 0)
 
 
-class Example(NamedTuple):
-    """One interaction example as written to a split (see tworec.contract.INTERACTION_FEATURES)."""
+class Event(NamedTuple):
+    """An interaction inside a user's sequence (the user id is the sequence's key)."""
 
-    user_id: str
     item_id: str
     timestamp: int
     rating: float
-    history_item_ids: tuple
-    history_timestamps: tuple
+    origin: str
 
-    def as_features(self) -> dict:
-        return self._asdict()
+
+def keyed_by_user(r: Interaction):
+    # Plain tuples cross the shuffle with Beam's fast primitive coder.
+    return r.user_id, (r.item_id, r.timestamp, r.rating, r.origin)
+
+
+class SplitBatch(NamedTuple):
+    """One user's examples in one split: serialized tf.train.Examples plus what stats need."""
+
+    user_id: str
+    records: tuple  # bytes, one per example
+    item_ids: tuple  # the examples' target items, aligned with records
+    first_timestamp: int
+    last_timestamp: int
 
 
 class DeduplicateById(beam.PTransform):
@@ -58,49 +73,77 @@ class DeduplicateById(beam.PTransform):
         )
 
 
-def user_sequence(keyed):
-    """(user, interactions) → (user, time-ordered interactions without duplicates).
+class UserSequence(beam.DoFn):
+    """(user, events) → (user, time-ordered events). Interactions with items missing from the
+    catalog are rejected (``unknown_item``), and so is the same (user, item, timestamp) again
+    (``duplicate``; the first by file and line is kept)."""
 
-    A duplicate is the same (user, item, timestamp) again; the first by file and line is kept."""
-    user, group = keyed
-    ordered = sorted(group, key=lambda r: (r.timestamp, r.item_id, origin_key(r.origin)))
-    kept, last = [], None
-    for r in ordered:
-        key = (r.timestamp, r.item_id)
-        if key == last:
-            yield beam.pvalue.TaggedOutput(REJECTED, Rejection(
-                "interaction", Reject.DUPLICATE.value, r.origin,
-                f"same user, item and timestamp as {kept[-1].origin}",
-                f"{r.user_id},{r.item_id},{r.timestamp},{r.rating}"))
-            continue
-        kept.append(r)
-        last = key
-    yield user, tuple(kept)
+    def process(self, keyed, catalog_ids):
+        user, group = keyed
+        events = sorted((Event(*e) for e in group),
+                        key=lambda e: (e.timestamp, e.item_id, origin_key(e.origin)))
+        kept, last = [], None
+        for e in events:
+            if e.item_id not in catalog_ids:
+                yield self._reject(user, e, Reject.UNKNOWN_ITEM,
+                                   f"item {e.item_id} is not in the item catalog")
+                continue
+            key = (e.timestamp, e.item_id)
+            if key == last:
+                yield self._reject(user, e, Reject.DUPLICATE,
+                                   f"same user, item and timestamp as {kept[-1].origin}")
+                continue
+            kept.append(e)
+            last = key
+        if kept:
+            yield user, tuple(kept)
+
+    @staticmethod
+    def _reject(user, e: Event, reason: Reject, detail: str):
+        return beam.pvalue.TaggedOutput(REJECTED, Rejection(
+            "interaction", reason.value, e.origin, detail,
+            f"{user},{e.item_id},{e.timestamp},{e.rating}"))
+
+
+class _History:
+    """The items a split's examples may see, kept as encoded pieces for fast slicing."""
+
+    def __init__(self, length: int):
+        self._n = length
+        self.ids: list = []
+        self.times: list = []
+
+    def add(self, id_piece: bytes, time_piece: bytes):
+        self.ids.append(id_piece)
+        self.times.append(time_piece)
+
+    def snapshot(self):
+        """Most recent first, at most ``length`` entries."""
+        return self.ids[-self._n:][::-1], self.times[-self._n:][::-1]
 
 
 class BuildExamples(beam.DoFn):
-    """(user, ordered interactions) → one example per interaction in a temporal split and one in a
-    TFRS split, each tagged with its split name.
+    """(user, sequence) → per split, one ``SplitBatch`` with that user's examples there.
 
-    History = the most recent ``history_length`` items the user had strictly before the example's
-    timestamp (equal timestamps are not before), most recent first, from interactions the example's
-    split may see: train examples never see cold items; valid/test see everything before them (the
-    user's real state at that moment); TFRS examples see only earlier TFRS-train interactions.
+    Every interaction gets one example in a temporal split (train / valid / test, by the time
+    cutoffs; a held-out cold item's train-period interactions go to cold_train_period) and one in
+    a TFRS split (seeded hash). Its history = the most recent ``history_length`` items the user
+    had strictly before its timestamp (equal timestamps are not before), most recent first, from
+    what its split may see: train never sees cold items; valid/test see everything before them
+    (the user's real state at that moment); TFRS examples see only earlier TFRS-train ones.
     """
 
     def __init__(self, config: SplitConfig, history_length: int):
         self._config = config
         self._n = history_length
 
-    def _history(self, past: list):
-        recent = past[-self._n:][::-1]
-        return tuple(i for i, _ in recent), tuple(t for _, t in recent)
-
     def process(self, keyed, cutoffs, cold_items):
         user, sequence = keyed
         valid_start, test_start = cutoffs["valid_start"], cutoffs["test_start"]
         cfg = self._config
-        seen_all, seen_warm, seen_tfrs = [], [], []
+        encoder = example_codec.InteractionEncoder(user)
+        seen_all, seen_warm, seen_tfrs = _History(self._n), _History(self._n), _History(self._n)
+        out = {}  # split → (records, item ids, timestamps)
         i = 0
         while i < len(sequence):
             # All interactions at one timestamp share the same "strictly before" history.
@@ -108,31 +151,47 @@ class BuildExamples(beam.DoFn):
             while j < len(sequence) and sequence[j].timestamp == sequence[i].timestamp:
                 j += 1
             group = sequence[i:j]
-            all_hist, warm_hist, tfrs_hist = (
-                self._history(seen_all), self._history(seen_warm), self._history(seen_tfrs))
-            for r in group:
-                cold = r.item_id in cold_items
-                if r.timestamp >= test_start:
-                    split, hist = Split.TEST, all_hist
-                elif r.timestamp >= valid_start:
-                    split, hist = Split.VALID, all_hist
-                elif cold:
-                    split, hist = Split.COLD_TRAIN_PERIOD, all_hist
-                else:
-                    split, hist = Split.TRAIN, warm_hist
-                yield beam.pvalue.TaggedOutput(split.value, self._example(r, hist))
-                tfrs_train = in_tfrs_train(cfg.seed, user, r.item_id, r.timestamp,
+            snapshots = (seen_all.snapshot(), seen_warm.snapshot(), seen_tfrs.snapshot())
+            pieces = []
+            for e in group:
+                cold = e.item_id in cold_items
+                tfrs_train = in_tfrs_train(cfg.seed, user, e.item_id, e.timestamp,
                                            cfg.tfrs_train_fraction)
+                if e.timestamp >= test_start:
+                    split, history = Split.TEST, snapshots[0]
+                elif e.timestamp >= valid_start:
+                    split, history = Split.VALID, snapshots[0]
+                elif cold:
+                    split, history = Split.COLD_TRAIN_PERIOD, snapshots[0]
+                else:
+                    split, history = Split.TRAIN, snapshots[1]
                 tfrs_split = Split.TFRS_TRAIN if tfrs_train else Split.TFRS_TEST
-                yield beam.pvalue.TaggedOutput(tfrs_split.value, self._example(r, tfrs_hist))
-            for r in group:
-                seen_all.append((r.item_id, r.timestamp))
-                if r.item_id not in cold_items:
-                    seen_warm.append((r.item_id, r.timestamp))
-                if in_tfrs_train(cfg.seed, user, r.item_id, r.timestamp, cfg.tfrs_train_fraction):
-                    seen_tfrs.append((r.item_id, r.timestamp))
+                for s, h in ((split, history), (tfrs_split, snapshots[2])):
+                    records, items, times = out.setdefault(s, ([], [], []))
+                    records.append(encoder.encode(e.item_id, e.timestamp, e.rating, h[0], h[1]))
+                    items.append(e.item_id)
+                    times.append(e.timestamp)
+                pieces.append((e, cold, tfrs_train))
+            for e, cold, tfrs_train in pieces:
+                piece = (example_codec.string_piece(e.item_id), example_codec.int_piece(e.timestamp))
+                seen_all.add(*piece)
+                if not cold:
+                    seen_warm.add(*piece)
+                if tfrs_train:
+                    seen_tfrs.add(*piece)
             i = j
+        for split, (records, items, times) in out.items():
+            yield beam.pvalue.TaggedOutput(split.value, SplitBatch(
+                user, tuple(records), tuple(items), min(times), max(times)))
 
-    @staticmethod
-    def _example(r: Interaction, history) -> Example:
-        return Example(r.user_id, r.item_id, r.timestamp, r.rating, history[0], history[1])
+
+def timestamps_of(keyed) -> list:
+    return [e.timestamp for e in keyed[1]]
+
+
+def items_of(keyed) -> set:
+    return {e.item_id for e in keyed[1]}
+
+
+def item_counts(batch: SplitBatch) -> Counter:
+    return Counter(batch.item_ids)

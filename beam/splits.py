@@ -7,6 +7,7 @@ timestamp and later belong to the later split, so equal timestamps never straddl
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from dataclasses import dataclass
 
 import apache_beam as beam
@@ -73,29 +74,69 @@ def _exact_cutoffs(second_counts, plan):
     return {"total": plan["total"], "valid_start": cutoffs[0], "test_start": cutoffs[1]}
 
 
+class MergeCounters(beam.CombineFn):
+    """Sums ``collections.Counter``s (or any key → count mappings) into one dict."""
+
+    def create_accumulator(self):
+        return Counter()
+
+    def add_input(self, acc, counts):
+        acc.update(counts)
+        return acc
+
+    def merge_accumulators(self, accs):
+        out = Counter()
+        for a in accs:
+            out.update(a)
+        return out
+
+    def extract_output(self, acc):
+        return dict(acc)
+
+
 class TimeCutoffs(beam.PTransform):
-    """PCollection[int timestamp] → singleton {"total", "valid_start", "test_start"}."""
+    """PCollection[list of int timestamps] → singleton {"total", "valid_start", "test_start"}.
+
+    Takes batches (one user's timestamps each) so the histograms are built per batch."""
 
     def __init__(self, config: SplitConfig):
         super().__init__()
         self._config = config
 
-    def expand(self, timestamps):
+    def expand(self, batches):
         plan = (
-            timestamps
-            | "Day" >> beam.Map(lambda t: (t // DAY, 1))
-            | "PerDay" >> beam.CombinePerKey(sum)
-            | "Days" >> beam.combiners.ToList()
-            | "Plan" >> beam.Map(_coarse_plan, self._config)
+            batches
+            | "DayCounts" >> beam.Map(lambda ts: Counter(t // DAY for t in ts))
+            | "Days" >> beam.CombineGlobally(MergeCounters())
+            | "Plan" >> beam.Map(lambda days, cfg: _coarse_plan(days.items(), cfg), self._config)
         )
         return (
-            timestamps
-            | "InCutDays" >> beam.Filter(lambda t, p: t // DAY in p["days"], beam.pvalue.AsSingleton(plan))
-            | "Second" >> beam.Map(lambda t: (t, 1))
-            | "PerSecond" >> beam.CombinePerKey(sum)
-            | "Seconds" >> beam.combiners.ToList()
-            | "Exact" >> beam.Map(_exact_cutoffs, beam.pvalue.AsSingleton(plan))
+            batches
+            | "SecondCounts" >> beam.Map(
+                lambda ts, p: Counter(t for t in ts if t // DAY in p["days"]),
+                beam.pvalue.AsSingleton(plan))
+            | "Seconds" >> beam.CombineGlobally(MergeCounters())
+            | "Exact" >> beam.Map(lambda secs, p: _exact_cutoffs(secs.items(), p),
+                                  beam.pvalue.AsSingleton(plan))
         )
+
+
+class UnionSets(beam.CombineFn):
+    def create_accumulator(self):
+        return set()
+
+    def add_input(self, acc, values):
+        acc |= set(values)
+        return acc
+
+    def merge_accumulators(self, accs):
+        out = set()
+        for a in accs:
+            out |= a
+        return out
+
+    def extract_output(self, acc):
+        return acc
 
 
 def select_cold_items(item_ids, config: SplitConfig) -> frozenset:

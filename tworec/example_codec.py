@@ -14,7 +14,17 @@ from typing import Mapping, Sequence
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
-from tworec.contract import DType, Feature
+from tworec.contract import (
+    HISTORY_ITEM_IDS as _HISTORY_ITEM_IDS,
+    HISTORY_TIMESTAMPS as _HISTORY_TIMESTAMPS,
+    INTERACTION_FEATURES,
+    ITEM_ID as _ITEM_ID,
+    RATING as _RATING,
+    TIMESTAMP as _TIMESTAMP,
+    USER_ID as _USER_ID,
+    DType,
+    Feature,
+)
 
 _F = descriptor_pb2.FieldDescriptorProto
 
@@ -144,13 +154,52 @@ def encode(features: Sequence[Feature], record: Mapping[str, object]) -> bytes:
         if f.varlen:
             entries.append(_map_entry(f.name, _list_feature(f.dtype, value)))
         else:
-            entry = _scalar_entries.get((f.name, value))
-            if entry is None:
-                if len(_scalar_entries) > _CACHE_LIMIT:
-                    _scalar_entries.clear()
-                entry = _scalar_entries[(f.name, value)] = _scalar_entry(f, value)
-            entries.append(entry)
+            entries.append(_scalar_entry_cached(f, value))
     return _field(1, b"".join(entries))
+
+
+def _scalar_entry_cached(f: Feature, value) -> bytes:
+    entry = _scalar_entries.get((f.name, value))
+    if entry is None:
+        if len(_scalar_entries) > _CACHE_LIMIT:
+            _scalar_entries.clear()
+        entry = _scalar_entries[(f.name, value)] = _scalar_entry(f, value)
+    return entry
+
+
+class InteractionEncoder:
+    """Encodes all examples of one user (tworec.contract.INTERACTION_FEATURES) quickly.
+
+    Histories are passed as already-encoded pieces (``string_piece``/``int_piece`` per history
+    entry, most recent first), so a user's sequence encodes each id and timestamp once and every
+    example's history is a join of slices."""
+
+    def __init__(self, user_id: str):
+        self._user_entry = _scalar_entry(_USER_ID, user_id)
+
+    def encode(self, item_id: str, timestamp: int, rating: float, history_id_pieces,
+               history_time_pieces) -> bytes:
+        ids = b"".join(history_id_pieces)
+        times = b"".join(history_time_pieces)
+        body = b"".join((
+            _map_entry(_HISTORY_ITEM_IDS.name, _field(1, ids)),
+            _map_entry(_HISTORY_TIMESTAMPS.name, _field(3, _field(1, times) if times else b"")),
+            _scalar_entry_cached(_ITEM_ID, item_id),
+            _scalar_entry_cached(_RATING, rating),
+            _scalar_entry_cached(_TIMESTAMP, timestamp),
+            self._user_entry,
+        ))
+        return _field(1, body)
+
+
+def string_piece(value: str) -> bytes:
+    """One entry of a BytesList, for InteractionEncoder histories."""
+    return _string_field(value)
+
+
+def int_piece(value: int) -> bytes:
+    """One entry of a packed Int64List, for InteractionEncoder histories."""
+    return _varint(value)
 
 
 def decode(features: Sequence[Feature], data: bytes) -> dict:
