@@ -244,7 +244,7 @@ def pipeline_options(pipeline_args) -> PipelineOptions:
         if not any(a.startswith("--direct_num_workers") for a in pipeline_args):
             direct.direct_num_workers = 0  # one worker per core
     if not any(a.startswith("--default_sdk_harness_log_level") for a in pipeline_args):
-        options.view_as(WorkerOptions).default_sdk_harness_log_level = "WARNING"
+        options.view_as(WorkerOptions).default_sdk_harness_log_level = "ERROR"
     return options
 
 

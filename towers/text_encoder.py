@@ -31,9 +31,12 @@ class EncoderConfig:
         return cls(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_positions=128)
 
 
-def _dense(units, name, cfg=None):
-    return keras.layers.Dense(units, name=name,
-                              kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02))
+def _init():
+    return keras.initializers.TruncatedNormal(stddev=0.02)
+
+
+def _dense(units, name):
+    return keras.layers.Dense(units, name=name, kernel_initializer=_init())
 
 
 class SelfAttention(keras.layers.Layer):
@@ -83,13 +86,12 @@ class TextEncoder(keras.layers.Layer):
     def __init__(self, cfg: EncoderConfig = EncoderConfig(), **kwargs):
         super().__init__(**kwargs)
         self.cfg = cfg
-        init = keras.initializers.TruncatedNormal(stddev=0.02)
         self.word_embeddings = keras.layers.Embedding(cfg.vocab_size, cfg.hidden_size,
-                                                      embeddings_initializer=init, name="word_embeddings")
+                                                      embeddings_initializer=_init(), name="word_embeddings")
         self.position_embeddings = keras.layers.Embedding(cfg.max_positions, cfg.hidden_size,
-                                                          embeddings_initializer=init, name="position_embeddings")
+                                                          embeddings_initializer=_init(), name="position_embeddings")
         self.type_embeddings = keras.layers.Embedding(cfg.type_vocab_size, cfg.hidden_size,
-                                                      embeddings_initializer=init, name="type_embeddings")
+                                                      embeddings_initializer=_init(), name="type_embeddings")
         self.embedding_norm = keras.layers.LayerNormalization(epsilon=cfg.layer_norm_eps, name="embedding_norm")
         self.dropout = keras.layers.Dropout(cfg.dropout)
         self.blocks = [TransformerLayer(cfg, name=f"layer_{i}") for i in range(cfg.num_layers)]

@@ -30,7 +30,14 @@ def _add_data(sub):
     p.set_defaults(func=_run_data)
 
 
+def _quiet_beam():
+    """Beam logs every worker's start-up at WARNING; the command shows its own progress instead."""
+    logging.basicConfig(level=logging.ERROR)
+    logging.getLogger().setLevel(logging.ERROR)
+
+
 def _run_data(args, beam_args) -> int:
+    _quiet_beam()
     from tworec import contract
     from tworec.beam.pipeline import DataConfig, run
     from tworec.beam.sources.synthetic import SyntheticConfig
@@ -51,7 +58,6 @@ def _run_data(args, beam_args) -> int:
         synthetic=SyntheticConfig(interactions=args.synthetic_interactions, seed=args.synthetic_seed),
         csv_ratings=RatingRange(low, high),
     )
-    logging.getLogger("apache_beam").setLevel(logging.WARNING)
     with spinner(f"building {args.dataset} dataset"):
         layout = run(config, args.out, beam_args)
     with FileSystems.open(layout.stats) as handle:
