@@ -7,7 +7,7 @@ contract, the run layout, item text composition and the command line.
 """
 from setuptools import setup
 
-FOLDERS = ("beam", "towers", "ranking", "export", "serving")
+FOLDERS = ("beam", "towers", "ranking", "evaluation", "export", "serving")
 
 # Pinned to the stack known to resolve together (see BUILD.md). TFRS needs Keras 2 (tf-keras).
 INSTALL_REQUIRES = [

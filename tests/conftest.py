@@ -17,3 +17,15 @@ def require(path: Path) -> Path:
     if not path.exists():
         pytest.fail(f"{path} is missing: tests read the real datasets from ../shared/data")
     return path
+
+
+@pytest.fixture(scope="session")
+def synthetic_data(tmp_path_factory):
+    """A small synthetic dataset written by the real data job (shared by the tower tests)."""
+    from tworec.beam.pipeline import DataConfig, run
+    from tworec.beam.sources.synthetic import SyntheticConfig
+
+    out = tmp_path_factory.mktemp("synthetic") / "data"
+    run(DataConfig(dataset="synthetic", history_length=10,
+                   synthetic=SyntheticConfig(interactions=6000, seed=11)), str(out))
+    return out

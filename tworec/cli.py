@@ -66,10 +66,66 @@ def _run_data(args, beam_args) -> int:
     return 0 if stats["reconciliation"]["interactions"]["balanced"] else 1
 
 
+def _add_train_retrieval(sub):
+    from tworec.towers.config import RetrievalConfig
+
+    defaults = RetrievalConfig()
+    p = sub.add_parser("train-retrieval", help="train the two-tower retrieval model")
+    p.add_argument("--data", required=True, help="a data folder written by `tworec data`")
+    p.add_argument("--out", required=True, help="model folder")
+    p.add_argument("--variant", default=defaults.variant, choices=("content", "id_only"))
+    p.add_argument("--protocol", default=defaults.protocol, choices=("temporal", "tfrs"),
+                   help="temporal: train on train, stop early on valid; tfrs: train on tfrs_train")
+    p.add_argument("--epochs", type=int, default=defaults.epochs)
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size, help="global batch")
+    p.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    p.add_argument("--embedding-dim", type=int, default=defaults.embedding_dim)
+    p.add_argument("--temperature", type=float, default=defaults.temperature)
+    p.add_argument("--no-logq", action="store_true", help="turn off the sampling-bias correction")
+    p.add_argument("--mixed-negatives", type=int, default=0)
+    p.add_argument("--encoder", default=defaults.encoder, choices=("minilm", "tiny"))
+    p.add_argument("--seed", type=int, default=defaults.seed)
+    p.set_defaults(func=_run_train_retrieval)
+
+
+def _run_train_retrieval(args, _):
+    from tworec.towers.config import RetrievalConfig
+    from tworec.towers.train import train_retrieval
+
+    config = RetrievalConfig(
+        variant=args.variant, protocol=args.protocol, epochs=args.epochs, batch_size=args.batch_size,
+        learning_rate=args.learning_rate, embedding_dim=args.embedding_dim,
+        temperature=args.temperature, logq_correction=not args.no_logq,
+        mixed_negatives=args.mixed_negatives, encoder=args.encoder, seed=args.seed)
+    summary = train_retrieval(args.data, args.out, config)
+    print(f"trained {summary['variant']} ({summary['protocol']}) on {summary['replicas']} replica(s) "
+          f"{summary['devices']}: {summary['epochs_run']} epochs, "
+          f"{summary['train_examples_per_second']:,.0f} examples/s → {args.out}")
+    return 0
+
+
+def _add_eval(sub):
+    p = sub.add_parser("eval", help="evaluate models against popularity (metrics.json + summary.md)")
+    p.add_argument("--data", required=True)
+    p.add_argument("--models", nargs="*", default=[], help="model folders from train-retrieval")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_run_eval)
+
+
+def _run_eval(args, _):
+    from tworec.evaluation.evaluate import evaluate, summary_markdown
+
+    metrics = evaluate(args.data, args.models, args.out)
+    print(summary_markdown(metrics))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tworec", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _add_data(sub)
+    _add_train_retrieval(sub)
+    _add_eval(sub)
     return parser
 
 

@@ -1,0 +1,146 @@
+"""``tworec eval``: every model against popularity on the temporal and TFRS protocols.
+
+Temporal: each test interaction is a query with the user's state at that moment (history strictly
+before it, from the example); all catalog items are ranked and items the user had before are
+excluded (the target itself stays rankable). Segments: warm = target seen in train, cold = a
+held-out cold item, tail = a warm item outside the 20% most popular in train.
+TFRS protocol: the random 80/20 split, top-K accuracy over the whole catalog, nothing excluded
+(the TFRS tutorials' numbers); only the ``all`` segment.
+
+metrics.json: {protocol: {model: {segment: {"hitrate@10", "hitrate@50", "hitrate@100", "ndcg@10", "count"}}}}
+"""
+from __future__ import annotations
+
+import bisect
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from tworec import contract, example_codec
+from tworec.contract import Split
+from tworec.evaluation.metrics import by_segment, ranks_of_targets
+from tworec.layout import DataLayout
+from tworec.tfrecord_io import read_records
+
+MODEL_NAMES = {"content": "two_tower", "id_only": "id_only"}
+TEST_SPLIT = {"temporal": Split.TEST, "tfrs": Split.TFRS_TEST}
+BATCH = 512
+
+
+def _decoded(layout: DataLayout, split: Split):
+    return [example_codec.decode((contract.USER_ID, contract.ITEM_ID, contract.TIMESTAMP), r)
+            for r in read_records(layout.split_pattern(split))]
+
+
+class TestSet:
+    """A protocol's test examples with what every model is judged by."""
+
+    def __init__(self, data_dir: str, protocol: str, catalog):
+        layout = DataLayout(data_dir)
+        self.protocol = protocol
+        self.examples = _decoded(layout, TEST_SPLIT[protocol])
+        row = catalog.row_of()
+        self.targets = np.array([row[e["item_id"]] for e in self.examples])
+        counts = catalog.train_counts
+        warm = counts > 0
+        top = np.argsort(-counts, kind="stable")[: max(1, int(0.2 * warm.sum()))]
+        head = np.zeros(catalog.size, bool)
+        head[top] = True
+        self.segments = {"all": np.ones(len(self.targets), bool)}
+        if protocol == "temporal":
+            self.segments.update(warm=warm[self.targets], cold=catalog.cold[self.targets],
+                                 tail=(warm & ~head)[self.targets])
+            self._history = self._user_histories(layout, row)
+        self.popularity = counts.astype(np.float64)
+
+    @staticmethod
+    def _user_histories(layout, row):
+        per_user = defaultdict(list)
+        for split in contract.TEMPORAL_SPLITS:
+            for e in _decoded(layout, split):
+                per_user[e["user_id"]].append((e["timestamp"], row[e["item_id"]]))
+        return {u: (sorted(events), [t for t, _ in sorted(events)]) for u, events in per_user.items()}
+
+    def excluded(self, start: int, stop: int, num_items: int) -> np.ndarray | None:
+        """[stop - start, num_items] mask of items each query's user had before its timestamp."""
+        if self.protocol != "temporal":
+            return None
+        mask = np.zeros((stop - start, num_items), bool)
+        for i, e in enumerate(self.examples[start:stop]):
+            events, times = self._history.get(e["user_id"], ([], []))
+            before = bisect.bisect_left(times, e["timestamp"])
+            mask[i, [r for _, r in events[:before]]] = True
+            mask[i, self.targets[start + i]] = False
+        return mask
+
+    def evaluate(self, score_batch) -> dict:
+        """``score_batch(start, stop)`` → scores [stop - start, num_items]."""
+        ranks = []
+        for start in range(0, len(self.targets), BATCH):
+            stop = min(start + BATCH, len(self.targets))
+            scores = score_batch(start, stop)
+            ranks.append(ranks_of_targets(scores, self.targets[start:stop],
+                                          self.excluded(start, stop, scores.shape[1])))
+        ranks = np.concatenate(ranks) if ranks else np.zeros(0)
+        return by_segment(ranks, self.segments), ranks
+
+
+def model_scores(model_dir: str, data_dir: str, test: TestSet):
+    """A score function over the test examples for a trained two-tower model."""
+    from tworec.tf_setup import tf
+    from tworec.towers.features import interaction_dataset
+    from tworec.towers.train import load_retrieval
+
+    model, catalog, lookups, config = load_retrieval(model_dir, data_dir)
+    items = model.item_embeddings()
+    layout = DataLayout(data_dir)
+    queries = []
+    for features in interaction_dataset(layout.split_pattern(TEST_SPLIT[config.protocol]), lookups,
+                                        config.history_length, BATCH):
+        queries.append(model.query_tower(features).numpy())
+    queries = np.concatenate(queries)
+    if len(queries) != len(test.targets):
+        raise RuntimeError("query and example counts differ: the test split changed under eval")
+    return config, lambda start, stop: queries[start:stop] @ items.T
+
+
+def evaluate(data_dir: str, model_dirs, out_dir: str) -> dict:
+    from tworec.towers.catalog import load_catalog
+    from tworec.towers.train import PROTOCOL_SPLITS
+
+    metrics: dict = {}
+    tests = {}
+    for protocol, (train_split, _) in PROTOCOL_SPLITS.items():
+        catalog = load_catalog(data_dir, train_split)
+        tests[protocol] = test = TestSet(data_dir, protocol, catalog)
+        popularity = np.broadcast_to(test.popularity, (BATCH, catalog.size))
+        metrics.setdefault(protocol, {})["popularity"], _ = test.evaluate(
+            lambda start, stop: popularity[: stop - start])
+    for model_dir in model_dirs:
+        meta = json.loads((Path(model_dir) / "model.json").read_text())
+        protocol = meta.get("protocol", "temporal")
+        config, scores = model_scores(model_dir, data_dir, tests[protocol])
+        metrics[protocol][MODEL_NAMES[config.variant]], _ = tests[protocol].evaluate(scores)
+    for protocol in metrics:
+        if protocol == "tfrs":
+            metrics[protocol] = {m: {"all": s["all"]} for m, s in metrics[protocol].items()}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    (out / "summary.md").write_text(summary_markdown(metrics))
+    return metrics
+
+
+def summary_markdown(metrics: dict) -> str:
+    lines = ["# Retrieval evaluation", ""]
+    for protocol, models in metrics.items():
+        lines += [f"## {protocol}", "", "| model | segment | HR@10 | HR@50 | HR@100 | NDCG@10 | n |",
+                  "|---|---|---|---|---|---|---|"]
+        for model, segments in models.items():
+            for segment, m in segments.items():
+                lines.append(f"| {model} | {segment} | {m['hitrate@10']:.4f} | {m['hitrate@50']:.4f} | "
+                             f"{m['hitrate@100']:.4f} | {m['ndcg@10']:.4f} | {m['count']} |")
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,65 @@
+"""Typed configuration of the two-tower retrieval model and its training."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+
+VARIANTS = ("content", "id_only")
+
+
+@dataclass(frozen=True)
+class RetrievalConfig:
+    variant: str = "content"  # content: text + id + categories (the product); id_only: baseline
+    protocol: str = "temporal"  # temporal: train on train, stop on valid; tfrs: train on tfrs_train
+    embedding_dim: int = 64
+    id_dim: int = 32
+    category_dim: int = 16
+    content_hidden: int = 256
+    user_dim: int = 32
+    history_length: int = 50
+    id_dropout: float = 0.5  # DropoutNet: drop an item's id embedding, learn to rely on content
+    user_dropout: float = 0.2  # drop the user id: learn to serve unknown users from history
+    temperature: float = 0.05
+    logq_correction: bool = True  # correct in-batch softmax for train popularity (sampling bias)
+    mixed_negatives: int = 0  # extra negatives sampled uniformly from the catalog per batch
+    remove_accidental_hits: bool = True
+    # Gather in-batch negatives from every replica, so the loss is the same on any number of GPUs.
+    cross_replica_negatives: bool = True
+    batch_size: int = 256  # global: split across replicas by MirroredStrategy
+    learning_rate: float = 0.003
+    epochs: int = 15
+    patience: int = 3  # early stopping on validation loss
+    encoder: str = "minilm"  # minilm (pretrained) or tiny (random, for tests)
+    encoder_mode: str = "frozen"  # frozen: cached encoder outputs; finetune: top layers trainable
+    finetune_layers: int = 2
+    max_text_length: int = 64
+    seed: int = 1
+    steps_per_epoch: int = 0  # 0: one pass over train
+
+    def __post_init__(self):
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, not {self.variant!r}")
+        if self.protocol not in ("temporal", "tfrs"):
+            raise ValueError("protocol must be temporal or tfrs")
+        if self.encoder_mode not in ("frozen", "finetune"):
+            raise ValueError("encoder_mode must be frozen or finetune")
+
+    @property
+    def uses_content(self) -> bool:
+        return self.variant == "content"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "RetrievalConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in json.loads(text).items() if k in known})
+
+    @classmethod
+    def tiny(cls, **overrides) -> "RetrievalConfig":
+        """A small, fast configuration for tests."""
+        base = dict(embedding_dim=16, id_dim=8, category_dim=4, content_hidden=32, user_dim=8,
+                    history_length=10, batch_size=64, epochs=2, encoder="tiny", max_text_length=24)
+        base.update(overrides)
+        return cls(**base)

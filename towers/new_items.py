@@ -1,0 +1,32 @@
+"""Embedding items the model never saw, from their text and categories alone (cold start and
+live catalog upserts): the frozen encoder's pooled vector goes through the item tower's content
+path; there is no id embedding to use."""
+from __future__ import annotations
+
+import numpy as np
+
+from tworec.text import compose_item_text
+from tworec.towers.catalog import MAX_CATEGORIES, Catalog
+from tworec.towers.config import RetrievalConfig
+from tworec.towers.encoder_cache import build_encoder, encode_texts
+
+
+def category_rows(catalog: Catalog, category_lists) -> np.ndarray:
+    index = {c: i + 1 for i, c in enumerate(catalog.categories)}
+    out = np.zeros((len(category_lists), MAX_CATEGORIES), np.int32)
+    for i, cats in enumerate(category_lists):
+        known = [index[c] for c in cats if c in index][:MAX_CATEGORIES]
+        out[i, :len(known)] = known
+    return out
+
+
+def embed_new_items(model, catalog: Catalog, config: RetrievalConfig, titles, descriptions=None,
+                    category_lists=None, encoder=None) -> np.ndarray:
+    if not config.uses_content:
+        raise ValueError("the id_only variant cannot embed items it has not seen")
+    descriptions = descriptions or [""] * len(titles)
+    category_lists = category_lists or [()] * len(titles)
+    texts = [compose_item_text(title=t, description=d, categories=c)
+             for t, d, c in zip(titles, descriptions, category_lists)]
+    vectors = encode_texts(encoder or build_encoder(config), texts, config.max_text_length)
+    return model.content_embeddings(vectors, category_rows(catalog, category_lists))

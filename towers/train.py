@@ -1,0 +1,142 @@
+"""Training the two-tower model under ``tf.distribute.MirroredStrategy`` (all visible GPUs, else
+the CPU), with checkpoints, resume, TensorBoard logs, early stopping and a progress bar.
+
+A trained model folder holds:
+    model.json           variant, data folder, config, training summary
+    weights/             the final (best) weights, TensorFlow checkpoint format
+    checkpoints/         the best weights so far, written during training
+    backup/              only while training: lets an interrupted run resume where it stopped
+    logs/                TensorBoard
+    item_embeddings.npy  catalog embeddings, rows aligned with item_ids.txt
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from tworec.layout import DataLayout
+from tworec.tf_setup import keras, tf
+from tworec.towers.catalog import Catalog, load_catalog
+from tworec.towers.config import RetrievalConfig
+from tworec.towers.encoder_cache import content_vectors
+from tworec.towers.features import Lookups, interaction_dataset
+from tworec.towers.model import TwoTowerModel
+from tworec.contract import Split
+
+
+def default_strategy() -> tf.distribute.Strategy:
+    """MirroredStrategy over every visible GPU; on a machine without one, over the CPU."""
+    gpus = tf.config.list_logical_devices("GPU")
+    return tf.distribute.MirroredStrategy([d.name for d in gpus] or ["/cpu:0"])
+
+
+class _Throughput(keras.callbacks.Callback):
+    def __init__(self, batch_size: int):
+        super().__init__()
+        self.batch_size = batch_size
+        self.examples = 0
+        self.seconds = 0.0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch > 0:  # the first batch of an epoch includes tracing and pipeline warm-up
+            self.seconds += time.perf_counter() - self._start
+            self.examples += self.batch_size
+
+    @property
+    def per_second(self) -> float:
+        return self.examples / self.seconds if self.seconds else 0.0
+
+
+# protocol → (split to train on, split for early stopping)
+PROTOCOL_SPLITS = {"temporal": (Split.TRAIN, Split.VALID), "tfrs": (Split.TFRS_TRAIN, None)}
+
+
+def build_model(config: RetrievalConfig, catalog: Catalog) -> TwoTowerModel:
+    content = content_vectors(catalog.texts, config) if config.uses_content else None
+    tf.random.set_seed(config.seed)
+    return TwoTowerModel(config, catalog, content, len(catalog.user_vocab))
+
+
+def train_retrieval(data_dir: str, out_dir: str, config: RetrievalConfig = RetrievalConfig(),
+                    strategy: tf.distribute.Strategy | None = None, verbose: int | None = None,
+                    callbacks=()) -> dict:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    layout = DataLayout(data_dir)
+    train_split, valid_split = PROTOCOL_SPLITS[config.protocol]
+    catalog = load_catalog(data_dir, train_split)
+    strategy = strategy or default_strategy()
+    lookups = Lookups(catalog.item_ids, catalog.user_vocab)
+
+    def dataset(split, shuffle):
+        return interaction_dataset(layout.split_pattern(split), lookups, config.history_length,
+                                   config.batch_size, shuffle=shuffle, seed=config.seed,
+                                   drop_remainder=True)
+
+    train_data = dataset(train_split, True)
+    with strategy.scope():
+        model = build_model(config, catalog)
+        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
+        model.compute_loss(next(iter(train_data)))  # builds the variables (needed to resume)
+    throughput = _Throughput(config.batch_size)
+    cbs = [
+        keras.callbacks.BackupAndRestore(str(out / "backup")),
+        keras.callbacks.ModelCheckpoint(str(out / "checkpoints" / "best"), monitor="val_loss",
+                                        save_best_only=True, save_weights_only=True),
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience,
+                                      restore_best_weights=True),
+        keras.callbacks.TensorBoard(str(out / "logs"), update_freq="epoch", profile_batch=0),
+        throughput, *callbacks,
+    ]
+    started = time.time()
+    validation = dataset(valid_split, False) if valid_split else None
+    if validation is None:  # the TFRS protocol has no validation split: fixed epochs
+        cbs = [cb for cb in cbs if not isinstance(cb, (keras.callbacks.EarlyStopping,
+                                                       keras.callbacks.ModelCheckpoint))]
+    history = model.fit(train_data, validation_data=validation,
+                        epochs=config.epochs, steps_per_epoch=config.steps_per_epoch or None,
+                        callbacks=cbs, verbose=_verbosity(verbose))
+    model.save_weights(str(out / "weights" / "model"))
+    embeddings = model.item_embeddings()
+    np.save(out / "item_embeddings.npy", embeddings)
+    (out / "item_ids.txt").write_text("".join(f"{i}\n" for i in catalog.item_ids))
+    summary = {
+        "variant": config.variant,
+        "protocol": config.protocol,
+        "data": os.path.abspath(data_dir),
+        "config": json.loads(config.to_json()),
+        "devices": [d for d in strategy.extended.worker_devices],
+        "replicas": strategy.num_replicas_in_sync,
+        "epochs_run": len(history.history.get("loss", [])),
+        "loss": [float(x) for x in history.history.get("loss", [])],
+        "val_loss": [float(x) for x in history.history.get("val_loss", [])],
+        "train_examples_per_second": round(throughput.per_second, 1),
+        "seconds": round(time.time() - started, 1),
+    }
+    (out / "model.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _verbosity(verbose):
+    if verbose is not None:
+        return verbose
+    return 1 if sys.stdout.isatty() else 2  # a progress bar on terminals, a line per epoch in logs
+
+
+def load_retrieval(model_dir: str, data_dir: str | None = None):
+    """A trained model folder → (model, catalog, lookups, config)."""
+    meta = json.loads((Path(model_dir) / "model.json").read_text())
+    config = RetrievalConfig(**meta["config"])
+    data_dir = data_dir or meta["data"]
+    catalog = load_catalog(data_dir, PROTOCOL_SPLITS[config.protocol][0])
+    model = build_model(config, catalog)
+    model.load_weights(str(Path(model_dir) / "weights" / "model")).expect_partial()
+    return model, catalog, Lookups(catalog.item_ids, catalog.user_vocab), config
