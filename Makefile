@@ -25,11 +25,18 @@ $(STAMP): setup.py Makefile
 test: install
 	$(PY) -m pytest -q tests
 
+TWOREC := $(VENV)/bin/tworec
+
 demo: install
-	$(VENV)/bin/tworec data --dataset $(DATASET) $(if $(INPUT),--input $(INPUT)) --out $(RUN)/data $(DEMO_ARGS)
+	$(TWOREC) data --dataset $(DATASET) $(if $(INPUT),--input $(INPUT)) --out $(RUN)/data $(DEMO_ARGS)
+	$(TWOREC) train-retrieval --data $(RUN)/data --out $(RUN)/retrieval
+	$(TWOREC) train-retrieval --data $(RUN)/data --out $(RUN)/retrieval_id_only --variant id_only
+	$(TWOREC) index --model $(RUN)/retrieval --out $(RUN)/index
+	$(TWOREC) eval --data $(RUN)/data --models $(RUN)/retrieval $(RUN)/retrieval_id_only --out $(RUN)/eval
 
 bench: install
 	$(PY) benchmarks/bench_data_pipeline.py --interactions 1000000
+	$(PY) benchmarks/bench_scann.py --items 1000000 --dim 64
 
 clean:
 	rm -rf runs .pytest_cache

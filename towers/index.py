@@ -22,8 +22,8 @@ class IndexConfig:
     num_neighbors: int = 100
     brute_force_below: int = BRUTE_FORCE_BELOW
     num_leaves: int = 0  # 0: about sqrt(n)
-    leaves_to_search: int = 0  # 0: tuned for ~0.95+ recall@10
-    reorder: int = 250
+    leaves_to_search: int = 0  # 0: a fifth of the leaves (recall@10 ~0.97 on clustered data)
+    reorder: int = 500
     training_sample: int = 250_000
     dimensions_per_block: int = 2
     anisotropic_threshold: float = 0.2
@@ -32,7 +32,7 @@ class IndexConfig:
         return self.num_leaves or max(1, int(math.sqrt(n)))
 
     def searched(self, n: int) -> int:
-        return self.leaves_to_search or max(1, int(self.leaves(n) * 0.06))
+        return self.leaves_to_search or max(1, int(self.leaves(n) * 0.2))
 
 
 def build_searcher(embeddings: np.ndarray, item_ids, config: IndexConfig = IndexConfig()):

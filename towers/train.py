@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -85,7 +86,9 @@ def train_retrieval(data_dir: str, out_dir: str, config: RetrievalConfig = Retri
     with strategy.scope():
         model = build_model(config, catalog)
         model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
-        model.compute_loss(next(iter(train_data)))  # builds the variables (needed to resume)
+        first = next(iter(train_data))
+        model(first)  # builds the model, so an interrupted run can resume from backup/
+        model.compute_loss(first)
     throughput = _Throughput(config.batch_size)
     cbs = [
         keras.callbacks.BackupAndRestore(str(out / "backup")),
@@ -105,6 +108,7 @@ def train_retrieval(data_dir: str, out_dir: str, config: RetrievalConfig = Retri
                         epochs=config.epochs, steps_per_epoch=config.steps_per_epoch or None,
                         callbacks=cbs, verbose=_verbosity(verbose))
     model.save_weights(str(out / "weights" / "model"))
+    shutil.rmtree(out / "backup", ignore_errors=True)  # the run finished: nothing to resume
     embeddings = model.item_embeddings()
     np.save(out / "item_embeddings.npy", embeddings)
     (out / "item_ids.txt").write_text("".join(f"{i}\n" for i in catalog.item_ids))

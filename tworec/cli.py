@@ -83,6 +83,9 @@ def _add_train_retrieval(sub):
     p.add_argument("--temperature", type=float, default=defaults.temperature)
     p.add_argument("--no-logq", action="store_true", help="turn off the sampling-bias correction")
     p.add_argument("--mixed-negatives", type=int, default=0)
+    p.add_argument("--id-dropout", type=float, default=defaults.id_dropout,
+                   help="share of training examples whose item id is hidden (DropoutNet)")
+    p.add_argument("--user-dropout", type=float, default=defaults.user_dropout)
     p.add_argument("--encoder", default=defaults.encoder, choices=("minilm", "tiny"))
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.set_defaults(func=_run_train_retrieval)
@@ -96,11 +99,37 @@ def _run_train_retrieval(args, _):
         variant=args.variant, protocol=args.protocol, epochs=args.epochs, batch_size=args.batch_size,
         learning_rate=args.learning_rate, embedding_dim=args.embedding_dim,
         temperature=args.temperature, logq_correction=not args.no_logq,
-        mixed_negatives=args.mixed_negatives, encoder=args.encoder, seed=args.seed)
+        mixed_negatives=args.mixed_negatives, encoder=args.encoder, seed=args.seed,
+        id_dropout=args.id_dropout, user_dropout=args.user_dropout)
     summary = train_retrieval(args.data, args.out, config)
     print(f"trained {summary['variant']} ({summary['protocol']}) on {summary['replicas']} replica(s) "
           f"{summary['devices']}: {summary['epochs_run']} epochs, "
           f"{summary['train_examples_per_second']:,.0f} examples/s → {args.out}")
+    return 0
+
+
+def _add_index(sub):
+    p = sub.add_parser("index", help="build the ScaNN index over a trained model's item embeddings")
+    p.add_argument("--model", required=True, help="a model folder from train-retrieval")
+    p.add_argument("--out", required=True, help="index folder")
+    p.add_argument("--neighbors", type=int, default=200, help="default number of results")
+    p.set_defaults(func=_run_index)
+
+
+def _run_index(args, _):
+    from pathlib import Path
+
+    import numpy as np
+
+    from tworec.towers.index import IndexConfig, ItemIndex
+
+    model = Path(args.model)
+    embeddings = np.load(model / "item_embeddings.npy")
+    item_ids = (model / "item_ids.txt").read_text().split("\n")[:-1]
+    index = ItemIndex.build(embeddings, item_ids, IndexConfig(num_neighbors=args.neighbors))
+    index.save(args.out)
+    kind = "brute force" if len(item_ids) < index.config.brute_force_below else "tree + AH"
+    print(f"indexed {len(item_ids):,} items ({embeddings.shape[1]} dims, {kind}) → {args.out}")
     return 0
 
 
@@ -125,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_data(sub)
     _add_train_retrieval(sub)
+    _add_index(sub)
     _add_eval(sub)
     return parser
 
