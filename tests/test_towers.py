@@ -91,3 +91,24 @@ def test_a_never_seen_item_is_retrieved_for_a_user_into_its_topic(synthetic_data
 def _categories(catalog):
     names = ["", *catalog.categories]
     return [[names[c] for c in row if c] or [""] for row in catalog.category_ids]
+
+
+def test_finetune_mode_trains_the_top_encoder_layers_over_cached_states(synthetic_data, tmp_path):
+    from tworec.towers.config import RetrievalConfig
+    from tworec.towers.encoder_cache import build_encoder
+    from tworec.towers.new_items import embed_new_items
+    from tworec.towers.train import load_retrieval, train_retrieval
+
+    config = RetrievalConfig.tiny(encoder_mode="finetune", finetune_layers=1, epochs=1, steps_per_epoch=20)
+    out = tmp_path / "finetuned"
+    summary = train_retrieval(str(synthetic_data), str(out), config, verbose=0)
+    assert np.isfinite(summary["loss"]).all()
+    model, catalog, _, config = load_retrieval(str(out))
+    top = model.item_tower.top_layers[0]
+    assert top.trainable_weights and all(w.trainable for w in top.trainable_weights)
+    pretrained = build_encoder(config).blocks[-1]
+    moved = [np.abs(a.numpy() - b.numpy()).max() for a, b in zip(top.weights, pretrained.weights)]
+    assert max(moved) > 1e-4  # training changed the top layer; the bottom comes from the cache
+    np.testing.assert_allclose(model.item_embeddings(), np.load(out / "item_embeddings.npy"), atol=1e-5)
+    new = embed_new_items(model, catalog, config, titles=["Orbit and Rocket Notes"], category_lists=[("Space",)])
+    assert new.shape == (1, config.embedding_dim) and np.isfinite(new).all()

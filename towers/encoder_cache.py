@@ -48,6 +48,23 @@ def encode_texts(encoder, texts, max_length: int, batch_size: int = 128) -> np.n
     return out
 
 
+def token_states(encoder, texts, max_length: int, num_layers: int, batch_size: int = 128):
+    """Token states after the encoder's first ``num_layers`` layers, padded to ``max_length``:
+    (states [N, max_length, hidden] float32, mask [N, max_length] int32)."""
+    from tworec.tf_setup import tf
+
+    states = np.zeros((len(texts), max_length, encoder.cfg.hidden_size), np.float32)
+    mask = np.zeros((len(texts), max_length), np.int32)
+    for start in range(0, len(texts), batch_size):
+        tokens = tokenize(list(texts[start:start + batch_size]), max_length)
+        width = tokens["input_ids"].shape[1]
+        out = encoder(tf.constant(tokens["input_ids"]), tf.constant(tokens["attention_mask"]),
+                      num_layers=num_layers)
+        states[start:start + len(out), :width] = out.numpy()
+        mask[start:start + len(out), :width] = tokens["attention_mask"]
+    return states, mask
+
+
 def content_vectors(texts, config: RetrievalConfig, encoder=None) -> np.ndarray:
     """Pooled encoder outputs for ``texts``, from the cache when the same texts were seen."""
     key = hashlib.sha256("\x1e".join([config.encoder, str(config.max_text_length), str(config.seed),

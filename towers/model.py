@@ -13,12 +13,15 @@ TwoTowerModel  in-batch softmax (tfrs.tasks.Retrieval) with temperature, log-Q c
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import tensorflow_recommenders as tfrs
 
 from tworec.tf_setup import keras, tf
 from tworec.towers.catalog import Catalog
 from tworec.towers.config import RetrievalConfig
+from tworec.towers.text_encoder import mean_pool, run_layers
 
 HOUR = 3600.0
 
@@ -27,16 +30,33 @@ def _unit(x):
     return tf.math.l2_normalize(x, axis=-1)
 
 
+@dataclass
+class FinetuneParts:
+    """For ``encoder_mode="finetune"``: the encoder's top layers (trainable) and the cached token
+    states of every catalog item after its frozen bottom layers."""
+
+    top_layers: list
+    states: np.ndarray  # [num_items, T, hidden]
+    mask: np.ndarray  # [num_items, T]
+
+
 class ItemTower(keras.layers.Layer):
-    def __init__(self, config: RetrievalConfig, catalog: Catalog, content: np.ndarray | None, **kwargs):
+    def __init__(self, config: RetrievalConfig, catalog: Catalog, content: np.ndarray | None,
+                 finetune: FinetuneParts | None = None, **kwargs):
         super().__init__(**kwargs)
         self.config = config
         self.uses_content = config.uses_content
+        self.finetune = finetune is not None
+        if self.finetune:
+            self.top_layers = list(finetune.top_layers)
+            self.token_states = tf.Variable(finetune.states, trainable=False, name="token_states")
+            self.token_mask = tf.Variable(finetune.mask, trainable=False, name="token_mask")
         # Catalog tables are variables (not trainable) so items can be appended at serving time.
         self.id_index = tf.Variable(catalog.id_index, trainable=False, name="id_index")
         self.id_embedding = keras.layers.Embedding(len(catalog.item_vocab) + 1, config.id_dim, name="item_id")
         if self.uses_content:
-            self.content = tf.Variable(content.astype("float32"), trainable=False, name="content_vectors")
+            if not self.finetune:
+                self.content = tf.Variable(content.astype("float32"), trainable=False, name="content_vectors")
             self.category_ids = tf.Variable(catalog.category_ids, trainable=False, name="category_ids")
             self.content_head = keras.Sequential([
                 keras.layers.Dense(config.content_hidden, activation="gelu"),
@@ -61,9 +81,18 @@ class ItemTower(keras.layers.Layer):
             parts = [self.content_head(content_vectors), cat_vec] + parts
         return _unit(self.projection(tf.concat(parts, axis=-1)))
 
+    def pooled_from_states(self, states, mask, training=False):
+        """Content vectors from token states of the frozen bottom layers (finetune mode)."""
+        return mean_pool(run_layers(self.top_layers, states, mask, training=training), mask)
+
     def call(self, rows, training=False):
         rows = tf.maximum(tf.cast(rows, tf.int32), 0)
-        content = tf.gather(self.content, rows) if self.uses_content else None
+        content = None
+        if self.uses_content and self.finetune:
+            mask = tf.gather(self.token_mask, rows)
+            content = self.pooled_from_states(tf.gather(self.token_states, rows), mask, training)
+        elif self.uses_content:
+            content = tf.gather(self.content, rows)
         categories = tf.gather(self.category_ids, rows) if self.uses_content else None
         return self.embed(content, tf.gather(self.id_index, rows), categories, training=training)
 
@@ -114,10 +143,11 @@ class QueryTower(keras.layers.Layer):
 
 
 class TwoTowerModel(tfrs.Model):
-    def __init__(self, config: RetrievalConfig, catalog: Catalog, content: np.ndarray | None, num_users: int):
+    def __init__(self, config: RetrievalConfig, catalog: Catalog, content: np.ndarray | None,
+                 num_users: int, finetune: FinetuneParts | None = None):
         super().__init__()
         self.config = config
-        self.item_tower = ItemTower(config, catalog, content, name="item_tower")
+        self.item_tower = ItemTower(config, catalog, content, finetune, name="item_tower")
         self.query_tower = QueryTower(config, num_users, self.item_tower, name="query_tower")
         self.num_items = catalog.size
         self.log_q = tf.constant(catalog.sampling_probability())

@@ -8,7 +8,7 @@ import numpy as np
 from tworec.text import compose_item_text
 from tworec.towers.catalog import MAX_CATEGORIES, Catalog
 from tworec.towers.config import RetrievalConfig
-from tworec.towers.encoder_cache import build_encoder, encode_texts
+from tworec.towers.encoder_cache import build_encoder, encode_texts, token_states
 
 
 def category_rows(catalog: Catalog, category_lists) -> np.ndarray:
@@ -28,5 +28,13 @@ def embed_new_items(model, catalog: Catalog, config: RetrievalConfig, titles, de
     category_lists = category_lists or [()] * len(titles)
     texts = [compose_item_text(title=t, description=d, categories=c)
              for t, d, c in zip(titles, descriptions, category_lists)]
-    vectors = encode_texts(encoder or build_encoder(config), texts, config.max_text_length)
+    encoder = encoder or build_encoder(config)
+    if config.encoder_mode == "finetune":
+        from tworec.tf_setup import tf
+
+        bottom = encoder.cfg.num_layers - config.finetune_layers
+        states, mask = token_states(encoder, texts, config.max_text_length, bottom)
+        vectors = model.item_tower.pooled_from_states(tf.constant(states), tf.constant(mask)).numpy()
+    else:
+        vectors = encode_texts(encoder, texts, config.max_text_length)
     return model.content_embeddings(vectors, category_rows(catalog, category_lists))

@@ -96,16 +96,23 @@ class TextEncoder(keras.layers.Layer):
         self.dropout = keras.layers.Dropout(cfg.dropout)
         self.blocks = [TransformerLayer(cfg, name=f"layer_{i}") for i in range(cfg.num_layers)]
 
-    def call(self, input_ids, attention_mask, training=False, first_trainable_layer=None):
+    def call(self, input_ids, attention_mask, training=False, num_layers=None):
+        """Token states after the first ``num_layers`` transformer layers (all by default)."""
         positions = tf.range(tf.shape(input_ids)[1])[tf.newaxis, :]
         x = (self.word_embeddings(input_ids) + self.position_embeddings(positions)
              + self.type_embeddings(tf.zeros_like(input_ids)))
         x = self.dropout(self.embedding_norm(x), training=training)
-        mask = tf.cast(attention_mask, x.dtype)[:, tf.newaxis, tf.newaxis, :]
-        additive_mask = (1.0 - mask) * -1e9
-        for block in self.blocks:
-            x = block(x, additive_mask, training=training)
-        return x
+        return run_layers(self.blocks[:num_layers], x, attention_mask, training=training)
+
+
+def run_layers(blocks, states, attention_mask, training=False):
+    """Runs transformer ``blocks`` over token states (used to fine-tune an encoder's top layers
+    over cached outputs of its frozen bottom layers)."""
+    mask = tf.cast(attention_mask, states.dtype)[:, tf.newaxis, tf.newaxis, :]
+    additive_mask = (1.0 - mask) * -1e9
+    for block in blocks:
+        states = block(states, additive_mask, training=training)
+    return states
 
 
 def mean_pool(states, attention_mask):

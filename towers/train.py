@@ -24,9 +24,9 @@ from tworec.layout import DataLayout
 from tworec.tf_setup import keras, tf
 from tworec.towers.catalog import Catalog, load_catalog
 from tworec.towers.config import RetrievalConfig
-from tworec.towers.encoder_cache import content_vectors
+from tworec.towers.encoder_cache import build_encoder, content_vectors, token_states
 from tworec.towers.features import Lookups, interaction_dataset
-from tworec.towers.model import TwoTowerModel
+from tworec.towers.model import FinetuneParts, TwoTowerModel
 from tworec.contract import Split
 
 
@@ -61,9 +61,19 @@ PROTOCOL_SPLITS = {"temporal": (Split.TRAIN, Split.VALID), "tfrs": (Split.TFRS_T
 
 
 def build_model(config: RetrievalConfig, catalog: Catalog) -> TwoTowerModel:
-    content = content_vectors(catalog.texts, config) if config.uses_content else None
+    """The model for ``catalog``; call inside the strategy's scope. With a frozen encoder the item
+    tower reads cached pooled vectors; in finetune mode it runs the encoder's top layers over
+    cached token states of the frozen bottom layers."""
+    content, finetune = None, None
+    if config.uses_content and config.encoder_mode == "finetune":
+        encoder = build_encoder(config)
+        bottom = encoder.cfg.num_layers - config.finetune_layers
+        states, mask = token_states(encoder, catalog.texts, config.max_text_length, bottom)
+        finetune = FinetuneParts(encoder.blocks[bottom:], states, mask)
+    elif config.uses_content:
+        content = content_vectors(catalog.texts, config)
     tf.random.set_seed(config.seed)
-    return TwoTowerModel(config, catalog, content, len(catalog.user_vocab))
+    return TwoTowerModel(config, catalog, content, len(catalog.user_vocab), finetune)
 
 
 def train_retrieval(data_dir: str, out_dir: str, config: RetrievalConfig = RetrievalConfig(),
