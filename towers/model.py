@@ -160,6 +160,14 @@ class TwoTowerModel(tfrs.Model):
     def call(self, features, training=False):
         return self.query_tower(features, training=training)
 
+    # TFRS also reports regularization and total losses; this model has no regularization terms,
+    # so only the loss is shown.
+    def train_step(self, inputs):
+        return {"loss": super().train_step(inputs)["loss"]}
+
+    def test_step(self, inputs):
+        return {"loss": super().test_step(inputs)["loss"]}
+
     def compute_loss(self, features, training=False):
         cfg = self.config
         queries = self.query_tower(features, training=training)
