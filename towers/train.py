@@ -64,6 +64,8 @@ def build_model(config: RetrievalConfig, catalog: Catalog) -> TwoTowerModel:
     """The model for ``catalog``; call inside the strategy's scope. With a frozen encoder the item
     tower reads cached pooled vectors; in finetune mode it runs the encoder's top layers over
     cached token states of the frozen bottom layers."""
+    # Python, NumPy and TensorFlow seeds: tf-keras draws unseeded initializer seeds from NumPy.
+    keras.utils.set_random_seed(config.seed)
     content, finetune = None, None
     if config.uses_content and config.encoder_mode == "finetune":
         encoder = build_encoder(config)
@@ -72,7 +74,7 @@ def build_model(config: RetrievalConfig, catalog: Catalog) -> TwoTowerModel:
         finetune = FinetuneParts(encoder.blocks[bottom:], states, mask)
     elif config.uses_content:
         content = content_vectors(catalog.texts, config)
-    tf.random.set_seed(config.seed)
+    keras.utils.set_random_seed(config.seed)
     return TwoTowerModel(config, catalog, content, len(catalog.user_vocab), finetune)
 
 
