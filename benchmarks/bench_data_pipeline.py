@@ -16,6 +16,8 @@ import sys
 import tempfile
 import time
 
+from common import save
+
 ANCHOR_PER_SECOND = 4_000
 
 
@@ -53,10 +55,7 @@ def main(argv=None) -> dict:
     }
     print(f"median {median:,.0f} interactions/s on {os.cpu_count()} cores; "
           f"{result['ratio_to_anchor']}x the ~{ANCHOR_PER_SECOND:,}/s anchor (goal 5x)")
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(result, handle, indent=2)
-    return result
+    return save(result, args.json)
 
 
 if __name__ == "__main__":

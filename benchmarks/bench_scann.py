@@ -10,13 +10,14 @@ reports ~15x over brute force at 1M; ScaNN's GloVe example R@10 0.90 at ~7.2k QP
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
 import time
 
 import numpy as np
+
+from common import save
 
 
 def _qps(search, queries) -> float:
@@ -79,10 +80,7 @@ def main(argv=None) -> dict:
     print(f"  brute force, ScaNN exact     {result['brute_force_scann_qps_median']:>9,.0f} QPS   "
           f"-> ScaNN is {result['speedup_vs_scann_brute_force']}x")
     print(f"  index build {build_s:.0f}s on {os.cpu_count()} cores")
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(result, handle, indent=2)
-    return result
+    return save(result, args.json)
 
 
 if __name__ == "__main__":

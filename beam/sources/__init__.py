@@ -29,6 +29,22 @@ def read_and_parse(pbegin, label: str, pattern: str, kind: str, parse, encoding=
     return parsed[records.VALID], parsed[records.REJECTED], read
 
 
+def delimited_interaction(text: str, origin: str, separator: str, columns: dict, ratings):
+    """One interaction from a delimited line; ``columns`` maps user/item/rating/timestamp to
+    field positions (rating optional)."""
+    from tworec.beam import validate
+    from tworec.beam.records import Interaction
+
+    fields = validate.columns(text.split(separator), len(columns))
+    return Interaction(
+        user_id=validate.user_id(fields[columns["user"]]),
+        item_id=validate.item_id(fields[columns["item"]]),
+        timestamp=validate.timestamp(fields[columns["timestamp"]]),
+        rating=validate.rating(fields[columns["rating"]], ratings) if "rating" in columns else 0.0,
+        origin=origin,
+    )
+
+
 def assemble(pbegin, interactions, items, users=None, rejected=(), read=()):
     """The dict every source returns; missing parts become empty PCollections."""
     if users is None:

@@ -11,22 +11,18 @@ import apache_beam as beam
 from tworec import text as item_text
 from tworec.beam import validate
 from tworec.beam.records import Interaction, Item
-from tworec.beam.sources import assemble, read_and_parse
+from tworec.beam.sources import assemble, delimited_interaction, read_and_parse
 from tworec.contract import Reject
 
 DEFAULT_PATH = os.path.join("..", "shared", "data", "amazon-2018-magazine-subscriptions")
 RATINGS = validate.RatingRange(1.0, 5.0)
 
 
+COLUMNS = {"item": 0, "user": 1, "rating": 2, "timestamp": 3}
+
+
 def parse_rating_line(text: str, origin: str) -> Interaction:
-    fields = validate.columns(text.split(","), 4)
-    return Interaction(
-        user_id=validate.user_id(fields[1]),
-        item_id=validate.item_id(fields[0]),
-        timestamp=validate.timestamp(fields[3]),
-        rating=validate.rating(fields[2], RATINGS),
-        origin=origin,
-    )
+    return delimited_interaction(text, origin, ",", COLUMNS, RATINGS)
 
 
 def _is_html_fragment(title: str) -> bool:

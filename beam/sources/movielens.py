@@ -8,7 +8,7 @@ import apache_beam as beam
 from tworec import text as item_text
 from tworec.beam import validate
 from tworec.beam.records import Interaction, Item, User
-from tworec.beam.sources import assemble, read_and_parse
+from tworec.beam.sources import assemble, delimited_interaction, read_and_parse
 
 DEFAULT_PATH = os.path.join("..", "shared", "data", "movielens-100k")
 
@@ -20,15 +20,11 @@ GENRES = (
 RATINGS = validate.RatingRange(1.0, 5.0)
 
 
+COLUMNS = {"user": 0, "item": 1, "rating": 2, "timestamp": 3}
+
+
 def parse_rating_line(text: str, origin: str) -> Interaction:
-    fields = validate.columns(text.split("\t"), 4)
-    return Interaction(
-        user_id=validate.user_id(fields[0]),
-        item_id=validate.item_id(fields[1]),
-        timestamp=validate.timestamp(fields[3]),
-        rating=validate.rating(fields[2], RATINGS),
-        origin=origin,
-    )
+    return delimited_interaction(text, origin, "\t", COLUMNS, RATINGS)
 
 
 def parse_item_line(text: str, origin: str) -> Item:
