@@ -1,11 +1,14 @@
 """Reading raw files line by line with file and line numbers, and turning lines into records."""
 from __future__ import annotations
 
+import bz2
+import gzip
 import zlib
 from typing import Callable, NamedTuple
 
 import apache_beam as beam
 from apache_beam.io import fileio
+from apache_beam.io.filesystem import CompressionTypes
 
 from tworec.beam import records
 from tworec.beam.validate import Invalid
@@ -21,11 +24,22 @@ class DataFileError(ValueError):
     """A file cannot be read at all from some line on (truncated or corrupt compression)."""
 
 
+def _open(readable: fileio.ReadableFile):
+    """Opens a matched file; gzip is decompressed with Python's gzip module, which (unlike Beam's
+    CompressedFile) raises on a truncated stream instead of ending it quietly."""
+    raw = readable.open(compression_type=CompressionTypes.UNCOMPRESSED)
+    if readable.metadata.path.endswith(".gz"):
+        return gzip.GzipFile(fileobj=raw, mode="rb")
+    if readable.metadata.path.endswith(".bz2"):
+        return bz2.BZ2File(raw, mode="rb")
+    return raw
+
+
 def _read_lines(readable: fileio.ReadableFile, skip_header: bool):
     path = readable.metadata.path
     name = path.rsplit("/", 1)[-1]
     number = 0
-    with readable.open() as handle:  # compression chosen from the file extension
+    with _open(readable) as handle:
         while True:
             try:
                 raw = handle.readline()

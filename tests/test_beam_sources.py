@@ -125,3 +125,21 @@ def test_synthetic_generation_is_a_pure_function_of_config():
     # New items arrive during the period (natural cold start).
     catalog = synthetic.build_catalog(config)
     assert 0.2 < (catalog.release > 0).mean() < 0.6
+
+
+def test_a_truncated_gzip_fails_the_job_naming_file_and_line(tmp_path):
+    import gzip
+
+    from tworec.beam.io import DataFileError
+
+    meta = "\n".join('{"asin": "B%04d", "title": "t", "description": ["%s"]}' % (i, "x" * 200)
+                     for i in range(2000)).encode()
+    data = gzip.compress(meta)
+    (tmp_path / "meta_Test.json.gz").write_bytes(data[: len(data) // 2])
+    (tmp_path / "Test.csv").write_text("B0001,u1,5.0,1005177600\n")
+    with pytest.raises(Exception) as failure:
+        with TestPipeline() as p:
+            _ = p | Amazon2018(str(tmp_path))
+    message = str(failure.value)
+    assert "meta_Test.json.gz" in message and "cannot read past line" in message, message
+    assert DataFileError.__name__ in message or "truncated" in message
