@@ -19,6 +19,9 @@ class RetrievalConfig:
     history_length: int = 50
     id_dropout: float = 0.5  # DropoutNet: drop an item's id embedding, learn to rely on content
     user_dropout: float = 0.2  # drop the user id: learn to serve unknown users from history
+    # Dropout on the text vector: the content head must generalise (to cold items) rather than
+    # memorise each warm item's vector, which the id embedding is there for.
+    content_dropout: float = 0.0
     temperature: float = 0.05
     logq_correction: bool = True  # correct in-batch softmax for train popularity (sampling bias)
     mixed_negatives: int = 0  # extra negatives sampled uniformly from the catalog per batch

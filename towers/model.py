@@ -59,6 +59,7 @@ class ItemTower(keras.layers.Layer):
                 self.content = tf.Variable(content.astype("float32"), trainable=False, name="content_vectors")
             self.category_ids = tf.Variable(catalog.category_ids, trainable=False, name="category_ids")
             self.content_head = keras.Sequential([
+                keras.layers.Dropout(config.content_dropout),
                 keras.layers.Dense(config.content_hidden, activation="gelu"),
                 keras.layers.Dense(config.embedding_dim),
             ], name="content_head")
@@ -78,7 +79,7 @@ class ItemTower(keras.layers.Layer):
             cats = self.category_embedding(category_ids)
             present = tf.cast(category_ids > 0, tf.float32)[..., tf.newaxis]
             cat_vec = tf.reduce_sum(cats * present, 1) / tf.maximum(tf.reduce_sum(present, 1), 1.0)
-            parts = [self.content_head(content_vectors), cat_vec] + parts
+            parts = [self.content_head(content_vectors, training=training), cat_vec] + parts
         return _unit(self.projection(tf.concat(parts, axis=-1)))
 
     def pooled_from_states(self, states, mask, training=False):

@@ -86,6 +86,7 @@ def _add_train_retrieval(sub):
     p.add_argument("--id-dropout", type=float, default=defaults.id_dropout,
                    help="share of training examples whose item id is hidden (DropoutNet)")
     p.add_argument("--user-dropout", type=float, default=defaults.user_dropout)
+    p.add_argument("--content-dropout", type=float, default=defaults.content_dropout)
     p.add_argument("--encoder", default=defaults.encoder, choices=("minilm", "tiny"))
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.set_defaults(func=_run_train_retrieval)
@@ -100,7 +101,8 @@ def _run_train_retrieval(args, _):
         learning_rate=args.learning_rate, embedding_dim=args.embedding_dim,
         temperature=args.temperature, logq_correction=not args.no_logq,
         mixed_negatives=args.mixed_negatives, encoder=args.encoder, seed=args.seed,
-        id_dropout=args.id_dropout, user_dropout=args.user_dropout)
+        id_dropout=args.id_dropout, user_dropout=args.user_dropout,
+        content_dropout=args.content_dropout)
     summary = train_retrieval(args.data, args.out, config)
     print(f"trained {summary['variant']} ({summary['protocol']}) on {summary['replicas']} replica(s) "
           f"{summary['devices']}: {summary['epochs_run']} epochs, "
