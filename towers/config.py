@@ -14,7 +14,7 @@ class RetrievalConfig:
     embedding_dim: int = 64
     id_dim: int = 32
     category_dim: int = 16
-    content_hidden: int = 256
+    content_hidden: int = 256  # 0: a linear content head
     user_dim: int = 32
     history_length: int = 50
     id_dropout: float = 0.5  # DropoutNet: drop an item's id embedding, learn to rely on content

@@ -58,9 +58,9 @@ class ItemTower(keras.layers.Layer):
             if not self.finetune:
                 self.content = tf.Variable(content.astype("float32"), trainable=False, name="content_vectors")
             self.category_ids = tf.Variable(catalog.category_ids, trainable=False, name="category_ids")
+            hidden = [keras.layers.Dense(config.content_hidden, activation="gelu")] if config.content_hidden else []
             self.content_head = keras.Sequential([
-                keras.layers.Dropout(config.content_dropout),
-                keras.layers.Dense(config.content_hidden, activation="gelu"),
+                keras.layers.Dropout(config.content_dropout), *hidden,
                 keras.layers.Dense(config.embedding_dim),
             ], name="content_head")
             self.category_embedding = keras.layers.Embedding(

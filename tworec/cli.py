@@ -87,6 +87,8 @@ def _add_train_retrieval(sub):
                    help="share of training examples whose item id is hidden (DropoutNet)")
     p.add_argument("--user-dropout", type=float, default=defaults.user_dropout)
     p.add_argument("--content-dropout", type=float, default=defaults.content_dropout)
+    p.add_argument("--content-hidden", type=int, default=defaults.content_hidden,
+                   help="hidden units of the content head (0: linear)")
     p.add_argument("--encoder", default=defaults.encoder, choices=("minilm", "tiny"))
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.set_defaults(func=_run_train_retrieval)
@@ -102,7 +104,7 @@ def _run_train_retrieval(args, _):
         temperature=args.temperature, logq_correction=not args.no_logq,
         mixed_negatives=args.mixed_negatives, encoder=args.encoder, seed=args.seed,
         id_dropout=args.id_dropout, user_dropout=args.user_dropout,
-        content_dropout=args.content_dropout)
+        content_dropout=args.content_dropout, content_hidden=args.content_hidden)
     summary = train_retrieval(args.data, args.out, config)
     print(f"trained {summary['variant']} ({summary['protocol']}) on {summary['replicas']} replica(s) "
           f"{summary['devices']}: {summary['epochs_run']} epochs, "
