@@ -89,7 +89,6 @@ class TestSet:
 
 def model_scores(model_dir: str, data_dir: str, test: TestSet):
     """A score function over the test examples for a trained two-tower model."""
-    from tworec.tf_setup import tf
     from tworec.towers.features import interaction_dataset
     from tworec.towers.train import load_retrieval
 

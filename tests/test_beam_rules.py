@@ -6,7 +6,6 @@ from apache_beam.testing.util import assert_that, equal_to
 from tworec import contract, example_codec
 from tworec.beam.sequences import BuildExamples, Event, UserSequence
 from tworec.beam.splits import DAY, SplitConfig, TimeCutoffs, select_cold_items
-from tworec.contract import Split
 
 
 def _examples(config, sequence, cutoffs, cold):

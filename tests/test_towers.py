@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 HELPER = Path(__file__).parent / "helpers" / "mirrored_losses.py"
 

@@ -17,7 +17,6 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from tworec.contract import (
     HISTORY_ITEM_IDS as _HISTORY_ITEM_IDS,
     HISTORY_TIMESTAMPS as _HISTORY_TIMESTAMPS,
-    INTERACTION_FEATURES,
     ITEM_ID as _ITEM_ID,
     RATING as _RATING,
     TIMESTAMP as _TIMESTAMP,

@@ -75,6 +75,3 @@ def get_source(name: str):
     if name not in sources:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(sorted(sources))}")
     return sources[name]
-
-
-DATASETS = ("synthetic", "movielens-100k", "amazon-2018", "csv")

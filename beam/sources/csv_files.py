@@ -9,7 +9,6 @@ Columns are found by their header names, in any order. ``timestamp`` is unix sec
 from __future__ import annotations
 
 import csv
-import os
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
