@@ -19,13 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from tworec import contract, example_codec
-from tworec.contract import Split
+from tworec.contract import PROTOCOLS, Split
 from tworec.evaluation.metrics import by_segment, ranks_of_targets
 from tworec.layout import DataLayout
 from tworec.tfrecord_io import read_records
 
 MODEL_NAMES = {"content": "two_tower", "id_only": "id_only"}
-TEST_SPLIT = {"temporal": Split.TEST, "tfrs": Split.TFRS_TEST}
 BATCH = 512
 
 
@@ -40,7 +39,8 @@ class TestSet:
     def __init__(self, data_dir: str, protocol: str, catalog):
         layout = DataLayout(data_dir)
         self.protocol = protocol
-        self.examples = _decoded(layout, TEST_SPLIT[protocol])
+        self.catalog = catalog
+        self.examples = _decoded(layout, PROTOCOLS[protocol].test)
         row = catalog.row_of()
         self.targets = np.array([row[e["item_id"]] for e in self.examples])
         counts = catalog.train_counts
@@ -92,11 +92,11 @@ def model_scores(model_dir: str, data_dir: str, test: TestSet):
     from tworec.towers.features import interaction_dataset
     from tworec.towers.train import load_retrieval
 
-    model, catalog, lookups, config = load_retrieval(model_dir, data_dir)
+    model, _, lookups, config = load_retrieval(model_dir, data_dir, catalog=test.catalog)
     items = model.item_embeddings()
     layout = DataLayout(data_dir)
     queries = []
-    for features in interaction_dataset(layout.split_pattern(TEST_SPLIT[config.protocol]), lookups,
+    for features in interaction_dataset(layout.split_pattern(PROTOCOLS[config.protocol].test), lookups,
                                         config.history_length, BATCH):
         queries.append(model.query_tower(features).numpy())
     queries = np.concatenate(queries)
@@ -107,12 +107,11 @@ def model_scores(model_dir: str, data_dir: str, test: TestSet):
 
 def evaluate(data_dir: str, model_dirs, out_dir: str) -> dict:
     from tworec.towers.catalog import load_catalog
-    from tworec.towers.train import PROTOCOL_SPLITS
 
     metrics: dict = {}
     tests = {}
-    for protocol, (train_split, _) in PROTOCOL_SPLITS.items():
-        catalog = load_catalog(data_dir, train_split)
+    for protocol, splits in PROTOCOLS.items():
+        catalog = load_catalog(data_dir, splits.train)
         tests[protocol] = test = TestSet(data_dir, protocol, catalog)
         popularity = np.broadcast_to(test.popularity, (BATCH, catalog.size))
         metrics.setdefault(protocol, {})["popularity"], _ = test.evaluate(

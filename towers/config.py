@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields
 
+from tworec.contract import PROTOCOLS
+
 VARIANTS = ("content", "id_only")
 
 
@@ -42,8 +44,8 @@ class RetrievalConfig:
     def __post_init__(self):
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, not {self.variant!r}")
-        if self.protocol not in ("temporal", "tfrs"):
-            raise ValueError("protocol must be temporal or tfrs")
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {sorted(PROTOCOLS)}")
         if self.encoder_mode not in ("frozen", "finetune"):
             raise ValueError("encoder_mode must be frozen or finetune")
 

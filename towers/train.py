@@ -27,7 +27,7 @@ from tworec.towers.config import RetrievalConfig
 from tworec.towers.encoder_cache import build_encoder, content_vectors, token_states
 from tworec.towers.features import Lookups, interaction_dataset
 from tworec.towers.model import FinetuneParts, TwoTowerModel
-from tworec.contract import Split
+from tworec.contract import PROTOCOLS
 
 
 def default_strategy() -> tf.distribute.Strategy:
@@ -56,10 +56,6 @@ class _Throughput(keras.callbacks.Callback):
         return self.examples / self.seconds if self.seconds else 0.0
 
 
-# protocol → (split to train on, split for early stopping)
-PROTOCOL_SPLITS = {"temporal": (Split.TRAIN, Split.VALID), "tfrs": (Split.TFRS_TRAIN, None)}
-
-
 def build_model(config: RetrievalConfig, catalog: Catalog) -> TwoTowerModel:
     """The model for ``catalog``; call inside the strategy's scope. With a frozen encoder the item
     tower reads cached pooled vectors; in finetune mode it runs the encoder's top layers over
@@ -84,8 +80,8 @@ def train_retrieval(data_dir: str, out_dir: str, config: RetrievalConfig = Retri
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     layout = DataLayout(data_dir)
-    train_split, valid_split = PROTOCOL_SPLITS[config.protocol]
-    catalog = load_catalog(data_dir, train_split)
+    protocol = PROTOCOLS[config.protocol]
+    catalog = load_catalog(data_dir, protocol.train)
     strategy = strategy or default_strategy()
     lookups = Lookups(catalog.item_ids, catalog.user_vocab)
 
@@ -94,7 +90,7 @@ def train_retrieval(data_dir: str, out_dir: str, config: RetrievalConfig = Retri
                                    config.batch_size, shuffle=shuffle, seed=config.seed,
                                    drop_remainder=True)
 
-    train_data = dataset(train_split, True)
+    train_data = dataset(protocol.train, True)
     with strategy.scope():
         model = build_model(config, catalog)
         model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
@@ -112,7 +108,7 @@ def train_retrieval(data_dir: str, out_dir: str, config: RetrievalConfig = Retri
         throughput, *callbacks,
     ]
     started = time.time()
-    validation = dataset(valid_split, False) if valid_split else None
+    validation = dataset(protocol.valid, False) if protocol.valid else None
     if validation is None:  # the TFRS protocol has no validation split: fixed epochs
         cbs = [cb for cb in cbs if not isinstance(cb, (keras.callbacks.EarlyStopping,
                                                        keras.callbacks.ModelCheckpoint))]
@@ -147,12 +143,13 @@ def _verbosity(verbose):
     return 1 if sys.stdout.isatty() else 2  # a progress bar on terminals, a line per epoch in logs
 
 
-def load_retrieval(model_dir: str, data_dir: str | None = None):
-    """A trained model folder → (model, catalog, lookups, config)."""
+def load_retrieval(model_dir: str, data_dir: str | None = None, catalog: Catalog | None = None):
+    """A trained model folder → (model, catalog, lookups, config). Pass ``catalog`` when it is
+    already loaded for the model's protocol."""
     meta = json.loads((Path(model_dir) / "model.json").read_text())
     config = RetrievalConfig(**meta["config"])
     data_dir = data_dir or meta["data"]
-    catalog = load_catalog(data_dir, PROTOCOL_SPLITS[config.protocol][0])
+    catalog = catalog or load_catalog(data_dir, PROTOCOLS[config.protocol].train)
     model = build_model(config, catalog)
     model.load_weights(str(Path(model_dir) / "weights" / "model")).expect_partial()
     return model, catalog, Lookups(catalog.item_ids, catalog.user_vocab), config

@@ -75,6 +75,21 @@ TEMPORAL_SPLITS = (Split.TRAIN, Split.VALID, Split.TEST, Split.COLD_TRAIN_PERIOD
 TFRS_SPLITS = (Split.TFRS_TRAIN, Split.TFRS_TEST)
 
 
+@dataclass(frozen=True)
+class Protocol:
+    """Which splits a model trains on, stops early on (None: fixed epochs) and is tested on."""
+
+    train: Split
+    valid: Split | None
+    test: Split
+
+
+PROTOCOLS = {
+    "temporal": Protocol(Split.TRAIN, Split.VALID, Split.TEST),
+    "tfrs": Protocol(Split.TFRS_TRAIN, None, Split.TFRS_TEST),  # the TFRS tutorials' random 80/20
+}
+
+
 class Reject(str, enum.Enum):
     """Why a row went to the dead-letter output."""
 
