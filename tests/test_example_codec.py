@@ -49,3 +49,14 @@ def test_empty_lists_round_trip():
     record = dict(RECORD, history_item_ids=[], history_timestamps=[])
     data = example_codec.encode(contract.INTERACTION_FEATURES, record)
     assert example_codec.decode(contract.INTERACTION_FEATURES, data) == record
+
+
+def test_the_per_user_fast_encoder_writes_the_same_bytes_as_the_generic_one():
+    encoder = example_codec.InteractionEncoder(RECORD["user_id"])
+    for history in (RECORD["history_item_ids"], []):
+        times = RECORD["history_timestamps"][:len(history)]
+        record = dict(RECORD, history_item_ids=history, history_timestamps=times)
+        fast = encoder.encode(RECORD["item_id"], RECORD["timestamp"], RECORD["rating"],
+                              [example_codec.string_piece(i) for i in history],
+                              [example_codec.int_piece(t) for t in times])
+        assert fast == example_codec.encode(contract.INTERACTION_FEATURES, record)

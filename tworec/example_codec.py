@@ -116,15 +116,21 @@ def _string_field(value) -> bytes:
     return _field(1, value.encode("utf-8") if isinstance(value, str) else bytes(value))
 
 
+def _feature_of(kind: int, payload: bytes, packed: bool) -> bytes:
+    """A ``Feature`` message: ``kind`` 1 BytesList (payload = its entries), 2 FloatList or
+    3 Int64List (payload = the packed values)."""
+    if packed:
+        payload = _field(1, payload) if payload else b""
+    return _field(kind, payload)
+
+
 def _list_feature(dtype: DType, values) -> bytes:
     """The bytes of a ``Feature`` message holding ``values``."""
     if dtype is DType.STRING:
-        return _field(1, _cached(_string_fields, values, _string_field))
+        return _feature_of(1, _cached(_string_fields, values, _string_field), packed=False)
     if dtype is DType.INT64:
-        packed = _cached(_varint_bytes, values, _varint)
-        return _field(3, _field(1, packed) if packed else b"")
-    packed = struct.pack("<%df" % len(values), *values)
-    return _field(2, _field(1, packed) if packed else b"")
+        return _feature_of(3, _cached(_varint_bytes, values, _varint), packed=True)
+    return _feature_of(2, struct.pack("<%df" % len(values), *values), packed=True)
 
 
 def _map_entry(name: str, feature: bytes) -> bytes:
@@ -178,11 +184,11 @@ class InteractionEncoder:
 
     def encode(self, item_id: str, timestamp: int, rating: float, history_id_pieces,
                history_time_pieces) -> bytes:
-        ids = b"".join(history_id_pieces)
-        times = b"".join(history_time_pieces)
-        body = b"".join((
-            _map_entry(_HISTORY_ITEM_IDS.name, _field(1, ids)),
-            _map_entry(_HISTORY_TIMESTAMPS.name, _field(3, _field(1, times) if times else b"")),
+        ids = _feature_of(1, b"".join(history_id_pieces), packed=False)
+        times = _feature_of(3, b"".join(history_time_pieces), packed=True)
+        body = b"".join((  # map entries in name order, as deterministic serialization writes them
+            _map_entry(_HISTORY_ITEM_IDS.name, ids),
+            _map_entry(_HISTORY_TIMESTAMPS.name, times),
             _scalar_entry_cached(_ITEM_ID, item_id),
             _scalar_entry_cached(_RATING, rating),
             _scalar_entry_cached(_TIMESTAMP, timestamp),
