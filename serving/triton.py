@@ -96,7 +96,10 @@ class TritonServer:
     def __init__(self, config: TritonConfig, log_path: str | None = None):
         self.config = config
         self.process: subprocess.Popen | None = None
-        self.log_path = log_path or tempfile.mktemp(prefix="tritonserver-", suffix=".log")
+        if log_path is None:  # created now (mkstemp), so no other process can take the name
+            handle, log_path = tempfile.mkstemp(prefix="tritonserver-", suffix=".log")
+            os.close(handle)
+        self.log_path = log_path
         self._ports = {}
 
     @property
