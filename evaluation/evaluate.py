@@ -75,16 +75,44 @@ class TestSet:
             mask[i, self.targets[start + i]] = False
         return mask
 
-    def evaluate(self, score_batch) -> dict:
-        """``score_batch(start, stop)`` → scores [stop - start, num_items]."""
+    def evaluate(self, score_batch, rerank=None) -> dict:
+        """``score_batch(start, stop)`` → scores [stop - start, num_items]. With ``rerank(start,
+        stop, rows, scores)`` → new scores for the top ``RERANK_DEPTH`` rows (a second stage),
+        those rows are re-ordered by it and the rest keep the first stage's order."""
         ranks = []
         for start in range(0, len(self.targets), BATCH):
             stop = min(start + BATCH, len(self.targets))
             scores = score_batch(start, stop)
-            ranks.append(ranks_of_targets(scores, self.targets[start:stop],
-                                          self.excluded(start, stop, scores.shape[1])))
+            excluded = self.excluded(start, stop, scores.shape[1])
+            batch_ranks = ranks_of_targets(scores, self.targets[start:stop], excluded)
+            if rerank is not None:
+                batch_ranks = _reranked(scores, excluded, self.targets[start:stop], batch_ranks,
+                                        lambda rows, s: rerank(start, stop, rows, s))
+            ranks.append(batch_ranks)
         ranks = np.concatenate(ranks) if ranks else np.zeros(0)
         return by_segment(ranks, self.segments), ranks
+
+
+RERANK_DEPTH = 200
+
+
+def _reranked(scores, excluded, targets, first_ranks, rerank):
+    """Ranks after re-ordering each query's first-stage top ``RERANK_DEPTH`` by ``rerank``."""
+    scores = scores.astype(np.float32, copy=True)
+    if excluded is not None:
+        scores[excluded] = -np.inf
+    depth = min(RERANK_DEPTH, scores.shape[1])
+    top = np.argpartition(-scores, depth - 1, axis=1)[:, :depth]
+    order = np.argsort(-np.take_along_axis(scores, top, 1), axis=1, kind="stable")
+    rows = np.take_along_axis(top, order, 1)
+    second = rerank(rows, np.take_along_axis(scores, rows, 1))
+    ranks = first_ranks.copy()
+    for i, target in enumerate(targets):
+        hit = np.nonzero(rows[i] == target)[0]
+        if len(hit) and np.isfinite(scores[i, target]):
+            mine = second[i, hit[0]]
+            ranks[i] = 1 + int((second[i] > mine).sum() + ((second[i] == mine) & (rows[i] < target)).sum())
+    return ranks
 
 
 def model_scores(model_dir: str, data_dir: str, test: TestSet):
@@ -105,7 +133,37 @@ def model_scores(model_dir: str, data_dir: str, test: TestSet):
     return config, lambda start, stop: queries[start:stop] @ items.T
 
 
-def evaluate(data_dir: str, model_dirs, out_dir: str) -> dict:
+def two_stage_scores(ranker_dir: str, data_dir: str, test: TestSet):
+    """(retrieval score function, rerank function) for retrieve top 200 → rank with the ranker."""
+    from tworec.ranking.features import ranker_rows
+    from tworec.ranking.model import serving_signature
+    from tworec.ranking.train import load_ranker
+    from tworec.tf_setup import tf
+    from tworec.towers.queries import split_queries
+    from tworec.towers.train import load_retrieval
+
+    scorer, tables, meta = load_ranker(ranker_dir)
+    model, _, lookups, config = load_retrieval(meta["retrieval"], data_dir, catalog=test.catalog)
+    if config.protocol != "temporal":
+        raise ValueError("the ranker is evaluated on the temporal protocol: its retrieval model must be temporal")
+    queries = split_queries(model, lookups, DataLayout(data_dir).split_pattern(PROTOCOLS["temporal"].test),
+                            config.history_length, BATCH)
+    if len(queries) != len(test.targets):
+        raise RuntimeError("query and example counts differ: the test split changed under eval")
+    items = tables.item_embedding
+    serve = serving_signature(scorer, items.shape[1])
+
+    def rerank(start, stop, rows, retrieval_scores):
+        features = ranker_rows(tables, queries.user_row[start:stop], queries.query[start:stop],
+                               queries.history_count[start:stop], queries.hours_since_last[start:stop],
+                               rows, retrieval_scores)
+        flat = {k: tf.constant(v.reshape((-1,) + v.shape[2:])) for k, v in features.items()}
+        return serve(flat)["score"].numpy().reshape(rows.shape)
+
+    return (lambda start, stop: queries.query[start:stop] @ items.T), rerank
+
+
+def evaluate(data_dir: str, model_dirs, out_dir: str, ranker_dir: str | None = None) -> dict:
     from tworec.towers.catalog import load_catalog
 
     metrics: dict = {}
@@ -121,6 +179,9 @@ def evaluate(data_dir: str, model_dirs, out_dir: str) -> dict:
         protocol = meta.get("protocol", "temporal")
         config, scores = model_scores(model_dir, data_dir, tests[protocol])
         metrics[protocol][MODEL_NAMES[config.variant]], _ = tests[protocol].evaluate(scores)
+    if ranker_dir:
+        scores, rerank = two_stage_scores(ranker_dir, data_dir, tests["temporal"])
+        metrics["temporal"]["two_stage"], _ = tests["temporal"].evaluate(scores, rerank)
     for protocol in metrics:
         if protocol == "tfrs":
             metrics[protocol] = {m: {"all": s["all"]} for m, s in metrics[protocol].items()}

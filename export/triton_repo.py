@@ -29,10 +29,14 @@ class TensorSpec:
     name: str
     dtype: str  # numpy-style name: float32, int64, ...
     dims: tuple
+    reshape: tuple | None = None  # the model's shape when it differs from dims, e.g. () for [1]
 
     def pbtxt(self) -> str:
         dims = ", ".join(str(d) for d in self.dims)
-        return f'  {{ name: "{self.name}" data_type: {_TRITON_DTYPES[self.dtype]} dims: [ {dims} ] }}'
+        reshape = ""
+        if self.reshape is not None:
+            reshape = " reshape: { shape: [ %s ] }" % ", ".join(str(d) for d in self.reshape)
+        return f'  {{ name: "{self.name}" data_type: {_TRITON_DTYPES[self.dtype]} dims: [ {dims} ]{reshape} }}'
 
 
 @dataclass(frozen=True)
@@ -45,13 +49,16 @@ class ModelConfig:
     preferred_batch_sizes: tuple = ()
     instance_count: int = 1
     intra_op_threads: int = 0  # 0: TensorFlow's default
+    # Versions kept loaded: 2 lets a gateway still pinned to the previous version finish its
+    # requests while it switches to the new one.
+    versions_served: int = 1
 
     def _common(self) -> list:
         lines = [f'name: "{self.name}"', f"max_batch_size: {self.max_batch_size}",
                  "input [", ",\n".join(t.pbtxt() for t in self.inputs), "]",
                  "output [", ",\n".join(t.pbtxt() for t in self.outputs), "]",
                  f"instance_group [ {{ kind: KIND_CPU count: {self.instance_count} }} ]",
-                 "version_policy: { latest: { num_versions: 1 } }"]
+                 f"version_policy: {{ latest: {{ num_versions: {self.versions_served} }} }}"]
         if self.dynamic_batching_delay_us is not None:
             preferred = ""
             if self.preferred_batch_sizes:
@@ -88,14 +95,16 @@ def versions(model_dir: str | Path) -> list:
 
 
 def publish_savedmodel(repository: str | Path, config: ModelConfig, savedmodel: str | Path,
-                       site_packages: str | None = None) -> int:
+                       site_packages: str | None = None, version: int | None = None) -> int:
     """Adds ``savedmodel`` as the next version of ``config.name``; returns that version number.
 
     The model folder gets ``config.pbtxt`` (Python backend) and ``config.ngc.pbtxt`` (the
     ``tensorflow_savedmodel`` platform variant, for NGC containers; see BUILD.md)."""
     model_dir = Path(repository) / config.name
     model_dir.mkdir(parents=True, exist_ok=True)
-    version = (versions(model_dir) or [0])[-1] + 1
+    version = version or (versions(model_dir) or [0])[-1] + 1
+    if (model_dir / str(version)).exists():
+        raise FileExistsError(f"{model_dir / str(version)} exists: versions are never overwritten")
     staging = model_dir / f".staging-{version}-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()

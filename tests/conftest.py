@@ -29,3 +29,25 @@ def synthetic_data(tmp_path_factory):
     run(DataConfig(dataset="synthetic", history_length=10,
                    synthetic=SyntheticConfig(interactions=6000, seed=11)), str(out))
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_retrieval(synthetic_data, tmp_path_factory):
+    """A tiny content two-tower model trained on the synthetic dataset (tiny random encoder)."""
+    from tworec.towers.config import RetrievalConfig
+    from tworec.towers.train import train_retrieval
+
+    out = tmp_path_factory.mktemp("tiny_retrieval") / "retrieval"
+    train_retrieval(str(synthetic_data), str(out), RetrievalConfig.tiny(epochs=3), verbose=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_ranker(synthetic_data, tiny_retrieval, tmp_path_factory):
+    """A tiny ranker trained on lists mined with ``tiny_retrieval``."""
+    from tworec.ranking.config import RankerConfig
+    from tworec.ranking.train import train_ranker
+
+    out = tmp_path_factory.mktemp("tiny_ranker") / "ranker"
+    train_ranker(str(synthetic_data), str(tiny_retrieval), str(out), RankerConfig.tiny(), verbose=0)
+    return out

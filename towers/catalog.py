@@ -12,7 +12,7 @@ from tworec.contract import Split
 from tworec.layout import DataLayout
 from tworec.tfrecord_io import read_records
 
-MAX_CATEGORIES = 8
+MAX_CATEGORIES = contract.MAX_ITEM_CATEGORIES
 
 
 @dataclass

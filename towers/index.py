@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 BRUTE_FORCE_BELOW = 20_000
+DOCIDS = "item_ids.json"
 
 
 @dataclass(frozen=True)
@@ -88,16 +89,24 @@ class ItemIndex:
         return self.searcher.size()
 
     def save(self, directory: str):
+        """ScaNN's assets with paths relative to ``directory`` (so the folder can be moved) and the
+        item ids as JSON: ScaNN's own ``serialize`` pickles them, and a serving process should not
+        unpickle files."""
         path = Path(directory)
         path.mkdir(parents=True, exist_ok=True)
-        self.searcher.serialize(str(path))
+        self.searcher.searcher.serialize(str(path), True)
+        (path / DOCIDS).write_text(json.dumps(list(self.searcher.docids)))
         (path / "tworec_index.json").write_text(json.dumps(
             {"config": asdict(self.config), "dimension": self.dimension}, indent=2))
 
     @classmethod
     def load(cls, directory: str) -> "ItemIndex":
-        from scann import scann_ops_pybind
+        from scann.scann_ops.py import scann_ops_pybind
 
-        meta = json.loads((Path(directory) / "tworec_index.json").read_text())
-        searcher = scann_ops_pybind.load_searcher(os.fspath(directory))
+        path = Path(directory)
+        meta = json.loads((path / "tworec_index.json").read_text())
+        docids = json.loads((path / DOCIDS).read_text())
+        assets = (path / "scann_assets.pbtxt").read_text()
+        searcher = scann_ops_pybind.ScannSearcher(
+            scann_ops_pybind.scann_pybind.ScannNumpy(os.fspath(path), assets), docids)
         return cls(searcher, IndexConfig(**meta["config"]), meta["dimension"])

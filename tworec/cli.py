@@ -137,10 +137,44 @@ def _run_index(args, _):
     return 0
 
 
+def _add_train_ranker(sub):
+    from tworec.ranking.config import RankerConfig
+
+    d = RankerConfig()
+    p = sub.add_parser("train-ranker", help="train the ranking model on lists mined with a retrieval model")
+    p.add_argument("--data", required=True, help="a data folder written by `tworec data`")
+    p.add_argument("--retrieval", required=True, help="a temporal-protocol model folder from train-retrieval")
+    p.add_argument("--out", required=True, help="ranker folder")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="lists per global batch")
+    p.add_argument("--learning-rate", type=float, default=d.learning_rate)
+    p.add_argument("--hard-negatives", type=int, default=d.hard_negatives)
+    p.add_argument("--random-negatives", type=int, default=d.random_negatives)
+    p.add_argument("--candidates", type=int, default=d.candidates, help="retrieval depth for hard negatives")
+    p.add_argument("--splits", nargs="+", default=list(d.splits), help="splits to mine lists from")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.set_defaults(func=_run_train_ranker)
+
+
+def _run_train_ranker(args, _):
+    from tworec.ranking.config import RankerConfig
+    from tworec.ranking.train import train_ranker
+
+    config = RankerConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
+                          hard_negatives=args.hard_negatives, random_negatives=args.random_negatives,
+                          candidates=args.candidates, splits=tuple(args.splits), seed=args.seed)
+    s = train_ranker(args.data, args.retrieval, args.out, config)
+    print(f"trained ranker on {s['lists']['train']:,} lists of {s['lists']['list_size']} "
+          f"({s['replicas']} replica(s) {s['devices']}): {s['epochs_run']} epochs, "
+          f"{s['train_rows_per_second']:,.0f} rows/s → {args.out}")
+    return 0
+
+
 def _add_eval(sub):
     p = sub.add_parser("eval", help="evaluate models against popularity (metrics.json + summary.md)")
     p.add_argument("--data", required=True)
     p.add_argument("--models", nargs="*", default=[], help="model folders from train-retrieval")
+    p.add_argument("--ranker", help="a ranker folder: adds the two_stage model (retrieve 200 → rank)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_run_eval)
 
@@ -148,8 +182,71 @@ def _add_eval(sub):
 def _run_eval(args, _):
     from tworec.evaluation.evaluate import evaluate, summary_markdown
 
-    metrics = evaluate(args.data, args.models, args.out)
+    metrics = evaluate(args.data, args.models, args.out, ranker_dir=args.ranker)
     print(summary_markdown(metrics))
+    return 0
+
+
+def _add_export(sub):
+    p = sub.add_parser("export", help="publish the next version into a deployment repository "
+                                      "(Triton models + gateway bundle + manifest)")
+    p.add_argument("--retrieval", required=True, help="the content model folder the ranker was trained with")
+    p.add_argument("--ranker", required=True, help="a ranker folder from train-ranker")
+    p.add_argument("--repo", required=True, help="deployment repository (created if missing)")
+    p.add_argument("--eval", help="an eval folder: its metrics.json goes into the manifest")
+    p.set_defaults(func=_run_export)
+
+
+def _run_export(args, _):
+    from tworec.export.repository import export_repository
+
+    entry = export_repository(args.retrieval, args.ranker, args.repo, args.eval)
+    print(f"published version {entry['version']} → {args.repo} (Triton models {entry['triton']}, "
+          f"gateway {entry['gateway']})")
+    return 0
+
+
+def _add_serve(sub):
+    p = sub.add_parser("serve", help="start Triton and the gRPC gateway on a deployment repository")
+    p.add_argument("--repo", required=True)
+    p.add_argument("--host", default="127.0.0.1", help="gateway address (loopback by default)")
+    p.add_argument("--port", type=int, default=0, help="gateway port (0: a free one, printed at start)")
+    p.add_argument("--triton", help="host:port of a running Triton (default: start one on loopback)")
+    p.add_argument("--workers", type=int, default=16)
+    p.set_defaults(func=_run_serve)
+
+
+def _run_serve(args, _):
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from tworec.serving.server import ServeConfig, serve_forever
+
+    return serve_forever(ServeConfig(repo=args.repo, host=args.host, port=args.port,
+                                     triton_address=args.triton, workers=args.workers))
+
+
+def _add_recommend(sub):
+    p = sub.add_parser("recommend", help="call a running gateway and print the answer as a table")
+    p.add_argument("--address", required=True, help="host:port printed by `tworec serve`")
+    p.add_argument("--user", default="", help="user id (may be unknown)")
+    p.add_argument("--history", nargs="*", default=[], help="recent item ids, most recent first")
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--exclude", nargs="*", default=[])
+    p.add_argument("--timeout", type=float, default=2.0, help="deadline in seconds")
+    p.set_defaults(func=_run_recommend)
+
+
+def _run_recommend(args, _):
+    import grpc
+
+    from tworec.serving.client import RecommenderClient, format_table
+
+    with RecommenderClient(args.address, timeout_s=args.timeout) as client:
+        try:
+            response = client.recommend(args.user, args.history, args.k, args.exclude)
+        except grpc.RpcError as err:
+            print(f"{err.code().name}: {err.details()}", file=sys.stderr)
+            return 1
+    print(format_table(response, f"user {args.user or '(anonymous)'} · history {args.history or '[]'}"))
     return 0
 
 
@@ -159,7 +256,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data(sub)
     _add_train_retrieval(sub)
     _add_index(sub)
+    _add_train_ranker(sub)
     _add_eval(sub)
+    _add_export(sub)
+    _add_serve(sub)
+    _add_recommend(sub)
     return parser
 
 

@@ -136,3 +136,56 @@ def tfrecord_spec(features):
         else:
             spec[f.name] = tf.io.FixedLenFeature([], tf_dtype[f.dtype])
     return spec
+
+
+# --- Serving tensors: what the gateway sends to the models it calls --------------------------------
+@dataclass(frozen=True)
+class Tensor:
+    """A named serving tensor. ``shape`` is per row and excludes the leading batch dimension;
+    ``EMBEDDING`` is a size fixed by the trained model, ``TOKENS`` one chosen by the request."""
+
+    name: str
+    dtype: str  # numpy name: float32, int32
+    shape: tuple = ()
+    doc: str = ""
+
+    def dims(self, embedding_dim: int, variable=-1) -> tuple:
+        """Concrete per-row dims; ``variable`` stands for request-sized ones (-1 in Triton, None in TF)."""
+        return tuple(embedding_dim if d == EMBEDDING else variable if d == TOKENS else d for d in self.shape)
+
+
+EMBEDDING = -1  # the retrieval model's embedding_dim
+TOKENS = -2  # tokens of the item text: any length up to the model's max_text_length
+MAX_USER_ATTRIBUTES = 8
+MAX_ITEM_CATEGORIES = 8
+
+# The ranker scores rows; one row = (the request's user context, one candidate). A request for one
+# user and C candidates sends C rows with the user context repeated, so rows are independent and
+# Triton's dynamic batcher can merge concurrent requests into one batch.
+RANKER_USER_INPUTS = (
+    Tensor("user_row", "int32", (), "row of the user in the model's user vocabulary; 0 = unknown"),
+    Tensor("user_attribute_rows", "int32", (MAX_USER_ATTRIBUTES,),
+           "rows of the user's attributes in the attribute vocabulary; 0 = padding/unknown"),
+    Tensor("query_embedding", "float32", (EMBEDDING,), "the query tower's output for this request"),
+    Tensor("history_count", "float32", (), "number of recent items the request carried"),
+    Tensor("hours_since_last", "float32", (), "hours from the most recent history item to now; 0 if none"),
+)
+RANKER_CANDIDATE_INPUTS = (
+    Tensor("item_row", "int32", (), "row of the item in the id vocabulary; 0 = cold/new/unknown"),
+    Tensor("item_category_rows", "int32", (MAX_ITEM_CATEGORIES,), "category rows; 0 = padding"),
+    Tensor("item_embedding", "float32", (EMBEDDING,), "the item tower's embedding (content for cold items)"),
+    Tensor("retrieval_score", "float32", (), "query · item score from retrieval"),
+    Tensor("item_log_popularity", "float32", (), "log(1 + train interactions); 0 for new items"),
+)
+RANKER_INPUTS = RANKER_USER_INPUTS + RANKER_CANDIDATE_INPUTS
+RANKER_OUTPUT = Tensor("score", "float32", (), "ranking score: higher is better")
+MAX_CANDIDATES = 1000
+
+# The item tower as a served model: tokenised text (tokenizer.json of the text encoder) and
+# category rows → an embedding, for items the model never saw.
+ITEM_TOWER_INPUTS = (
+    Tensor("input_ids", "int32", (TOKENS,), "WordPiece ids from the encoder's tokenizer.json"),
+    Tensor("attention_mask", "int32", (TOKENS,), "1 for tokens, 0 for padding"),
+    Tensor("item_category_rows", "int32", (MAX_ITEM_CATEGORIES,), "category rows; 0 = padding"),
+)
+ITEM_TOWER_OUTPUT = Tensor("item_embedding", "float32", (EMBEDDING,))

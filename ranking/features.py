@@ -1,0 +1,89 @@
+"""The ranker's inputs (tworec.contract.RANKER_INPUTS) from the catalog, the retrieval model and
+the user side data. The same tables serve training, evaluation and export to the gateway."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from tworec import contract, example_codec
+from tworec.layout import DataLayout
+from tworec.tfrecord_io import read_records
+from tworec.towers.catalog import Catalog
+
+
+@dataclass
+class RankerTables:
+    """Per catalog row and per user row, what a ranker row needs besides the request itself."""
+
+    item_row: np.ndarray  # [num_items] int32: id-embedding row, 0 = cold/unknown
+    item_category_rows: np.ndarray  # [num_items, MAX_ITEM_CATEGORIES] int32
+    item_embedding: np.ndarray  # [num_items, D] float32, from the retrieval item tower
+    item_log_popularity: np.ndarray  # [num_items] float32
+    user_attribute_rows: np.ndarray  # [num_users + 1, MAX_USER_ATTRIBUTES] int32, row 0 = unknown
+    attributes: list  # attribute vocabulary: "key:value", row i + 1
+
+    @property
+    def num_item_ids(self) -> int:
+        return int(self.item_row.max()) + 1 if len(self.item_row) else 1
+
+    def attribute_rows(self, attributes) -> np.ndarray:
+        """``"key:value"`` strings (e.g. from a request) → padded rows; unknown ones are dropped."""
+        index = {a: i + 1 for i, a in enumerate(self.attributes)}
+        rows = [index[a] for a in attributes if a in index][: contract.MAX_USER_ATTRIBUTES]
+        out = np.zeros(contract.MAX_USER_ATTRIBUTES, np.int32)
+        out[: len(rows)] = rows
+        return out
+
+
+def user_attributes(data_dir: str) -> dict:
+    """user id → attribute strings, for datasets with user side data (else empty)."""
+    layout = DataLayout(data_dir)
+    return {r["user_id"]: r["user_attributes"]
+            for r in (example_codec.decode(contract.USER_FEATURES, x) for x in read_records(layout.users_pattern))}
+
+
+def build_tables(catalog: Catalog, item_embeddings: np.ndarray, attributes_by_user: dict) -> RankerTables:
+    vocab = sorted({a for u in catalog.user_vocab for a in attributes_by_user.get(u, ())})
+    index = {a: i + 1 for i, a in enumerate(vocab)}
+    user_rows = np.zeros((len(catalog.user_vocab) + 1, contract.MAX_USER_ATTRIBUTES), np.int32)
+    for i, user in enumerate(catalog.user_vocab):
+        rows = [index[a] for a in attributes_by_user.get(user, ()) if a in index][: contract.MAX_USER_ATTRIBUTES]
+        user_rows[i + 1, : len(rows)] = rows
+    return RankerTables(
+        item_row=catalog.id_index.astype(np.int32),
+        item_category_rows=catalog.category_ids.astype(np.int32),
+        item_embedding=np.asarray(item_embeddings, np.float32),
+        item_log_popularity=np.log1p(catalog.train_counts).astype(np.float32),
+        user_attribute_rows=user_rows,
+        attributes=vocab,
+    )
+
+
+def ranker_rows(tables: RankerTables, user_row, query_embedding, history_count, hours_since_last,
+                candidate_rows, retrieval_scores) -> dict:
+    """Rows for one or many requests: user-level arrays have a leading dim matching the
+    candidates' first dim; candidates are catalog rows [..., C]. Returns contract-named arrays
+    with the candidates' shape as leading dims."""
+    candidate_rows = np.asarray(candidate_rows)
+    shape = candidate_rows.shape
+    user_row = np.asarray(user_row, np.int32)
+
+    def spread(x, dtype):
+        x = np.asarray(x, dtype)
+        tail = x.shape[user_row.ndim:]
+        return np.broadcast_to(x.reshape(x.shape[:user_row.ndim] + (1,) * (len(shape) - user_row.ndim) + tail),
+                               shape + tail)
+
+    return {
+        "user_row": spread(user_row, np.int32),
+        "user_attribute_rows": spread(tables.user_attribute_rows[user_row], np.int32),
+        "query_embedding": spread(query_embedding, np.float32),
+        "history_count": spread(history_count, np.float32),
+        "hours_since_last": spread(hours_since_last, np.float32),
+        "item_row": tables.item_row[candidate_rows],
+        "item_category_rows": tables.item_category_rows[candidate_rows],
+        "item_embedding": tables.item_embedding[candidate_rows],
+        "retrieval_score": np.asarray(retrieval_scores, np.float32),
+        "item_log_popularity": tables.item_log_popularity[candidate_rows],
+    }

@@ -1,0 +1,97 @@
+"""Training lists for the ranker: each example's positive item followed by negatives mined from
+the retrieval model's own top candidates (hard negatives, the distribution the ranker re-orders
+in serving) and uniform random items. Items the user had before are never negatives."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from tworec.ranking.config import RankerConfig
+from tworec.ranking.features import RankerTables
+from tworec.towers.queries import SplitQueries
+
+
+@dataclass
+class RankingLists:
+    queries: SplitQueries
+    candidates: np.ndarray  # [N, L] catalog rows, the positive first
+    scores: np.ndarray  # [N, L] retrieval scores
+
+    def __len__(self) -> int:
+        return len(self.candidates)
+
+    def subset(self, rows: np.ndarray) -> "RankingLists":
+        q = self.queries
+        return RankingLists(SplitQueries(q.query[rows], q.user_row[rows], q.item_row[rows], q.history_rows[rows],
+                                         q.history_count[rows], q.hours_since_last[rows]),
+                            self.candidates[rows], self.scores[rows])
+
+
+def top_candidates(query: np.ndarray, item_embeddings: np.ndarray, history_rows: np.ndarray, k: int):
+    """Retrieval's top ``k`` catalog rows per query, items in the history excluded: (rows, scores)."""
+    scores = query @ item_embeddings.T
+    seen = history_rows >= 0
+    scores[np.nonzero(seen)[0], history_rows[seen]] = -np.inf
+    k = min(k, scores.shape[1])
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(scores, top, 1), axis=1, kind="stable")
+    rows = np.take_along_axis(top, order, 1)
+    return rows, np.take_along_axis(scores, rows, 1)
+
+
+def mine_lists(queries: SplitQueries, item_embeddings: np.ndarray, config: RankerConfig,
+               seed: int = 0, chunk: int = 2048) -> RankingLists:
+    rng = np.random.default_rng(seed)
+    num_items = len(item_embeddings)
+    lists, scores = [], []
+    for start in range(0, len(queries), chunk):
+        stop = min(start + chunk, len(queries))
+        q, history, target = queries.query[start:stop], queries.history_rows[start:stop], queries.item_row[start:stop]
+        top, _ = top_candidates(q, item_embeddings, history, config.candidates)
+        for i in range(stop - start):
+            banned = set(history[i][history[i] >= 0].tolist()) | {int(target[i])}
+            pool = [r for r in top[i].tolist() if r not in banned]
+            hard = rng.choice(pool, size=min(config.hard_negatives, len(pool)), replace=False).tolist()
+            chosen = set(hard) | banned
+            randoms = []
+            while len(hard) + len(randoms) < config.hard_negatives + config.random_negatives:
+                r = int(rng.integers(num_items))
+                if r not in chosen or len(chosen) >= num_items:
+                    randoms.append(r)
+                    chosen.add(r)
+            lists.append([int(target[i]), *hard, *randoms])
+        rows = np.array(lists[start:stop])
+        scores.append(np.einsum("nd,nld->nl", q, item_embeddings[rows]))
+    return RankingLists(queries, np.array(lists, np.int64).reshape(-1, config.list_size),
+                        np.concatenate(scores).astype(np.float32) if scores else np.zeros((0, config.list_size), np.float32))
+
+
+def list_dataset(lists: RankingLists, tables: RankerTables, batch_size: int, shuffle: bool = False,
+                 seed: int = 0, drop_remainder: bool = False):
+    """A tf.data pipeline of ranker features: user inputs [B, ...], candidate inputs [B, L, ...]."""
+    from tworec.tf_setup import tf
+
+    q = lists.queries
+    base = tf.data.Dataset.from_tensor_slices({
+        "user_row": q.user_row.astype(np.int32), "query_embedding": q.query.astype(np.float32),
+        "history_count": q.history_count, "hours_since_last": q.hours_since_last,
+        "candidates": lists.candidates.astype(np.int32), "retrieval_score": lists.scores,
+    })
+    if shuffle:
+        base = base.shuffle(len(lists), seed=seed, reshuffle_each_iteration=True)
+    item_row = tf.constant(tables.item_row)
+    categories = tf.constant(tables.item_category_rows)
+    embeddings = tf.constant(tables.item_embedding)
+    popularity = tf.constant(tables.item_log_popularity)
+    attributes = tf.constant(tables.user_attribute_rows)
+
+    def features(batch):
+        rows = batch.pop("candidates")
+        batch.update(user_attribute_rows=tf.gather(attributes, batch["user_row"]),
+                     item_row=tf.gather(item_row, rows), item_category_rows=tf.gather(categories, rows),
+                     item_embedding=tf.gather(embeddings, rows), item_log_popularity=tf.gather(popularity, rows))
+        return batch
+
+    return base.batch(batch_size, drop_remainder=drop_remainder).map(
+        features, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

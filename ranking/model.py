@@ -1,0 +1,136 @@
+"""The ranking model, TFRS style: a scorer layer (DCN-v2 cross layers + a deep tower over user,
+history, item and retrieval features) inside a ``tfrs.Model`` with a listwise ``compute_loss``.
+
+The scorer works on rows (tworec.contract.RANKER_INPUTS): one row = one (user context,
+candidate) pair. Training lists [B, L] are flattened into rows and back; serving sends rows.
+The retrieval score enters both as a feature and as a skip term initialised to the retrieval
+model's 1/temperature, so an untrained ranker already reproduces the retrieval order and
+training learns corrections to it.
+"""
+from __future__ import annotations
+
+import tensorflow_recommenders as tfrs
+
+from tworec import contract
+from tworec.ranking.config import RankerConfig
+from tworec.tf_setup import keras, tf
+
+
+def _safe_rows(rows, size: int):
+    """Rows outside the vocabulary take the unknown row 0 instead of failing."""
+    rows = tf.cast(rows, tf.int32)
+    return tf.where((rows < 0) | (rows >= size), tf.zeros_like(rows), rows)
+
+
+def _masked_mean(embedding, rows):
+    present = tf.cast(rows > 0, tf.float32)[..., tf.newaxis]
+    return tf.reduce_sum(embedding(rows) * present, -2) / tf.maximum(tf.reduce_sum(present, -2), 1.0)
+
+
+class RankingScorer(keras.layers.Layer):
+    def __init__(self, config: RankerConfig, num_users: int, num_items: int, num_categories: int,
+                 num_attributes: int, retrieval_temperature: float = 0.05, **kwargs):
+        super().__init__(**kwargs)
+        self.config = config
+        self.sizes = {"user": num_users + 1, "item": num_items + 1, "category": num_categories + 1,
+                      "attribute": num_attributes + 1}
+        self.user_embedding = keras.layers.Embedding(self.sizes["user"], config.id_dim, name="user_id")
+        self.item_embedding = keras.layers.Embedding(self.sizes["item"], config.id_dim, name="item_id")
+        self.category_embedding = keras.layers.Embedding(self.sizes["category"], config.category_dim, name="category")
+        self.attribute_embedding = keras.layers.Embedding(self.sizes["attribute"], config.attribute_dim,
+                                                          name="user_attribute")
+        self.norm = keras.layers.LayerNormalization(name="input_norm")
+        projection = config.cross_projection_dim or None
+        self.cross = [tfrs.layers.dcn.Cross(projection_dim=projection, name=f"cross_{i}")
+                      for i in range(config.cross_layers)]
+        self.deep = keras.Sequential([keras.layers.Dense(units, activation="relu") for units in config.deep_layers],
+                                     name="deep")
+        self.out = keras.layers.Dense(1, name="score")
+        self.retrieval_weight = self.add_weight(
+            name="retrieval_weight", shape=(), initializer=keras.initializers.Constant(1.0 / retrieval_temperature))
+
+    def _dropped(self, rows, rate, training):
+        if not training or rate <= 0:
+            return rows
+        return tf.where(tf.random.uniform(tf.shape(rows)) < rate, tf.zeros_like(rows), rows)
+
+    def call(self, rows: dict, training=False):
+        c = self.config
+        user = self._dropped(_safe_rows(rows["user_row"], self.sizes["user"]), c.user_id_dropout, training)
+        item = _safe_rows(rows["item_row"], self.sizes["item"])
+        is_new = tf.cast(item == 0, tf.float32)
+        item = self._dropped(item, c.item_id_dropout, training)
+        query = tf.cast(rows["query_embedding"], tf.float32)
+        candidate = tf.cast(rows["item_embedding"], tf.float32)
+        score = tf.cast(rows["retrieval_score"], tf.float32)
+        scalars = tf.stack([
+            score, tf.cast(rows["item_log_popularity"], tf.float32), is_new,
+            tf.math.log1p(tf.maximum(tf.cast(rows["history_count"], tf.float32), 0.0)),
+            tf.math.log1p(tf.maximum(tf.cast(rows["hours_since_last"], tf.float32), 0.0)),
+        ], -1)
+        x = tf.concat([
+            self.user_embedding(user),
+            _masked_mean(self.attribute_embedding, _safe_rows(rows["user_attribute_rows"], self.sizes["attribute"])),
+            self.item_embedding(item),
+            _masked_mean(self.category_embedding, _safe_rows(rows["item_category_rows"], self.sizes["category"])),
+            query, candidate, query * candidate, scalars,
+        ], -1)
+        x0 = self.norm(x)
+        crossed = x0
+        for layer in self.cross:
+            crossed = layer(x0, crossed)
+        logit = self.out(tf.concat([crossed, self.deep(crossed)], -1))[:, 0]
+        return logit + self.retrieval_weight * score
+
+
+class RankingModel(tfrs.Model):
+    """Listwise softmax over [positive, negatives...] lists (labels: the first item)."""
+
+    def __init__(self, scorer: RankingScorer):
+        super().__init__()
+        self.scorer = scorer
+        self.task = tfrs.tasks.Ranking(
+            loss=keras.losses.CategoricalCrossentropy(from_logits=True, reduction=keras.losses.Reduction.SUM),
+            metrics=[], prediction_metrics=[], label_metrics=[])
+
+    def call(self, features, training=False):
+        """features: user inputs [B, ...] and candidate inputs [B, L, ...] → scores [B, L]."""
+        shape = tf.shape(features["item_row"])
+        batch, length = shape[0], shape[1]
+        rows = {}
+        for t in contract.RANKER_USER_INPUTS:
+            x = features[t.name]
+            x = tf.repeat(x[:, tf.newaxis], length, axis=1)
+            rows[t.name] = tf.reshape(x, tf.concat([[batch * length], tf.shape(x)[2:]], 0))
+        for t in contract.RANKER_CANDIDATE_INPUTS:
+            x = features[t.name]
+            rows[t.name] = tf.reshape(x, tf.concat([[batch * length], tf.shape(x)[2:]], 0))
+        return tf.reshape(self.scorer(rows, training=training), [batch, length])
+
+    def train_step(self, inputs):
+        return {"loss": super().train_step(inputs)["loss"]}
+
+    def test_step(self, inputs):
+        return {"loss": super().test_step(inputs)["loss"]}
+
+    def compute_loss(self, features, training=False):
+        scores = self(features, training=training)
+        labels = tf.one_hot(tf.zeros(tf.shape(scores)[:1], tf.int32), tf.shape(scores)[1])
+        loss = self.task(labels=labels, predictions=scores, compute_metrics=False)
+        context = tf.distribute.get_replica_context()
+        replicas = context.num_replicas_in_sync if context is not None else 1
+        # Each replica's share of the global batch's mean: Keras sums the replicas' gradients.
+        return loss / tf.cast(tf.shape(scores)[0] * replicas, loss.dtype)
+
+
+def serving_signature(scorer: RankingScorer, embedding_dim: int):
+    """The batched signature the gateway calls: RANKER_INPUTS rows → {"score": [rows]}."""
+    specs = {}
+    for t in contract.RANKER_INPUTS:
+        specs[t.name] = tf.TensorSpec([None, *t.dims(embedding_dim, None)], tf.as_dtype(t.dtype), name=t.name)
+
+    @tf.function(input_signature=[specs])
+    def serve(rows):
+        return {contract.RANKER_OUTPUT.name: scorer(rows, training=False)}
+
+    return serve

@@ -1,0 +1,167 @@
+"""One deployed version as the gateway holds it in memory: the query tower, the live ScaNN index,
+the item table (embeddings and ranker features, growing as items are upserted) and the user
+vocabulary. Requests take a reference to the current bundle, so a reload never changes the
+version under a request in flight."""
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tworec.export.repository import ITEM_TOWER_MODEL, RANKER_MODEL, RepoLayout, read_manifest
+
+
+class ConfigError(RuntimeError):
+    """The deployment repository is missing or inconsistent; the message says how to fix it."""
+
+
+@dataclass
+class ItemTable:
+    """Items by row: ids, titles, cold flags and the ranker's per-item features. Rows are only
+    appended (upserts of new ids) or overwritten (upserts of known ids), never reordered."""
+
+    item_ids: list
+    titles: list
+    cold: np.ndarray
+    embedding: np.ndarray
+    item_row: np.ndarray
+    item_category_rows: np.ndarray
+    item_log_popularity: np.ndarray
+    row_of: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.row_of = {item: i for i, item in enumerate(self.item_ids)}
+
+    def put(self, ids, titles, embeddings, category_rows):
+        """Adds or replaces items (new ones: no id embedding, no popularity, cold)."""
+        new = [i for i in dict.fromkeys(ids) if i not in self.row_of]
+        n, m = len(self.item_ids), len(new)
+        if m:
+            # Arrays are replaced whole (readers holding the old ones stay consistent), and the id
+            # map is updated last.
+            self.embedding = np.concatenate([self.embedding, np.zeros((m, self.embedding.shape[1]), np.float32)])
+            self.item_row = np.concatenate([self.item_row, np.zeros(m, np.int32)])
+            self.item_category_rows = np.concatenate(
+                [self.item_category_rows, np.zeros((m, self.item_category_rows.shape[1]), np.int32)])
+            self.item_log_popularity = np.concatenate([self.item_log_popularity, np.zeros(m, np.float32)])
+            self.cold = np.concatenate([self.cold, np.ones(m, bool)])
+            self.item_ids = self.item_ids + new
+            self.titles = self.titles + [""] * m
+        row_of = dict(self.row_of)
+        row_of.update({item: n + j for j, item in enumerate(new)})
+        for item, title, vector, cats in zip(ids, titles, embeddings, category_rows):
+            r = row_of[item]
+            self.embedding[r] = vector
+            self.item_category_rows[r] = cats
+            self.titles[r] = title
+            if item in new:
+                self.item_row[r] = 0
+        self.row_of = row_of
+
+
+class Bundle:
+    def __init__(self, repo: str, version: int):
+        from tworec.tf_setup import tf
+        from tworec.towers.index import ItemIndex
+
+        path = RepoLayout(repo).gateway(version)
+        if not (path / "bundle.json").exists():
+            raise ConfigError(f"{path} is not an exported gateway version: run `tworec export` into {repo}")
+        meta = json.loads((path / "bundle.json").read_text())
+        self.version = version
+        self.meta = meta
+        self.dim = meta["embedding_dim"]
+        self.history_length = meta["history_length"]
+        self.max_text_length = meta["max_text_length"]
+        self.triton_versions = meta["triton"]
+        self.ranker_model, self.item_tower_model = RANKER_MODEL, ITEM_TOWER_MODEL
+        loaded = tf.saved_model.load(str(path / "query_tower.savedmodel"))
+        self._loaded = loaded
+        self._query = loaded.signatures["serving_default"]
+        self.index = ItemIndex.load(str(path / "index"))
+        with np.load(path / "catalog.npz", allow_pickle=False) as z:
+            self.items = ItemTable(
+                item_ids=[str(i) for i in z["item_ids"]], titles=[str(t) for t in z["titles"]],
+                cold=z["cold"].copy(), embedding=z["item_embedding"].astype(np.float32),
+                item_row=z["item_row"].astype(np.int32), item_category_rows=z["item_category_rows"].astype(np.int32),
+                item_log_popularity=z["item_log_popularity"].astype(np.float32))
+            self.categories = {str(c): i + 1 for i, c in enumerate(z["categories"])}
+            self.attributes = {str(a): i + 1 for i, a in enumerate(z["attributes"])}
+            self.user_attribute_rows = z["user_attribute_rows"].astype(np.int32)
+            counts = z["train_counts"]
+        if self.index.dimension != self.dim or self.items.embedding.shape[1] != self.dim:
+            raise ConfigError(f"{path}: index dimension {self.index.dimension}, item embeddings "
+                              f"{self.items.embedding.shape[1]} and query tower {self.dim} differ: re-export it")
+        self.user_rows = {u: i + 1 for i, u in
+                          enumerate((path / "users.txt").read_text(encoding="utf-8").split("\n")[:-1])}
+        self.popular = [self.items.item_ids[i] for i in np.argsort(-counts, kind="stable")[:1000] if counts[i] > 0]
+        self.lock = threading.Lock()  # index and item-table mutations vs searches
+        self.removed: set = set()
+
+    def query(self, user_row: int, history_rows: list, history_ts: list, now: int) -> np.ndarray:
+        from tworec.tf_setup import tf
+
+        n = self.history_length
+        emb = np.zeros((1, n, self.dim), np.float32)
+        mask = np.zeros((1, n), np.float32)
+        ts = np.zeros((1, n), np.int64)
+        table = self.items.embedding
+        for j, (r, t) in enumerate(zip(history_rows[:n], history_ts[:n])):
+            emb[0, j] = table[r]
+            mask[0, j] = 1.0
+            ts[0, j] = t
+        out = self._query(user_row=tf.constant([user_row], tf.int32), history_embeddings=tf.constant(emb),
+                          history_mask=tf.constant(mask), timestamp=tf.constant([now], tf.int64),
+                          history_timestamps=tf.constant(ts))
+        return out["query_embedding"].numpy()[0]
+
+    def search(self, vector: np.ndarray, k: int):
+        with self.lock:
+            k = max(1, min(k, self.index.size))
+            return self.index.search(vector, k)
+
+    def category_rows(self, categories) -> np.ndarray:
+        from tworec import contract
+
+        rows = [self.categories[c] for c in categories if c in self.categories][: contract.MAX_ITEM_CATEGORIES]
+        out = np.zeros(contract.MAX_ITEM_CATEGORIES, np.int32)
+        out[: len(rows)] = rows
+        return out
+
+    def attribute_rows(self, user_row: int, context: dict) -> np.ndarray:
+        from tworec import contract
+
+        if user_row > 0:
+            return self.user_attribute_rows[user_row]
+        rows = [self.attributes[f"{k}:{v}"] for k, v in sorted(context.items()) if f"{k}:{v}" in self.attributes]
+        out = np.zeros(contract.MAX_USER_ATTRIBUTES, np.int32)
+        out[: len(rows[: contract.MAX_USER_ATTRIBUTES])] = rows[: contract.MAX_USER_ATTRIBUTES]
+        return out
+
+    def upsert(self, ids, titles, embeddings, category_rows):
+        with self.lock:
+            self.items.put(ids, titles, np.asarray(embeddings, np.float32), category_rows)
+            self.index.upsert(ids, embeddings)
+            self.removed.difference_update(ids)
+
+    def remove(self, ids) -> int:
+        with self.lock:
+            present = [i for i in ids if i in self.items.row_of and i not in self.removed]
+            if present:
+                self.index.delete(present)
+                self.removed.update(present)
+            return len(present)
+
+
+def current_version(repo: str) -> int:
+    if not Path(repo).is_dir():
+        raise ConfigError(f"model repository {repo} does not exist: run `tworec export --repo {repo}` "
+                          f"(or `tworec pipeline`) first")
+    manifest = read_manifest(repo)
+    if manifest.get("current") is None:
+        raise ConfigError(f"{repo} has no {RepoLayout(repo).manifest.name} with a current version: "
+                          f"run `tworec export --repo {repo}`")
+    return int(manifest["current"])

@@ -1,0 +1,294 @@
+"""The gateway's gRPC service: Recommend, SimilarItems, UpsertItems, RemoveItems.
+
+Recommend = query tower (in process) → ScaNN top N → the ranker in Triton → top k. When Triton
+cannot answer within the ranker's budget (or the request's deadline), the answer is the retrieval
+order and the response is marked degraded (``counters["degraded"]`` counts them). Status codes:
+INVALID_ARGUMENT for malformed requests, NOT_FOUND only for a specific unknown item the caller
+named, UNAVAILABLE when a dependency needed for the answer is down, DEADLINE_EXCEEDED when the
+caller's deadline passed before an answer.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+
+from tworec.serving import protos
+from tworec.serving.bundle import Bundle
+from tworec.serving.triton_models import ModelUnavailable, TritonModels
+from tworec.serving.validation import InvalidRequest, check_id, check_ids, check_k, check_recommend, check_text, \
+    check_upsert, MAX_REMOVE_ITEMS
+
+log = logging.getLogger("tworec.gateway")
+pb, pb_grpc = protos.load()
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    candidates: int = 200  # retrieved per request and re-ranked
+    ranker_budget_s: float = 0.25  # Triton gets at most this long before the answer degrades
+    item_tower_budget_s: float = 5.0
+    deadline_margin_s: float = 0.002  # kept for building the response after the ranker
+    cold_start_share: float = 0.2  # of a no-signal answer, new items (the rest: popular ones)
+
+
+class Counters:
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._values = collections.Counter()
+
+    def add(self, name: str, n: int = 1):
+        with self._lock:
+            self._values[name] += n
+
+    def snapshot(self) -> dict:
+        with self._lock:
+            return dict(self._values)
+
+    def __getitem__(self, name: str) -> int:
+        return self.snapshot().get(name, 0)
+
+
+class Recommender(pb_grpc.RecommenderServicer):
+    def __init__(self, bundle_source, triton: TritonModels, config: GatewayConfig = GatewayConfig()):
+        """``bundle_source()`` → the current Bundle (it changes when a new version loads)."""
+        self._bundle = bundle_source
+        self.triton = triton
+        self.config = config
+        self.live_changes = LiveChanges()
+        self.counters = Counters()
+        self.timings = collections.defaultdict(float)  # seconds per stage, for the load benchmark
+
+    # --- helpers ----------------------------------------------------------------------------------
+    def _fail(self, context, code, message: str):
+        self.counters.add(f"status_{code.name.lower()}")
+        context.abort(code, message)
+
+    @staticmethod
+    def _remaining(context) -> float:
+        remaining = context.time_remaining()
+        return float("inf") if remaining is None else remaining
+
+    def _items(self, bundle: Bundle, ids, scores, stage, retrieval_scores=None):
+        table = bundle.items
+        out = []
+        for j, (item, score) in enumerate(zip(ids, scores)):
+            r = table.row_of.get(item)
+            out.append(pb.ScoredItem(
+                item_id=item, score=float(score), stage=stage,
+                retrieval_score=float(retrieval_scores[j]) if retrieval_scores is not None else 0.0,
+                title=table.titles[r] if r is not None else "", cold=bool(table.cold[r]) if r is not None else False))
+        return out
+
+    # --- Recommend --------------------------------------------------------------------------------
+    def Recommend(self, request, context):
+        started = time.perf_counter()
+        self.counters.add("recommend")
+        try:
+            parsed = check_recommend(request)
+        except InvalidRequest as err:
+            return self._fail(context, grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        bundle = self._bundle()
+        now = parsed["now"] or int(time.time())
+        user_row = bundle.user_rows.get(request.user_id, 0)
+        table = bundle.items
+        history, history_ts, seen = [], [], set()
+        for j, item in enumerate(request.recent_item_ids):
+            r = table.row_of.get(item)
+            if r is not None and item not in bundle.removed:
+                history.append(r)
+                history_ts.append(request.recent_timestamps[j] if j < len(request.recent_timestamps) else now)
+            seen.add(item)
+        excluded = seen | set(request.exclude_item_ids) | bundle.removed
+        if user_row == 0 and not history:
+            items = self._no_signal(bundle, request.k, excluded)
+            return pb.RecommendResponse(items=items, model_version=str(bundle.version), known_user=False)
+
+        t0 = time.perf_counter()
+        query = bundle.query(user_row, history, history_ts, now)
+        t1 = time.perf_counter()
+        ids, scores = bundle.search(query, self.config.candidates + len(excluded))
+        keep = [j for j, item in enumerate(ids) if item not in excluded][: self.config.candidates]
+        ids, scores = [ids[j] for j in keep], np.asarray(scores, np.float32)[keep]
+        t2 = time.perf_counter()
+        self.timings["query_tower"] += t1 - t0
+        self.timings["scann"] += t2 - t1
+        k = min(request.k, len(ids))
+        budget = min(self.config.ranker_budget_s, self._remaining(context) - self.config.deadline_margin_s)
+        degraded = False
+        if budget <= 0:
+            if self._remaining(context) <= 0:
+                return self._fail(context, grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed during retrieval")
+            degraded = True
+        else:
+            rows = self._ranker_rows(bundle, user_row, parsed["attributes"], query, len(history),
+                                     (now - history_ts[0]) / 3600.0 if history else 0.0, ids, scores)
+            try:
+                ranked = self.triton.rank(bundle.triton_versions[bundle.ranker_model], rows, budget)
+            except ModelUnavailable as err:
+                log.warning("ranker unavailable, answering from retrieval: %s", err)
+                degraded = True
+            self.timings["triton"] += time.perf_counter() - t2
+        if degraded:
+            self.counters.add("degraded")
+            items = self._items(bundle, ids[:k], scores[:k], pb.RETRIEVAL, scores[:k])
+        else:
+            order = np.argsort(-ranked, kind="stable")[:k]
+            items = self._items(bundle, [ids[j] for j in order], ranked[order], pb.RANKER, scores[order])
+        self.timings["total"] += time.perf_counter() - started
+        self.timings["count"] += 1
+        return pb.RecommendResponse(items=items, degraded=degraded, model_version=str(bundle.version),
+                                    known_user=user_row > 0)
+
+    def _ranker_rows(self, bundle, user_row, attributes, query, history_count, hours, ids, scores) -> dict:
+        table = bundle.items
+        rows = np.array([table.row_of[i] for i in ids], np.int64)
+        c = len(rows)
+        return {
+            "user_row": np.full(c, user_row, np.int32),
+            "user_attribute_rows": np.broadcast_to(bundle.attribute_rows(user_row, attributes), (c, 8)),
+            "query_embedding": np.broadcast_to(query.astype(np.float32), (c, len(query))),
+            "history_count": np.full(c, history_count, np.float32),
+            "hours_since_last": np.full(c, max(hours, 0.0), np.float32),
+            "item_row": table.item_row[rows], "item_category_rows": table.item_category_rows[rows],
+            "item_embedding": table.embedding[rows], "retrieval_score": scores.astype(np.float32),
+            "item_log_popularity": table.item_log_popularity[rows],
+        }
+
+    def _no_signal(self, bundle: Bundle, k: int, excluded: set):
+        """No user and no history: popular items, with new items mixed in so they get seen."""
+        self.counters.add("no_signal")
+        table = bundle.items
+        popular = [i for i in bundle.popular if i not in excluded]
+        cold = [table.item_ids[r] for r in np.nonzero(table.cold)[0][::-1] if table.item_ids[r] not in excluded]
+        n_cold = min(len(cold), int(round(k * self.config.cold_start_share)))
+        picked = popular[: k - n_cold]
+        out = self._items(bundle, picked, np.linspace(1.0, 0.5, len(picked)) if picked else [], pb.POPULARITY)
+        fresh = self._items(bundle, cold[:n_cold + (k - n_cold - len(picked))], np.zeros(k), pb.COLD_START)
+        merged, step = [], max(1, round(1 / self.config.cold_start_share)) if fresh else k + 1
+        for item in out:
+            merged.append(item)
+            if fresh and len(merged) % step == step - 1:
+                merged.append(fresh.pop(0))
+        return (merged + fresh)[:k]
+
+    # --- SimilarItems -----------------------------------------------------------------------------
+    def SimilarItems(self, request, context):
+        self.counters.add("similar_items")
+        bundle = self._bundle()
+        try:
+            check_k(request.k)
+            which = request.WhichOneof("query")
+            if which is None:
+                raise InvalidRequest("set item_id or text")
+            if which == "item_id":
+                check_id(request.item_id, "item_id")
+            else:
+                check_text(request.text, "text")
+                if not request.text.strip():
+                    raise InvalidRequest("text is empty")
+        except InvalidRequest as err:
+            return self._fail(context, grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        if which == "item_id":
+            r = bundle.items.row_of.get(request.item_id)
+            if r is None or request.item_id in bundle.removed:
+                return self._fail(context, grpc.StatusCode.NOT_FOUND, f"item {request.item_id!r} is not in the index")
+            vector = bundle.items.embedding[r]
+            skip = {request.item_id}
+        else:
+            try:
+                vector = self._embed(bundle, [request.text], [""], [()], context)[0]
+            except ModelUnavailable as err:
+                return self._fail(context, grpc.StatusCode.UNAVAILABLE, f"item tower unavailable: {err}")
+            skip = set()
+        ids, scores = bundle.search(vector, request.k + len(skip))
+        pairs = [(i, s) for i, s in zip(ids, scores) if i not in skip][: request.k]
+        return pb.SimilarItemsResponse(items=self._items(bundle, [i for i, _ in pairs], [s for _, s in pairs],
+                                                         pb.RETRIEVAL), model_version=str(bundle.version))
+
+    # --- UpsertItems / RemoveItems ----------------------------------------------------------------
+    @staticmethod
+    def _tokens(bundle: Bundle, items=None, titles=(), descriptions=(), category_lists=()):
+        """(item tower version, input ids, attention mask, category rows) for the item tower."""
+        from tworec.text import compose_item_text
+        from tworec.towers.tokenizer import tokenize
+
+        if items is not None:
+            titles, descriptions = [i.title for i in items], [i.description for i in items]
+            category_lists = [tuple(i.categories) for i in items]
+        texts = [compose_item_text(title=t, description=d, categories=c)
+                 for t, d, c in zip(titles, descriptions, category_lists)]
+        tokens = tokenize(texts, bundle.max_text_length)
+        cats = np.stack([bundle.category_rows(c) for c in category_lists])
+        return (bundle.triton_versions[bundle.item_tower_model], tokens["input_ids"], tokens["attention_mask"], cats)
+
+    def _embed(self, bundle: Bundle, titles, descriptions, category_lists, context) -> np.ndarray:
+        budget = min(self.config.item_tower_budget_s, self._remaining(context))
+        return self.triton.embed_items(*self._tokens(bundle, None, titles, descriptions, category_lists), budget)
+
+    def UpsertItems(self, request, context):
+        self.counters.add("upsert_items")
+        try:
+            check_upsert(request)
+        except InvalidRequest as err:
+            return self._fail(context, grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        bundle = self._bundle()
+        items = list(request.items)
+        try:
+            vectors = self._embed(bundle, [i.title for i in items], [i.description for i in items],
+                                  [tuple(i.categories) for i in items], context)
+        except ModelUnavailable as err:
+            return self._fail(context, grpc.StatusCode.UNAVAILABLE, f"item tower unavailable: {err}")
+        bundle.upsert([i.item_id for i in items], [i.title or i.description[:80] for i in items], vectors,
+                      [bundle.category_rows(i.categories) for i in items])
+        self.live_changes.upserted(items)
+        return pb.UpsertItemsResponse(upserted=len(items), index_size=bundle.index.size)
+
+    def RemoveItems(self, request, context):
+        self.counters.add("remove_items")
+        try:
+            if not request.item_ids:
+                raise InvalidRequest("item_ids is empty")
+            check_ids(request.item_ids, "item_ids", MAX_REMOVE_ITEMS)
+        except InvalidRequest as err:
+            return self._fail(context, grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        bundle = self._bundle()
+        removed = bundle.remove(list(dict.fromkeys(request.item_ids)))
+        self.live_changes.removed(request.item_ids)
+        return pb.RemoveItemsResponse(removed=removed, index_size=bundle.index.size)
+
+    def replay_live_changes(self, bundle: Bundle):
+        """Applies the catalog changes made since start-up to a newly loaded version (new items are
+        re-embedded with that version's item tower)."""
+        for kind, payload in self.live_changes.entries():
+            if kind == "upsert":
+                vectors = self.triton.embed_items(*self._tokens(bundle, payload), self.config.item_tower_budget_s)
+                bundle.upsert([i.item_id for i in payload], [i.title or i.description[:80] for i in payload],
+                              vectors, [bundle.category_rows(i.categories) for i in payload])
+            else:
+                bundle.remove(payload)
+
+
+class LiveChanges:
+    """The ordered log of UpsertItems / RemoveItems since the gateway started."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._entries = []
+
+    def upserted(self, items):
+        with self._lock:
+            self._entries.append(("upsert", list(items)))
+
+    def removed(self, ids):
+        with self._lock:
+            self._entries.append(("remove", list(ids)))
+
+    def entries(self) -> list:
+        with self._lock:
+            return list(self._entries)

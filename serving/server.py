@@ -1,0 +1,208 @@
+"""``tworec serve --repo DIR``: Triton (the ranker and item tower) + the gRPC gateway.
+
+Start-up: check the repository → start Triton on loopback → wait until the current version's
+models are ready → load the gateway bundle → start the gRPC server (with grpc.health.v1 and
+server reflection) → print ``host:port``. A watcher polls manifest.json and loads a new version
+beside the running one, switching over only when it is complete; requests in flight finish on the
+version they started with. SIGTERM: health goes NOT_SERVING, in-flight requests finish (grace),
+then Triton stops.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent import futures
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from tworec.export.repository import RepoLayout, read_manifest
+from tworec.serving.bundle import Bundle, ConfigError, current_version
+from tworec.serving.gateway import GatewayConfig, Recommender, pb, pb_grpc
+from tworec.serving.triton import TritonConfig, TritonError, TritonServer
+from tworec.serving.triton_models import TritonModels
+
+log = logging.getLogger("tworec.serve")
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Recommender"].full_name
+MAX_MESSAGE_BYTES = 4 << 20
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    repo: str
+    host: str = "127.0.0.1"  # loopback unless told otherwise
+    port: int = 0  # 0: a free port
+    triton_address: str | None = None  # an already running Triton; None: start one on loopback
+    workers: int = 16
+    reload_poll_s: float = 1.0
+    model_ready_timeout_s: float = 120.0
+    grace_s: float = 10.0
+    gateway: GatewayConfig = field(default_factory=GatewayConfig)
+
+
+class Service:
+    def __init__(self, config: ServeConfig):
+        self.config = config
+        self.triton_server: TritonServer | None = None
+        self.server = None
+        self.bundle: Bundle | None = None
+        self.port = None
+        self._stop = threading.Event()
+        self._watcher = None
+
+    @property
+    def address(self) -> str:
+        return f"{self.config.host}:{self.port}"
+
+    def _wait_models(self, models: TritonModels, bundle_meta: dict, timeout_s: float):
+        deadline = time.monotonic() + timeout_s
+        pending = dict(bundle_meta["triton"])
+        while pending and time.monotonic() < deadline:
+            pending = {m: v for m, v in pending.items() if not models.ready(m, v)}
+            if pending:
+                time.sleep(0.2)
+        if pending:
+            tail = self.triton_server.log_tail() if self.triton_server else ""
+            raise TritonError(f"Triton did not load {pending} within {timeout_s:.0f}s; its log ends:\n{tail}")
+
+    def start(self) -> "Service":
+        c = self.config
+        version = current_version(c.repo)  # ConfigError with the fix if the repository is missing
+        layout = RepoLayout(c.repo)
+        if not layout.triton.is_dir():
+            raise ConfigError(f"{layout.triton} is missing: the repository is incomplete, re-run `tworec export`")
+        try:
+            if c.triton_address is None:
+                self.triton_server = TritonServer(TritonConfig(str(layout.triton), host=c.host
+                                                               if c.host in ("127.0.0.1", "localhost") else "127.0.0.1"))
+                self.triton_server.start()
+                address = self.triton_server.grpc_address
+            else:
+                address = c.triton_address
+            self.models = TritonModels(address)
+            bundle = Bundle(c.repo, version)
+            self._wait_models(self.models, bundle.meta, c.model_ready_timeout_s)
+            self._warm_up(bundle)
+            self.bundle = bundle
+            self.recommender = Recommender(lambda: self.bundle, self.models, c.gateway)
+            self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=c.workers), options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)])
+            pb_grpc.add_RecommenderServicer_to_server(self.recommender, self.server)
+            self.health = health.HealthServicer()
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+            reflection.enable_server_reflection(
+                (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                 reflection.SERVICE_NAME), self.server)
+            self.port = self.server.add_insecure_port(f"{c.host}:{c.port}")
+            if not self.port:
+                raise ConfigError(f"cannot listen on {c.host}:{c.port}: the address is in use or invalid")
+            self.server.start()
+            for name in ("", SERVICE_NAME):
+                self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+            self._watcher = threading.Thread(target=self._watch, name="tworec-reload", daemon=True)
+            self._watcher.start()
+        except BaseException:
+            self.stop(grace=0)
+            raise
+        return self
+
+    # --- reloading --------------------------------------------------------------------------------
+    def _watch(self):
+        failed = None
+        while not self._stop.wait(self.config.reload_poll_s):
+            try:
+                current = read_manifest(self.config.repo).get("current")
+            except (OSError, ValueError) as err:
+                log.warning("cannot read the manifest: %s", err)
+                continue
+            if current is None or current == self.bundle.version or current == failed:
+                continue
+            try:
+                self.load_version(int(current))
+                failed = None
+            except Exception as err:  # noqa: BLE001 - keep serving the loaded version
+                failed = current
+                log.error("version %s did not load, still serving %s: %s", current, self.bundle.version, err)
+
+    def _warm_up(self, bundle: Bundle):
+        """One call through each model, so the first user request does not pay for TensorFlow's
+        tracing inside Triton (seconds) and degrade."""
+        import numpy as np
+
+        from tworec import contract
+
+        c = 200
+        rows = {}
+        for t in contract.RANKER_INPUTS:
+            rows[t.name] = np.zeros((c, *t.dims(bundle.dim)), t.dtype)
+        rows["item_embedding"] = bundle.items.embedding[:c].copy()
+        c = len(rows["item_embedding"])
+        rows = {k: v[:c] for k, v in rows.items()}
+        self.models.rank(bundle.triton_versions[bundle.ranker_model], rows, 60.0)
+        self.models.embed_items(bundle.triton_versions[bundle.item_tower_model], np.array([[101, 102]]),
+                                np.ones((1, 2), np.int32), np.zeros((1, contract.MAX_ITEM_CATEGORIES), np.int32), 60.0)
+        bundle.query(0, [0], [0], 1)
+
+    def load_version(self, version: int):
+        bundle = Bundle(self.config.repo, version)
+        self._wait_models(self.models, bundle.meta, self.config.model_ready_timeout_s)
+        self._warm_up(bundle)
+        self.recommender.replay_live_changes(bundle)
+        self.bundle = bundle  # one reference swap: requests already running keep their bundle
+        self.recommender.counters.add("reloads")
+        log.info("serving version %s", version)
+
+    # --- shutdown ---------------------------------------------------------------------------------
+    def stop(self, grace: float | None = None):
+        grace = self.config.grace_s if grace is None else grace
+        self._stop.set()
+        if self.server is not None:
+            for name in ("", SERVICE_NAME):
+                self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+            self.server.stop(grace).wait()
+            self.server = None
+        if self._watcher is not None:
+            self._watcher.join(timeout=5)
+        if getattr(self, "models", None) is not None:
+            self.models.close()
+            self.models = None
+        if self.triton_server is not None:
+            self.triton_server.stop()
+            self.triton_server = None
+
+    def __enter__(self) -> "Service":
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def serve_forever(config: ServeConfig) -> int:
+    """The ``tworec serve`` command: prints host:port once ready, stops cleanly on SIGTERM/SIGINT."""
+    import signal
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        service = Service(config).start()
+    except (ConfigError, TritonError) as err:
+        print(f"tworec serve: {err}", flush=True)
+        return 2
+    print(service.address, flush=True)
+    try:
+        stop.wait()
+    finally:
+        service.stop()
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    import sys
+
+    sys.exit(serve_forever(ServeConfig(repo=sys.argv[1])))

@@ -1,0 +1,94 @@
+"""The ranker: mined lists, the serving signature (unknown users and items, finite scores),
+SavedModel round trip, and training under MirroredStrategy with two logical CPU devices."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from tworec import contract
+
+HELPER = Path(__file__).parent / "helpers" / "mirrored_ranker.py"
+
+
+def _rows(tables, dim, n, rng, unknown=False):
+    num_items = len(tables.item_row)
+    rows = rng.integers(0, num_items, n)
+    out = {
+        "user_row": np.full(n, 10**6 if unknown else 1, np.int32),  # far outside the vocabulary
+        "user_attribute_rows": np.zeros((n, contract.MAX_USER_ATTRIBUTES), np.int32),
+        "query_embedding": np.tile(rng.normal(size=(1, dim)).astype(np.float32), (n, 1)),
+        "history_count": np.full(n, 0.0 if unknown else 5.0, np.float32),
+        "hours_since_last": np.full(n, 0.0 if unknown else 3.0, np.float32),
+        "item_row": tables.item_row[rows].copy(),
+        "item_category_rows": tables.item_category_rows[rows],
+        "item_embedding": tables.item_embedding[rows],
+        "retrieval_score": rng.uniform(-1, 1, n).astype(np.float32),
+        "item_log_popularity": tables.item_log_popularity[rows],
+    }
+    if unknown:
+        out["item_row"][::2] = -7  # unknown / invalid item rows take the unknown path
+        out["item_category_rows"][1::2] = 9999
+    return out
+
+
+def test_mined_lists_put_the_positive_first_and_never_use_seen_items(synthetic_data, tiny_retrieval):
+    from tworec.contract import Split
+    from tworec.layout import DataLayout
+    from tworec.ranking.config import RankerConfig
+    from tworec.ranking.lists import mine_lists
+    from tworec.towers.queries import split_queries
+    from tworec.towers.train import load_retrieval
+
+    model, catalog, lookups, config = load_retrieval(str(tiny_retrieval))
+    queries = split_queries(model, lookups, DataLayout(str(synthetic_data)).split_pattern(Split.VALID),
+                            config.history_length)
+    items = model.item_embeddings()
+    rc = RankerConfig.tiny()
+    lists = mine_lists(queries, items, rc, seed=3)
+    assert lists.candidates.shape == (len(queries), rc.list_size)
+    np.testing.assert_array_equal(lists.candidates[:, 0], queries.item_row)
+    for i in range(len(queries)):
+        row = lists.candidates[i]
+        assert len(set(row.tolist())) == rc.list_size  # no duplicates
+        history = set(queries.history_rows[i][queries.history_rows[i] >= 0].tolist())
+        assert not history & set(row[1:].tolist())
+    expected = np.einsum("nd,nld->nl", queries.query, items[lists.candidates])
+    np.testing.assert_allclose(lists.scores, expected, atol=1e-5)
+
+
+def test_serving_signature_accepts_unknown_users_and_items_and_survives_a_savedmodel_round_trip(tiny_ranker):
+    from tworec.ranking.model import serving_signature
+    from tworec.ranking.train import SAVEDMODEL, load_ranker
+    from tworec.tf_setup import tf
+
+    scorer, tables, meta = load_ranker(str(tiny_ranker))
+    dim = meta["embedding_dim"]
+    rng = np.random.default_rng(0)
+    loaded = tf.saved_model.load(str(tiny_ranker / SAVEDMODEL)).signatures["serving_default"]
+    in_memory = serving_signature(scorer, dim)
+    for unknown in (False, True):
+        for n in (1, 200, contract.MAX_CANDIDATES):
+            rows = _rows(tables, dim, n, rng, unknown=unknown)
+            saved = loaded(**{k: tf.constant(v) for k, v in rows.items()})["score"].numpy()
+            fresh = in_memory({k: tf.constant(v) for k, v in rows.items()})["score"].numpy()
+            assert saved.shape == (n,) and np.isfinite(saved).all()
+            np.testing.assert_allclose(saved, fresh, rtol=1e-5, atol=1e-5)
+    # Scores depend on the candidate, not only on the retrieval score.
+    rows = _rows(tables, dim, 50, rng)
+    rows["retrieval_score"][:] = 0.3
+    scores = loaded(**{k: tf.constant(v) for k, v in rows.items()})["score"].numpy()
+    assert np.ptp(scores) > 1e-4
+
+
+def test_ranker_trains_under_mirrored_strategy_on_two_logical_cpus(synthetic_data, tiny_retrieval, tmp_path):
+    out = tmp_path / "ranker"
+    done = subprocess.run([sys.executable, str(HELPER), str(synthetic_data), str(tiny_retrieval), str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["replicas"] == 2 and len(summary["devices"]) == 2
+    assert summary["epochs_run"] == 2 and np.isfinite(summary["loss"]).all()
+    for path in ("weights", "tables.npz", "savedmodel", "ranker.json", "logs"):
+        assert (out / path).exists(), path
