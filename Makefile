@@ -28,11 +28,8 @@ test: install
 TWOREC := $(VENV)/bin/tworec
 
 demo: install
-	$(TWOREC) data --dataset $(DATASET) $(if $(INPUT),--input $(INPUT)) --out $(RUN)/data $(DEMO_ARGS)
-	$(TWOREC) train-retrieval --data $(RUN)/data --out $(RUN)/retrieval
-	$(TWOREC) train-retrieval --data $(RUN)/data --out $(RUN)/retrieval_id_only --variant id_only
-	$(TWOREC) index --model $(RUN)/retrieval --out $(RUN)/index
-	$(TWOREC) eval --data $(RUN)/data --models $(RUN)/retrieval $(RUN)/retrieval_id_only --out $(RUN)/eval
+	$(TWOREC) pipeline --dataset $(DATASET) $(if $(INPUT),--input $(INPUT)) --out $(RUN) $(DEMO_ARGS)
+	$(TWOREC) demo --repo $(RUN)/repo
 
 bench: install
 	$(PY) benchmarks/bench_data_pipeline.py --interactions 1000000

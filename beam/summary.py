@@ -40,5 +40,5 @@ def format_summary(stats: dict, out: str) -> str:
         lines.append("train popularity: median %s, p90 %s, max %s interactions/item; top 20%% of items "
                      "hold %.0f%% of interactions" % (pop["p50"], pop["p90"], pop["p100"],
                                                       100 * pop["share_of_interactions_in_top_20pct_items"]))
-    lines.append(f"vocabularies: " + ", ".join(f"{k} {v:,}" for k, v in sorted(stats["vocab_sizes"].items())))
+    lines.append("vocabularies: " + ", ".join(f"{k} {v:,}" for k, v in sorted(stats["vocab_sizes"].items())))
     return "\n".join(lines)

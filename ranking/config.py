@@ -12,6 +12,9 @@ class RankerConfig:
     candidates: int = 200  # retrieval depth: hard negatives are drawn from this top
     hard_negatives: int = 15
     random_negatives: int = 4
+    # Keep only examples whose positive retrieval put in its top `candidates`: the ranker only ever
+    # re-orders those, and positives retrieval missed teach it to distrust the retrieval score.
+    positives_in_candidates: bool = True
     # Which splits the lists come from. The retrieval model trained on `train`, so its scores there
     # are optimistic; `valid` is the period it never fitted, like serving traffic.
     splits: tuple = ("valid",)

@@ -14,7 +14,7 @@ from tworec.towers.queries import SplitQueries
 
 @dataclass
 class RankingLists:
-    queries: SplitQueries
+    queries: SplitQueries  # the examples the lists were made for, aligned with candidates
     candidates: np.ndarray  # [N, L] catalog rows, the positive first
     scores: np.ndarray  # [N, L] retrieval scores
 
@@ -22,10 +22,12 @@ class RankingLists:
         return len(self.candidates)
 
     def subset(self, rows: np.ndarray) -> "RankingLists":
-        q = self.queries
-        return RankingLists(SplitQueries(q.query[rows], q.user_row[rows], q.item_row[rows], q.history_rows[rows],
-                                         q.history_count[rows], q.hours_since_last[rows]),
-                            self.candidates[rows], self.scores[rows])
+        return RankingLists(self.queries.subset(rows), self.candidates[rows], self.scores[rows])
+
+    @classmethod
+    def concat(cls, parts) -> "RankingLists":
+        return cls(SplitQueries.concat([p.queries for p in parts]), np.concatenate([p.candidates for p in parts]),
+                   np.concatenate([p.scores for p in parts]))
 
 
 def top_candidates(query: np.ndarray, item_embeddings: np.ndarray, history_rows: np.ndarray, k: int):
@@ -44,12 +46,16 @@ def mine_lists(queries: SplitQueries, item_embeddings: np.ndarray, config: Ranke
                seed: int = 0, chunk: int = 2048) -> RankingLists:
     rng = np.random.default_rng(seed)
     num_items = len(item_embeddings)
-    lists, scores = [], []
+    lists, scores, kept = [], [], []
     for start in range(0, len(queries), chunk):
         stop = min(start + chunk, len(queries))
         q, history, target = queries.query[start:stop], queries.history_rows[start:stop], queries.item_row[start:stop]
         top, _ = top_candidates(q, item_embeddings, history, config.candidates)
+        first = len(lists)
         for i in range(stop - start):
+            if config.positives_in_candidates and target[i] not in top[i]:
+                continue
+            kept.append(start + i)
             banned = set(history[i][history[i] >= 0].tolist()) | {int(target[i])}
             pool = [r for r in top[i].tolist() if r not in banned]
             hard = rng.choice(pool, size=min(config.hard_negatives, len(pool)), replace=False).tolist()
@@ -61,9 +67,11 @@ def mine_lists(queries: SplitQueries, item_embeddings: np.ndarray, config: Ranke
                     randoms.append(r)
                     chosen.add(r)
             lists.append([int(target[i]), *hard, *randoms])
-        rows = np.array(lists[start:stop])
-        scores.append(np.einsum("nd,nld->nl", q, item_embeddings[rows]))
-    return RankingLists(queries, np.array(lists, np.int64).reshape(-1, config.list_size),
+        rows = np.array(lists[first:], np.int64).reshape(-1, config.list_size)
+        local = np.array(kept[first:], np.int64) - start
+        scores.append(np.einsum("nd,nld->nl", q[local], item_embeddings[rows]))
+    return RankingLists(queries.subset(np.array(kept, np.int64)),
+                        np.array(lists, np.int64).reshape(-1, config.list_size),
                         np.concatenate(scores).astype(np.float32) if scores else np.zeros((0, config.list_size), np.float32))
 
 

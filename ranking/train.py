@@ -39,18 +39,6 @@ def build_scorer(config: RankerConfig, tables: RankerTables, num_users: int, num
                          retrieval_temperature=retrieval_temperature, name="ranking_scorer")
 
 
-def _concat(parts):
-    if len(parts) == 1:
-        return parts[0]
-    q = [p.queries for p in parts]
-    from tworec.towers.queries import SplitQueries
-
-    queries = SplitQueries(*(np.concatenate([getattr(x, f) for x in q]) for f in
-                             ("query", "user_row", "item_row", "history_rows", "history_count", "hours_since_last")))
-    return RankingLists(queries, np.concatenate([p.candidates for p in parts]),
-                        np.concatenate([p.scores for p in parts]))
-
-
 def train_ranker(data_dir: str, retrieval_dir: str, out_dir: str, config: RankerConfig = RankerConfig(),
                  strategy: tf.distribute.Strategy | None = None, verbose: int | None = None) -> dict:
     out = Path(out_dir)
@@ -62,7 +50,7 @@ def train_ranker(data_dir: str, retrieval_dir: str, out_dir: str, config: Ranker
     mined = [mine_lists(split_queries(retrieval, lookups, layout.split_pattern(Split(s)), rconfig.history_length),
                         item_embeddings, config, seed=config.seed + i)
              for i, s in enumerate(config.splits)]
-    lists = _concat(mined)
+    lists = RankingLists.concat(mined)
     order = np.random.default_rng(config.seed).permutation(len(lists))
     held = max(1, int(len(lists) * config.holdout_fraction))
     train_lists, holdout_lists = lists.subset(np.sort(order[held:])), lists.subset(np.sort(order[:held]))

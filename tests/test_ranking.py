@@ -37,7 +37,7 @@ def test_mined_lists_put_the_positive_first_and_never_use_seen_items(synthetic_d
     from tworec.contract import Split
     from tworec.layout import DataLayout
     from tworec.ranking.config import RankerConfig
-    from tworec.ranking.lists import mine_lists
+    from tworec.ranking.lists import mine_lists, top_candidates
     from tworec.towers.queries import split_queries
     from tworec.towers.train import load_retrieval
 
@@ -47,15 +47,25 @@ def test_mined_lists_put_the_positive_first_and_never_use_seen_items(synthetic_d
     items = model.item_embeddings()
     rc = RankerConfig.tiny()
     lists = mine_lists(queries, items, rc, seed=3)
-    assert lists.candidates.shape == (len(queries), rc.list_size)
-    np.testing.assert_array_equal(lists.candidates[:, 0], queries.item_row)
-    for i in range(len(queries)):
+    # Only examples whose positive retrieval put in its top `candidates` are kept.
+    top, _ = top_candidates(queries.query, items, queries.history_rows, rc.candidates)
+    inside = (top == queries.item_row[:, None]).any(1)
+    assert 0 < len(lists) == inside.sum() < len(queries)
+    q = lists.queries
+    assert lists.candidates.shape == (len(q), rc.list_size)
+    np.testing.assert_array_equal(lists.candidates[:, 0], q.item_row)
+    np.testing.assert_array_equal(q.item_row, queries.item_row[inside])
+    for i in range(len(q)):
         row = lists.candidates[i]
         assert len(set(row.tolist())) == rc.list_size  # no duplicates
-        history = set(queries.history_rows[i][queries.history_rows[i] >= 0].tolist())
+        history = set(q.history_rows[i][q.history_rows[i] >= 0].tolist())
         assert not history & set(row[1:].tolist())
-    expected = np.einsum("nd,nld->nl", queries.query, items[lists.candidates])
+        candidates = set(top[np.nonzero(inside)[0][i]].tolist())
+        assert len(set(row[1:].tolist()) & candidates) >= rc.hard_negatives  # hard ones from the top
+    expected = np.einsum("nd,nld->nl", q.query, items[lists.candidates])
     np.testing.assert_allclose(lists.scores, expected, atol=1e-5)
+    everything = mine_lists(queries, items, RankerConfig.tiny(positives_in_candidates=False), seed=3)
+    assert len(everything) == len(queries)
 
 
 def test_serving_signature_accepts_unknown_users_and_items_and_survives_a_savedmodel_round_trip(tiny_ranker):

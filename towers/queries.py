@@ -23,6 +23,13 @@ class SplitQueries:
     def __len__(self) -> int:
         return len(self.item_row)
 
+    def subset(self, rows) -> "SplitQueries":
+        return SplitQueries(**{f: getattr(self, f)[rows] for f in self.__dataclass_fields__})
+
+    @classmethod
+    def concat(cls, parts) -> "SplitQueries":
+        return cls(**{f: np.concatenate([getattr(p, f) for p in parts]) for f in cls.__dataclass_fields__})
+
 
 def split_queries(model, lookups, pattern: str, history_length: int, batch_size: int = 512) -> SplitQueries:
     parts = {k: [] for k in ("query", "user_row", "item_row", "history_rows", "history_count", "hours_since_last")}

@@ -250,6 +250,36 @@ def _run_recommend(args, _):
     return 0
 
 
+def _add_pipeline(sub):
+    p = sub.add_parser("pipeline", help="run every stage (data → retrieval → index → ranker → eval → export), "
+                                        "skipping stages already complete",
+                       description="Options not listed are passed to the Beam data job.")
+    p.add_argument("--dataset", default="synthetic", choices=("synthetic", "movielens-100k", "amazon-2018", "csv"))
+    p.add_argument("--input", help="folder of the raw files (defaults for movielens-100k/amazon-2018)")
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--synthetic-interactions", type=int, default=20_000)
+    p.add_argument("--retrieval-epochs", type=int)
+    p.add_argument("--ranker-epochs", type=int)
+    p.set_defaults(func=_run_pipeline)
+
+
+def _run_pipeline(args, beam_args):
+    _quiet_beam()
+    from tworec.pipeline import PipelineConfig, run_pipeline
+
+    run_pipeline(args.out, PipelineConfig(dataset=args.dataset, input=args.input,
+                                          synthetic_interactions=args.synthetic_interactions,
+                                          retrieval_epochs=args.retrieval_epochs, ranker_epochs=args.ranker_epochs,
+                                          beam_args=beam_args))
+    return 0
+
+
+def _add_demo(sub):
+    p = sub.add_parser("demo", help="start the services on a repository, make real gRPC calls, shut down")
+    p.add_argument("--repo", required=True)
+    p.set_defaults(func=lambda args, _: __import__("tworec.serving.demo", fromlist=["run_demo"]).run_demo(args.repo))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tworec", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -261,11 +291,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export(sub)
     _add_serve(sub)
     _add_recommend(sub)
+    _add_pipeline(sub)
+    _add_demo(sub)
     return parser
 
 
 # Subcommands whose unknown options are forwarded to a Beam pipeline.
-_BEAM_COMMANDS = {"data"}
+_BEAM_COMMANDS = {"data", "pipeline"}
 
 
 def main(argv=None) -> int:

@@ -1,11 +1,12 @@
 """Where every stage reads and writes inside a run folder, defined once.
 
     RUN/data/        the data pipeline's output (DataLayout)
-    RUN/retrieval/   two-tower checkpoints and SavedModels   (later stages)
+    RUN/retrieval/   the content two-tower model (tworec.towers.train)
+    RUN/retrieval_id_only/  the no-text baseline
     RUN/index/       ScaNN index + id map
-    RUN/ranker/      ranking model
+    RUN/ranker/      ranking model + its serving SavedModel
     RUN/eval/        metrics.json, summary.md
-    RUN/repo/        Triton model repository + manifest
+    RUN/repo/        deployment repository: Triton models, gateway bundles, manifest
     RUN/embeddings/  batch-exported embeddings
     RUN/report/      HTML report
 """
@@ -88,6 +89,10 @@ class RunLayout:
     @property
     def retrieval(self) -> str:
         return os.path.join(self.root, "retrieval")
+
+    @property
+    def retrieval_id_only(self) -> str:
+        return os.path.join(self.root, "retrieval_id_only")
 
     @property
     def index(self) -> str:

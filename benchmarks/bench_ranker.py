@@ -1,0 +1,86 @@
+"""Ranker latency per request for 200 and 1,000 candidates: the SavedModel in process, and the
+same SavedModel served by Triton (Python backend) over gRPC on loopback.
+
+    python benchmarks/bench_ranker.py --ranker runs/ml100k/ranker [--requests 300] [--repeats 3]
+
+Prints median and p99 per request (medians over repeats) and the Triton/in-process ratio.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+
+import numpy as np
+
+from common import save
+
+
+def _rows(tables, dim: int, n: int, rng) -> dict:
+    from tworec.ranking.features import ranker_rows
+
+    rows = rng.integers(0, len(tables.item_row), n)
+    features = ranker_rows(tables, np.array([1]), rng.normal(size=(1, dim)).astype(np.float32), np.array([5.0]),
+                           np.array([2.0]), rows[None, :], rng.uniform(-1, 1, (1, n)).astype(np.float32))
+    return {k: np.ascontiguousarray(v[0]) for k, v in features.items()}
+
+
+def _timed(call, inputs, requests: int) -> np.ndarray:
+    call(inputs)
+    out = []
+    for _ in range(requests):
+        started = time.perf_counter()
+        call(inputs)
+        out.append((time.perf_counter() - started) * 1000)
+    return np.array(out)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--ranker", default="runs/demo/ranker")
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json")
+    args = parser.parse_args(argv)
+
+    from tworec.export.repository import ranker_model_config
+    from tworec.export.triton_repo import publish_savedmodel
+    from tworec.ranking.train import SAVEDMODEL, load_tables
+    from tworec.serving.triton import TritonConfig, TritonServer
+    from tworec.serving.triton_models import TritonModels
+    from tworec.tf_setup import tf
+
+    tables = load_tables(os.path.join(args.ranker, "tables.npz"))
+    dim = tables.item_embedding.shape[1]
+    signature = tf.saved_model.load(os.path.join(args.ranker, SAVEDMODEL)).signatures["serving_default"]
+    in_process = lambda x: signature(**{k: tf.constant(v) for k, v in x.items()})["score"].numpy()  # noqa: E731
+    repo = tempfile.mkdtemp(prefix="bench-ranker-")
+    publish_savedmodel(repo, ranker_model_config(dim), os.path.join(args.ranker, SAVEDMODEL))
+    rng = np.random.default_rng(0)
+    results = {"ranker": os.path.abspath(args.ranker), "candidates": {}}
+    with TritonServer(TritonConfig(repo)) as server:
+        models = TritonModels(server.grpc_address)
+        while not models.ready("ranker", 1):
+            time.sleep(0.2)
+        via_triton = lambda x: models.rank(1, x, 10.0)  # noqa: E731
+        for n in (200, 1000):
+            inputs = _rows(tables, dim, n, rng)
+            np.testing.assert_allclose(via_triton(inputs), in_process(inputs), rtol=1e-4, atol=1e-4)
+            entry = {}
+            for name, call in (("in_process", in_process), ("triton", via_triton)):
+                runs = [_timed(call, inputs, args.requests) for _ in range(args.repeats)]
+                entry[name] = {"p50_ms": statistics.median(float(np.percentile(r, 50)) for r in runs),
+                               "p99_ms": statistics.median(float(np.percentile(r, 99)) for r in runs)}
+            entry["triton_over_in_process_p50"] = entry["triton"]["p50_ms"] / entry["in_process"]["p50_ms"]
+            results["candidates"][str(n)] = entry
+            print(f"{n:>5} candidates: in process p50 {entry['in_process']['p50_ms']:.2f} ms "
+                  f"p99 {entry['in_process']['p99_ms']:.2f} ms | Triton p50 {entry['triton']['p50_ms']:.2f} ms "
+                  f"p99 {entry['triton']['p99_ms']:.2f} ms (×{entry['triton_over_in_process_p50']:.2f})", flush=True)
+        models.close()
+    return save(results, args.json)
+
+
+if __name__ == "__main__":
+    main()
