@@ -42,7 +42,7 @@ setup(
     + [f"tworec.{f}" for f in FOLDERS]
     + ["tworec.beam.sources"],
     package_dir={"tworec": "tworec", **{f"tworec.{f}": f for f in FOLDERS}},
-    package_data={"tworec.beam.sources": ["*.txt"]},
+    package_data={"tworec.beam.sources": ["*.txt"], "tworec.serving": ["proto/*.proto"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={"test": TEST_REQUIRES},
     entry_points={"console_scripts": ["tworec=tworec.cli:main"]},
