@@ -206,6 +206,28 @@ def _run_export(args, _):
     return 0
 
 
+def _add_export_embeddings(sub):
+    p = sub.add_parser("export-embeddings", help="Beam job: embeddings of every item and every user's latest "
+                                                 "state to sharded TFRecord + Parquet",
+                       description="Options not listed are passed to Beam (e.g. --runner=DataflowRunner ...).")
+    p.add_argument("--data", required=True, help="the data folder (items and interactions)")
+    p.add_argument("--repo", required=True, help="deployment repository")
+    p.add_argument("--version", type=int, help="exported version (default: the current one)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_run_export_embeddings)
+
+
+def _run_export_embeddings(args, beam_args):
+    _quiet_beam()
+    from tworec.export.embeddings import export_embeddings
+    from tworec.progress import spinner
+
+    with spinner("exporting embeddings"):
+        version = export_embeddings(args.data, args.repo, args.out, args.version, beam_args)
+    print(f"embeddings of version {version} → {args.out}/items/, {args.out}/users/ (TFRecord + Parquet)")
+    return 0
+
+
 def _add_serve(sub):
     p = sub.add_parser("serve", help="start Triton and the gRPC gateway on a deployment repository")
     p.add_argument("--repo", required=True)
@@ -289,6 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_ranker(sub)
     _add_eval(sub)
     _add_export(sub)
+    _add_export_embeddings(sub)
     _add_serve(sub)
     _add_recommend(sub)
     _add_pipeline(sub)
@@ -297,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Subcommands whose unknown options are forwarded to a Beam pipeline.
-_BEAM_COMMANDS = {"data", "pipeline"}
+_BEAM_COMMANDS = {"data", "pipeline", "export-embeddings"}
 
 
 def main(argv=None) -> int:

@@ -189,3 +189,10 @@ ITEM_TOWER_INPUTS = (
     Tensor("item_category_rows", "int32", (MAX_ITEM_CATEGORIES,), "category rows; 0 = padding"),
 )
 ITEM_TOWER_OUTPUT = Tensor("item_embedding", "float32", (EMBEDDING,))
+
+# --- Batch-exported embeddings (tworec export-embeddings) ------------------------------------------
+EMBEDDING_ID = Feature("id", DType.STRING, doc="item id or user id")
+EMBEDDING_KIND = Feature("kind", DType.STRING, doc='"item" or "user"')
+EMBEDDING_VALUES = Feature("embedding", DType.FLOAT32, varlen=True, doc="the tower's unit vector")
+EMBEDDING_TIMESTAMP = Feature("as_of", DType.INT64, doc="users: time of the state embedded; items: 0")
+EMBEDDING_FEATURES = (EMBEDDING_ID, EMBEDDING_KIND, EMBEDDING_VALUES, EMBEDDING_TIMESTAMP)
