@@ -34,6 +34,9 @@ demo: install
 bench: install
 	$(PY) benchmarks/bench_data_pipeline.py --interactions 1000000
 	$(PY) benchmarks/bench_scann.py --items 1000000 --dim 64
+	$(TWOREC) pipeline --dataset $(DATASET) $(if $(INPUT),--input $(INPUT)) --out $(RUN)
+	$(PY) benchmarks/bench_ranker.py --ranker $(RUN)/ranker
+	$(PY) benchmarks/bench_gateway.py --repo $(RUN)/repo
 
 clean:
 	rm -rf runs .pytest_cache

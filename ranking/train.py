@@ -26,7 +26,8 @@ from tworec.ranking.lists import RankingLists, list_dataset, mine_lists
 from tworec.ranking.model import RankingModel, RankingScorer, serving_signature
 from tworec.tf_setup import keras, tf
 from tworec.towers.queries import split_queries
-from tworec.towers.train import _Throughput, _verbosity, default_strategy, load_retrieval
+from tworec.towers.train import Throughput, default_strategy, fit_summary, load_retrieval, training_callbacks, \
+    verbosity
 
 SAVEDMODEL = "savedmodel"
 
@@ -64,18 +65,11 @@ def train_ranker(data_dir: str, retrieval_dir: str, out_dir: str, config: Ranker
         model = RankingModel(scorer)
         model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
         model(next(iter(holdout_data)))  # builds the variables, so an interrupted run can resume
-    throughput = _Throughput(config.batch_size * config.list_size)
-    callbacks = [
-        keras.callbacks.BackupAndRestore(str(out / "backup")),
-        keras.callbacks.ModelCheckpoint(str(out / "checkpoints" / "best"), monitor="val_loss",
-                                        save_best_only=True, save_weights_only=True),
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True),
-        keras.callbacks.TensorBoard(str(out / "logs"), update_freq="epoch", profile_batch=0),
-        throughput,
-    ]
+    throughput = Throughput(config.batch_size * config.list_size)
+    callbacks = [*training_callbacks(out, config.patience), throughput]
     started = time.time()
     history = model.fit(train_data, validation_data=holdout_data, epochs=config.epochs,
-                        callbacks=callbacks, verbose=_verbosity(verbose))
+                        callbacks=callbacks, verbose=verbosity(verbose))
     model.save_weights(str(out / "weights" / "model"))
     shutil.rmtree(out / "backup", ignore_errors=True)
     save_tables(tables, out / "tables.npz")
@@ -89,11 +83,7 @@ def train_ranker(data_dir: str, retrieval_dir: str, out_dir: str, config: Ranker
         "embedding_dim": rconfig.embedding_dim,
         "retrieval_temperature": rconfig.temperature,
         "lists": {"train": len(train_lists), "holdout": len(holdout_lists), "list_size": config.list_size},
-        "devices": list(strategy.extended.worker_devices),
-        "replicas": strategy.num_replicas_in_sync,
-        "epochs_run": len(history.history.get("loss", [])),
-        "loss": [float(x) for x in history.history.get("loss", [])],
-        "val_loss": [float(x) for x in history.history.get("val_loss", [])],
+        **fit_summary(strategy, history),
         "train_rows_per_second": round(throughput.per_second, 1),
         "seconds": round(time.time() - started, 1),
     }

@@ -36,7 +36,7 @@ def default_strategy() -> tf.distribute.Strategy:
     return tf.distribute.MirroredStrategy([d.name for d in gpus] or ["/cpu:0"])
 
 
-class _Throughput(keras.callbacks.Callback):
+class Throughput(keras.callbacks.Callback):
     def __init__(self, batch_size: int):
         super().__init__()
         self.batch_size = batch_size
@@ -97,24 +97,14 @@ def train_retrieval(data_dir: str, out_dir: str, config: RetrievalConfig = Retri
         first = next(iter(train_data))
         model(first)  # builds the model, so an interrupted run can resume from backup/
         model.compute_loss(first)
-    throughput = _Throughput(config.batch_size)
-    cbs = [
-        keras.callbacks.BackupAndRestore(str(out / "backup")),
-        keras.callbacks.ModelCheckpoint(str(out / "checkpoints" / "best"), monitor="val_loss",
-                                        save_best_only=True, save_weights_only=True),
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience,
-                                      restore_best_weights=True),
-        keras.callbacks.TensorBoard(str(out / "logs"), update_freq="epoch", profile_batch=0),
-        throughput, *callbacks,
-    ]
+    throughput = Throughput(config.batch_size)
     started = time.time()
     validation = dataset(protocol.valid, False) if protocol.valid else None
-    if validation is None:  # the TFRS protocol has no validation split: fixed epochs
-        cbs = [cb for cb in cbs if not isinstance(cb, (keras.callbacks.EarlyStopping,
-                                                       keras.callbacks.ModelCheckpoint))]
+    # The TFRS protocol has no validation split: fixed epochs, no early stopping.
+    cbs = [*training_callbacks(out, config.patience, validation is not None), throughput, *callbacks]
     history = model.fit(train_data, validation_data=validation,
                         epochs=config.epochs, steps_per_epoch=config.steps_per_epoch or None,
-                        callbacks=cbs, verbose=_verbosity(verbose))
+                        callbacks=cbs, verbose=verbosity(verbose))
     model.save_weights(str(out / "weights" / "model"))
     shutil.rmtree(out / "backup", ignore_errors=True)  # the run finished: nothing to resume
     embeddings = model.item_embeddings()
@@ -125,11 +115,7 @@ def train_retrieval(data_dir: str, out_dir: str, config: RetrievalConfig = Retri
         "protocol": config.protocol,
         "data": os.path.abspath(data_dir),
         "config": json.loads(config.to_json()),
-        "devices": [d for d in strategy.extended.worker_devices],
-        "replicas": strategy.num_replicas_in_sync,
-        "epochs_run": len(history.history.get("loss", [])),
-        "loss": [float(x) for x in history.history.get("loss", [])],
-        "val_loss": [float(x) for x in history.history.get("val_loss", [])],
+        **fit_summary(strategy, history),
         "train_examples_per_second": round(throughput.per_second, 1),
         "seconds": round(time.time() - started, 1),
     }
@@ -137,7 +123,29 @@ def train_retrieval(data_dir: str, out_dir: str, config: RetrievalConfig = Retri
     return summary
 
 
-def _verbosity(verbose):
+def training_callbacks(out: Path, patience: int, validation: bool = True) -> list:
+    """Resume after interruption, TensorBoard logs, and with validation data: best-weights
+    checkpoints and early stopping (restoring the best weights)."""
+    cbs = [keras.callbacks.BackupAndRestore(str(out / "backup")),
+           keras.callbacks.TensorBoard(str(out / "logs"), update_freq="epoch", profile_batch=0)]
+    if validation:
+        cbs += [keras.callbacks.ModelCheckpoint(str(out / "checkpoints" / "best"), monitor="val_loss",
+                                                save_best_only=True, save_weights_only=True),
+                keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)]
+    return cbs
+
+
+def fit_summary(strategy, history) -> dict:
+    return {
+        "devices": list(strategy.extended.worker_devices),
+        "replicas": strategy.num_replicas_in_sync,
+        "epochs_run": len(history.history.get("loss", [])),
+        "loss": [float(x) for x in history.history.get("loss", [])],
+        "val_loss": [float(x) for x in history.history.get("val_loss", [])],
+    }
+
+
+def verbosity(verbose):
     if verbose is not None:
         return verbose
     return 1 if sys.stdout.isatty() else 2  # a progress bar on terminals, a line per epoch in logs
