@@ -65,6 +65,15 @@ class Recommender(pb_grpc.RecommenderServicer):
         self.timings = collections.defaultdict(float)  # seconds per stage, for the load benchmark
 
     # --- helpers ----------------------------------------------------------------------------------
+    _last_warning = 0.0
+
+    def _warn_degraded(self, err):
+        """At most one log line per 10 s: a Triton outage must not flood the log."""
+        now = time.monotonic()
+        if now - self._last_warning >= 10.0:
+            self._last_warning = now
+            log.warning("ranker unavailable, answering from retrieval (degraded counter: %d): %s",
+                        self.counters["degraded"], err)
     def _fail(self, context, code, message: str):
         self.counters.add(f"status_{code.name.lower()}")
         context.abort(code, message)
@@ -131,7 +140,7 @@ class Recommender(pb_grpc.RecommenderServicer):
             try:
                 ranked = self.triton.rank(bundle.triton_versions[bundle.ranker_model], rows, budget)
             except ModelUnavailable as err:
-                log.warning("ranker unavailable, answering from retrieval: %s", err)
+                self._warn_degraded(err)
                 degraded = True
             self.timings["triton"] += time.perf_counter() - t2
         if degraded:

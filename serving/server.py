@@ -9,6 +9,7 @@ then Triton stops.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -111,9 +112,38 @@ class Service:
         return self
 
     # --- reloading --------------------------------------------------------------------------------
+    def _supervise_triton(self):
+        """Triton started by this service and found dead is restarted on the same ports; until it
+        is back, Recommend answers degraded (retrieval order) and the item tower is UNAVAILABLE."""
+        server = self.triton_server
+        if server is None or self._stop.is_set() or (server.process is not None and server.process.poll() is None):
+            return
+        self.recommender.counters.add("triton_restarts")
+        if server.process is not None:
+            log.error("tritonserver exited with code %s; restarting it. Its log ends:\n%s",
+                      server.process.returncode, server.log_tail(10))
+            server.stop()
+        replacement = TritonServer(dataclasses.replace(server.config, **server.ports))
+        replacement.start()
+        try:
+            self._wait_models(self.models, self.bundle.meta, self.config.model_ready_timeout_s)
+            self._warm_up(self.bundle)
+        except BaseException:
+            replacement.stop()
+            raise
+        self.triton_server = replacement
+        if self._stop.is_set():  # the service stopped while Triton was coming back
+            replacement.stop()
+            return
+        log.warning("tritonserver is back on %s", replacement.grpc_address)
+
     def _watch(self):
         failed = None
         while not self._stop.wait(self.config.reload_poll_s):
+            try:
+                self._supervise_triton()
+            except Exception as err:  # noqa: BLE001 - keep serving degraded, try again next round
+                log.error("restarting tritonserver failed: %s", err)
             try:
                 current = read_manifest(self.config.repo).get("current")
             except (OSError, ValueError) as err:

@@ -103,6 +103,11 @@ class TritonServer:
         self._ports = {}
 
     @property
+    def ports(self) -> dict:
+        """{"grpc_port", "http_port", "metrics_port"} in use (after start)."""
+        return {f"{name}_port": port for name, port in self._ports.items()}
+
+    @property
     def grpc_address(self) -> str:
         return f"{self.config.host}:{self._ports['grpc']}"
 
@@ -189,6 +194,10 @@ class TritonServer:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+        try:  # backend stubs left behind by a server that died on its own
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
         self._log.close()
         self.process = None
 

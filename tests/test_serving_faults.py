@@ -1,0 +1,79 @@
+"""Triton dies while the gateway serves: answers keep coming, degraded (retrieval order) and within
+each request's deadline; health stays SERVING (retrieval still works); the service restarts Triton
+on the same ports by itself and full two-stage answers return within 5 s of Triton being back."""
+import os
+import signal
+import threading
+import time
+
+import grpc
+import pytest
+
+
+@pytest.fixture(scope="module")
+def service(tiny_retrieval, tiny_ranker, tmp_path_factory):
+    from tworec.export.repository import export_repository
+    from tworec.serving.server import ServeConfig, Service
+
+    repo = tmp_path_factory.mktemp("faults") / "repo"
+    export_repository(str(tiny_retrieval), str(tiny_ranker), str(repo))
+    with Service(ServeConfig(repo=str(repo), reload_poll_s=0.2)) as svc:
+        yield svc
+
+
+def test_triton_killed_then_restarted_by_the_service(service):
+    from tworec.serving.client import RecommenderClient, pb
+
+    bundle = service.bundle
+    warm = [i for i, r in bundle.items.row_of.items() if not bundle.items.cold[r]][:3]
+    results, stop = [], threading.Event()
+
+    def load():
+        with RecommenderClient(service.address) as client:
+            while not stop.is_set():
+                started = time.monotonic()
+                try:
+                    r = client.recommend("someone", warm, k=10, timeout_s=1.0)
+                    results.append((time.monotonic(), time.monotonic() - started, r.degraded, len(r.items),
+                                    {i.stage for i in r.items}))
+                except grpc.RpcError as err:
+                    results.append((time.monotonic(), time.monotonic() - started, err.code(), 0, set()))
+                time.sleep(0.02)
+
+    worker = threading.Thread(target=load)
+    worker.start()
+    try:
+        time.sleep(1.0)
+        old = service.triton_server
+        os.killpg(old.process.pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        with RecommenderClient(service.address) as client:
+            assert client.health() == "SERVING"
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and (service.triton_server is old or
+                                               service.recommender.counters["triton_restarts"] == 0):
+            time.sleep(0.1)
+        back = service.triton_server
+        assert back is not old and back.process.poll() is None
+        assert back.ports == old.ports  # same address: nothing to reconfigure elsewhere
+        # Triton is back: the supervisor waited for its models and warmed them up.
+        ready_at = time.monotonic()
+        while time.monotonic() < ready_at + 10 and not any(r[0] > ready_at and r[2] is False for r in results):
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        worker.join()
+    recovered_at = next(t for t, _, degraded, _, _ in results if t > killed_at and degraded is False)
+    assert recovered_at - ready_at <= 5.0  # (negative: answers were full again before the supervisor returned)
+    assert all(r[2] is False for r in results if r[0] > recovered_at + 0.5)
+    during = [r for r in results if killed_at < r[0] < recovered_at]
+    assert during, "no request was made while Triton was down"
+    assert all(r[2] is True or r[2] is False for r in during)  # answers, never errors
+    assert all(r[1] < 1.0 for r in results)  # within every request's deadline
+    assert all(r[3] == 10 for r in results)
+    degraded = [r for r in during if r[2] is True]
+    assert degraded and all(r[4] == {pb.RETRIEVAL} for r in degraded)
+    assert service.recommender.counters["degraded"] >= len(degraded)
+    with RecommenderClient(service.address) as client:
+        final = client.recommend("someone", warm, k=10)
+        assert not final.degraded and {i.stage for i in final.items} == {pb.RANKER}
