@@ -31,7 +31,7 @@ INSTALL_REQUIRES = [
 ]
 
 # torch is only the reference for the MiniLM parity test; 2.13.0 is a CPU wheel on this machine image.
-TEST_REQUIRES = ["pytest", "pytest-timeout", "hypothesis", "transformers>=5,<6", "torch==2.13.0"]
+TEST_REQUIRES = ["pytest", "pytest-timeout", "hypothesis", "cryptography", "transformers>=5,<6", "torch==2.13.0"]
 
 setup(
     name="tworec",

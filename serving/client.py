@@ -11,30 +11,40 @@ STAGES = {pb.RANKER: "ranker", pb.RETRIEVAL: "retrieval", pb.POPULARITY: "popula
 
 
 class RecommenderClient:
-    def __init__(self, address: str, timeout_s: float = 2.0, channel: grpc.Channel | None = None):
+    """``token``: a bearer token when the gateway checks them; ``root_certificates`` (PEM bytes)
+    for TLS, plus ``private_key``/``certificate_chain`` for mutual TLS."""
+
+    def __init__(self, address: str, timeout_s: float = 2.0, channel: grpc.Channel | None = None,
+                 token: str | None = None, root_certificates: bytes | None = None,
+                 private_key: bytes | None = None, certificate_chain: bytes | None = None):
+        if channel is None and root_certificates is not None:
+            credentials = grpc.ssl_channel_credentials(root_certificates, private_key, certificate_chain)
+            channel = grpc.secure_channel(address, credentials)
         self.channel = channel or grpc.insecure_channel(address)
         self.stub = pb_grpc.RecommenderStub(self.channel)
         self.health_stub = health_pb2_grpc.HealthStub(self.channel)
         self.timeout_s = timeout_s
+        self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
 
     def recommend(self, user_id: str = "", recent_item_ids=(), k: int = 10, exclude_item_ids=(),
                   context: dict | None = None, recent_timestamps=(), timeout_s: float | None = None):
         request = pb.RecommendRequest(user_id=user_id, recent_item_ids=list(recent_item_ids), k=k,
                                       exclude_item_ids=list(exclude_item_ids), context=context or {},
                                       recent_timestamps=list(recent_timestamps))
-        return self.stub.Recommend(request, timeout=timeout_s or self.timeout_s)
+        return self.stub.Recommend(request, timeout=timeout_s or self.timeout_s, metadata=self.metadata)
 
     def similar_items(self, item_id: str | None = None, text: str | None = None, k: int = 10):
         request = pb.SimilarItemsRequest(k=k, **({"item_id": item_id} if item_id is not None else {"text": text}))
-        return self.stub.SimilarItems(request, timeout=self.timeout_s)
+        return self.stub.SimilarItems(request, timeout=self.timeout_s, metadata=self.metadata)
 
     def upsert_items(self, items):
         """``items``: dicts with item_id, title, description, categories."""
         return self.stub.UpsertItems(pb.UpsertItemsRequest(items=[pb.Item(**i) for i in items]),
-                                     timeout=max(self.timeout_s, 30.0))
+                                     timeout=max(self.timeout_s, 30.0), metadata=self.metadata)
 
     def remove_items(self, item_ids):
-        return self.stub.RemoveItems(pb.RemoveItemsRequest(item_ids=list(item_ids)), timeout=self.timeout_s)
+        return self.stub.RemoveItems(pb.RemoveItemsRequest(item_ids=list(item_ids)), timeout=self.timeout_s,
+                                     metadata=self.metadata)
 
     def health(self, service: str = "") -> str:
         response = self.health_stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=self.timeout_s)

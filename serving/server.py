@@ -23,6 +23,7 @@ from grpc_reflection.v1alpha import reflection
 from tworec.export.repository import RepoLayout, read_manifest
 from tworec.serving.bundle import Bundle, ConfigError, current_version
 from tworec.serving.gateway import GatewayConfig, Recommender, pb, pb_grpc
+from tworec.serving.security import BearerTokenInterceptor, SecurityConfig
 from tworec.serving.triton import TritonConfig, TritonError, TritonServer
 from tworec.serving.triton_models import TritonModels
 
@@ -37,6 +38,8 @@ class ServeConfig:
     host: str = "127.0.0.1"  # loopback unless told otherwise
     port: int = 0  # 0: a free port
     triton_address: str | None = None  # an already running Triton; None: start one on loopback
+    triton_binary: str | None = None  # None: the one in the nvidia-pytriton wheel
+    security: SecurityConfig = field(default_factory=SecurityConfig)
     workers: int = 16
     reload_poll_s: float = 1.0
     model_ready_timeout_s: float = 120.0
@@ -72,13 +75,17 @@ class Service:
     def start(self) -> "Service":
         c = self.config
         version = current_version(c.repo)  # ConfigError with the fix if the repository is missing
+        try:
+            credentials, tokens = c.security.server_credentials(), c.security.tokens()
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"security settings: {err}") from err
         layout = RepoLayout(c.repo)
         if not layout.triton.is_dir():
             raise ConfigError(f"{layout.triton} is missing: the repository is incomplete, re-run `tworec export`")
         try:
             if c.triton_address is None:
-                self.triton_server = TritonServer(TritonConfig(str(layout.triton), host=c.host
-                                                               if c.host in ("127.0.0.1", "localhost") else "127.0.0.1"))
+                # Triton only ever listens on loopback: the gateway is the service's front door.
+                self.triton_server = TritonServer(TritonConfig(str(layout.triton), binary=c.triton_binary))
                 self.triton_server.start()
                 address = self.triton_server.grpc_address
             else:
@@ -89,16 +96,21 @@ class Service:
             self._warm_up(bundle)
             self.bundle = bundle
             self.recommender = Recommender(lambda: self.bundle, self.models, c.gateway)
-            self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=c.workers), options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)])
+            self.server = grpc.server(
+                futures.ThreadPoolExecutor(max_workers=c.workers),
+                interceptors=[BearerTokenInterceptor(tokens)] if tokens else [],
+                options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)])
             pb_grpc.add_RecommenderServicer_to_server(self.recommender, self.server)
             self.health = health.HealthServicer()
             health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
             reflection.enable_server_reflection(
                 (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                  reflection.SERVICE_NAME), self.server)
-            self.port = self.server.add_insecure_port(f"{c.host}:{c.port}")
+            if credentials is None:
+                self.port = self.server.add_insecure_port(f"{c.host}:{c.port}")
+            else:  # TLS only: no plaintext port is opened
+                self.port = self.server.add_secure_port(f"{c.host}:{c.port}", credentials)
             if not self.port:
                 raise ConfigError(f"cannot listen on {c.host}:{c.port}: the address is in use or invalid")
             self.server.start()
@@ -214,6 +226,7 @@ class Service:
 def serve_forever(config: ServeConfig) -> int:
     """The ``tworec serve`` command: prints host:port once ready, stops cleanly on SIGTERM/SIGINT."""
     import signal
+    import sys
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -221,7 +234,11 @@ def serve_forever(config: ServeConfig) -> int:
     try:
         service = Service(config).start()
     except (ConfigError, TritonError) as err:
-        print(f"tworec serve: {err}", flush=True)
+        # One line saying what is wrong and how to fix it; details (e.g. Triton's log) follow.
+        lines = str(err).splitlines()
+        print(f"tworec serve: {lines[0]}", flush=True)
+        if len(lines) > 1:
+            print("\n".join(lines[1:]), file=sys.stderr, flush=True)
         return 2
     print(service.address, flush=True)
     try:

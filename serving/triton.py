@@ -144,10 +144,15 @@ class TritonServer:
     def start(self) -> "TritonServer":
         if not Path(self.config.model_repository).is_dir():
             raise TritonError(f"model repository {self.config.model_repository} does not exist")
-        command = self.command()
+        command = self.command_line = self.command()
         self._log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT,
-                                        env=self.environment(), start_new_session=True)
+        try:
+            self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT,
+                                            env=self.environment(), start_new_session=True)
+        except OSError as err:
+            self._log.close()
+            raise TritonError(f"cannot run tritonserver {command[0]}: {err.strerror}; run `make install` "
+                              f"(the binary comes with nvidia-pytriton) or point to a working one") from err
         try:
             self.wait_ready()
         except BaseException:
@@ -169,7 +174,9 @@ class TritonServer:
         try:
             while time.monotonic() < deadline:
                 if self.process.poll() is not None:
-                    raise TritonError(f"tritonserver exited with code {self.process.returncode}:\n"
+                    raise TritonError(f"tritonserver ({self.command_line[0]}) exited with code "
+                                      f"{self.process.returncode} at start-up; check the binary "
+                                      f"(`make install`) and its log {self.log_path}:\n"
                                       f"{self.log_tail()}")
                 try:
                     if client.is_server_ready():
@@ -179,7 +186,8 @@ class TritonServer:
                 time.sleep(0.2)
         finally:
             client.close()
-        raise TritonError(f"tritonserver not ready after {self.config.startup_timeout_s:.0f}s:\n"
+        raise TritonError(f"tritonserver not ready after {self.config.startup_timeout_s:.0f}s "
+                          f"(log {self.log_path}):\n"
                           f"{self.log_tail()}")
 
     def stop(self, timeout: float | None = None):

@@ -235,15 +235,22 @@ def _add_serve(sub):
     p.add_argument("--port", type=int, default=0, help="gateway port (0: a free one, printed at start)")
     p.add_argument("--triton", help="host:port of a running Triton (default: start one on loopback)")
     p.add_argument("--workers", type=int, default=16)
+    p.add_argument("--tls-cert", help="PEM server certificate: serve TLS only (no plaintext port)")
+    p.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    p.add_argument("--tls-client-ca", help="PEM CA: require client certificates it signed (mutual TLS)")
+    p.add_argument("--tokens-file", help="accepted bearer tokens, one per line (health checks stay open)")
     p.set_defaults(func=_run_serve)
 
 
 def _run_serve(args, _):
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from tworec.serving.security import SecurityConfig
     from tworec.serving.server import ServeConfig, serve_forever
 
+    security = SecurityConfig(tls_cert=args.tls_cert, tls_key=args.tls_key, tls_client_ca=args.tls_client_ca,
+                              tokens_file=args.tokens_file)
     return serve_forever(ServeConfig(repo=args.repo, host=args.host, port=args.port,
-                                     triton_address=args.triton, workers=args.workers))
+                                     triton_address=args.triton, workers=args.workers, security=security))
 
 
 def _add_recommend(sub):
@@ -254,6 +261,8 @@ def _add_recommend(sub):
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--exclude", nargs="*", default=[])
     p.add_argument("--timeout", type=float, default=2.0, help="deadline in seconds")
+    p.add_argument("--token", help="bearer token (or set TWOREC_TOKEN)")
+    p.add_argument("--tls-ca", help="PEM CA that signed the gateway's certificate: connect with TLS")
     p.set_defaults(func=_run_recommend)
 
 
@@ -262,7 +271,11 @@ def _run_recommend(args, _):
 
     from tworec.serving.client import RecommenderClient, format_table
 
-    with RecommenderClient(args.address, timeout_s=args.timeout) as client:
+    import os
+
+    ca = open(args.tls_ca, "rb").read() if args.tls_ca else None
+    with RecommenderClient(args.address, timeout_s=args.timeout, token=args.token or os.environ.get("TWOREC_TOKEN"),
+                           root_certificates=ca) as client:
         try:
             response = client.recommend(args.user, args.history, args.k, args.exclude)
         except grpc.RpcError as err:
