@@ -22,7 +22,8 @@ from grpc_reflection.v1alpha import reflection
 
 from tworec.export.repository import RepoLayout, read_manifest
 from tworec.serving.bundle import Bundle, ConfigError, current_version
-from tworec.serving.gateway import GatewayConfig, Recommender, pb, pb_grpc
+from tworec.serving.gateway import GatewayConfig, Recommender, pb
+from tworec.serving.handlers import add_recommender
 from tworec.serving.security import BearerTokenInterceptor, SecurityConfig
 from tworec.serving.triton import TritonConfig, TritonError, TritonServer
 from tworec.serving.triton_models import TritonModels
@@ -101,7 +102,7 @@ class Service:
                 interceptors=[BearerTokenInterceptor(tokens)] if tokens else [],
                 options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                          ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)])
-            pb_grpc.add_RecommenderServicer_to_server(self.recommender, self.server)
+            add_recommender(self.recommender, self.server, pb, SERVICE_NAME)
             self.health = health.HealthServicer()
             health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
             reflection.enable_server_reflection(

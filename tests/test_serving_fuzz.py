@@ -1,0 +1,142 @@
+"""Property-based bad input for the gateway: 5,000+ generated malformed and edge-case requests
+(empty, huge, unicode and control-character ids; k ≤ 0 and huge k; duplicated and oversize
+histories; missing fields; arbitrary bytes as the request message) are each answered with
+INVALID_ARGUMENT and a message, or a valid result; never UNKNOWN/INTERNAL or a crash. Health stays
+SERVING and memory does not grow without bound."""
+import resource
+from collections import Counter
+
+import grpc
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+EXAMPLES = 5000
+
+
+@pytest.fixture(scope="module")
+def service(tiny_retrieval, tiny_ranker, tmp_path_factory):
+    from tworec.export.repository import export_repository
+    from tworec.serving.server import ServeConfig, Service
+
+    repo = tmp_path_factory.mktemp("fuzz") / "repo"
+    export_repository(str(tiny_retrieval), str(tiny_ranker), str(repo))
+    with Service(ServeConfig(repo=str(repo))) as svc:
+        yield svc
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+ids = st.one_of(
+    st.text(max_size=300),  # any unicode, control characters included
+    st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x1F), max_size=10),
+    st.sampled_from(["", " ", "a b", "x" * 129, "x" * 128, "é", "i0000001", "i0000002", "u0000003", "🙂",
+                     "a,b", "a|b", "a;b", "\t", "'", '"', "\\", "\x00"]),
+    st.from_regex(r"[A-Za-z0-9_.:-]{1,20}", fullmatch=True),
+)
+ints = st.one_of(st.integers(-(2**31), 2**31 - 1), st.sampled_from([0, 1, -1, 10, 200, 201, 2**31 - 1]))
+timestamps = st.one_of(st.integers(-(2**63), 2**63 - 1), st.integers(0, 4_102_444_800))
+
+
+@st.composite
+def calls(draw):
+    from tworec.serving.client import pb
+
+    kind = draw(st.sampled_from(["recommend", "recommend", "recommend", "similar", "upsert", "remove", "bytes"]))
+    if kind == "recommend":
+        history = draw(st.one_of(st.lists(ids, max_size=60), st.lists(ids, min_size=49, max_size=52)))
+        if draw(st.booleans()) and history:
+            history = history + history[:1]  # a duplicate
+        return kind, pb.RecommendRequest(
+            user_id=draw(ids), recent_item_ids=history, k=draw(ints),
+            recent_timestamps=draw(st.lists(timestamps, max_size=len(history) + 2)),
+            exclude_item_ids=draw(st.one_of(st.lists(ids, max_size=20), st.just(["e"] * 1001))),
+            context=draw(st.dictionaries(st.text(max_size=20), st.text(max_size=30), max_size=5)))
+    if kind == "similar":
+        which = draw(st.sampled_from(["item_id", "text", None]))
+        fields = {"k": draw(ints)}
+        if which:
+            fields[which] = draw(ids) if which == "item_id" else draw(st.text(max_size=200))
+        return kind, pb.SimilarItemsRequest(**fields)
+    if kind == "upsert":
+        items = draw(st.lists(st.builds(pb.Item, item_id=ids, title=st.text(max_size=50),
+                                        description=st.text(max_size=50),
+                                        categories=st.lists(st.text(max_size=10), max_size=10)), max_size=4))
+        return kind, pb.UpsertItemsRequest(items=items)
+    if kind == "remove":
+        return kind, pb.RemoveItemsRequest(item_ids=draw(st.lists(ids, max_size=5)))
+    method = draw(st.sampled_from(["Recommend", "SimilarItems", "UpsertItems", "RemoveItems"]))
+    return method, draw(st.binary(max_size=200))
+
+
+def test_generated_bad_requests_get_invalid_argument_or_a_valid_answer(service):
+    from tworec.serving.client import RecommenderClient, pb, pb_grpc
+
+    channel = grpc.insecure_channel(service.address)
+    stub = pb_grpc.RecommenderStub(channel)
+    raw = {m: channel.unary_unary(f"/tworec.v1.Recommender/{m}") for m in
+           ("Recommend", "SimilarItems", "UpsertItems", "RemoveItems")}
+    methods = {"recommend": stub.Recommend, "similar": stub.SimilarItems, "upsert": stub.UpsertItems,
+               "remove": stub.RemoveItems}
+    codes, replay = Counter(), []
+
+    @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
+    @given(calls())
+    def one(call):
+        kind, request = call
+        try:
+            if kind in methods:
+                reply = methods[kind](request, timeout=10)
+                if kind == "recommend":
+                    assert 0 < len(reply.items) <= request.k
+                    assert len({i.item_id for i in reply.items}) == len(reply.items)
+                codes["OK"] += 1
+            else:
+                raw[kind](request, timeout=10)
+                codes["OK"] += 1
+        except grpc.RpcError as err:
+            code = err.code()
+            codes[code.name] += 1
+            allowed = {grpc.StatusCode.INVALID_ARGUMENT}
+            if kind == "similar" and request.WhichOneof("query") == "item_id":
+                allowed.add(grpc.StatusCode.NOT_FOUND)
+            assert code in allowed, (kind, code, err.details())
+            assert err.details() and len(err.details()) > 10
+        if len(replay) < 2000:
+            replay.append(call)
+
+    one()
+    channel.close()
+    total = sum(codes.values())
+    print(f"{total} requests: {dict(codes)}")
+    assert total >= EXAMPLES
+    assert codes["INVALID_ARGUMENT"] > 1000 and codes["OK"] > 100
+    assert not codes["UNKNOWN"] and not codes["INTERNAL"]
+    with RecommenderClient(service.address) as client:
+        assert client.health() == "SERVING"
+        assert len(client.recommend("someone", [], k=5).items) == 5
+
+    # Memory: replay 2,000 of those requests four times without hypothesis (which keeps its own
+    # records of every example); the gateway's process must not keep growing.
+    channel = grpc.insecure_channel(service.address)
+    stub = pb_grpc.RecommenderStub(channel)
+    methods = {"recommend": stub.Recommend, "similar": stub.SimilarItems, "upsert": stub.UpsertItems,
+               "remove": stub.RemoveItems}
+    rss = []
+    for _ in range(4):
+        for kind, request in replay:
+            call = methods.get(kind) or channel.unary_unary(f"/tworec.v1.Recommender/{kind}")
+            try:
+                call(request, timeout=10)
+            except grpc.RpcError as err:
+                assert err.code() not in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL)
+        rss.append(_rss_mb())
+    channel.close()
+    print(f"RSS MB after each replay of {len(replay)}: {[round(r, 1) for r in rss]}")
+    assert rss[-1] - rss[1] < 20
