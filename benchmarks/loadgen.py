@@ -32,6 +32,7 @@ def main(argv=None):
     parser.add_argument("concurrency", type=int)
     parser.add_argument("seconds", type=float)
     parser.add_argument("--timeout", type=float, default=1.0)
+    parser.add_argument("--rate", type=float, default=0.0, help="open loop at this many requests/s")
     args = parser.parse_args(argv)
     with open(args.requests) as handle:
         templates = [pb.RecommendRequest(**r) for r in json.load(handle)]
@@ -60,6 +61,8 @@ def main(argv=None):
             errors.update(bad)
             degraded[0] += deg
 
+    if args.rate:
+        return _open_loop(stub, templates, args)
     started = time.perf_counter()
     threads = [threading.Thread(target=worker, args=(n,)) for n in range(args.concurrency)]
     for t in threads:
@@ -68,6 +71,49 @@ def main(argv=None):
         t.join()
     print(json.dumps({"latencies_ms": latencies, "errors": dict(errors), "degraded": degraded[0],
                       "seconds": time.perf_counter() - started}))
+
+
+def _open_loop(stub, templates, args):
+    """Requests scheduled at a fixed rate; latency counts from the scheduled time, so a slow
+    server shows as growing latency rather than as a slower client."""
+    import queue
+
+    schedule = queue.Queue()
+    records, lock = [], threading.Lock()
+    start = time.perf_counter()
+
+    def worker():
+        while True:
+            item = schedule.get()
+            if item is None:
+                return
+            n, due = item
+            try:
+                response = stub.Recommend(templates[n % len(templates)], timeout=args.timeout)
+                outcome = "degraded" if response.degraded else "ok"
+            except grpc.RpcError as err:
+                outcome = err.code().name
+            with lock:
+                records.append((due - start, (time.perf_counter() - due) * 1000, outcome))
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(args.concurrency)]
+    for t in threads:
+        t.start()
+    n = 0
+    while True:
+        due = start + n / args.rate
+        if due - start >= args.seconds:
+            break
+        delay = due - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        schedule.put((n, due))
+        n += 1
+    for _ in threads:
+        schedule.put(None)
+    for t in threads:
+        t.join()
+    print(json.dumps({"records": records, "seconds": time.perf_counter() - start}))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from tworec.beam.pipeline import BuildDataset, DataConfig, run
 from tworec.contract import Split
 from tworec.tfrecord_io import read_records
 
-# One bad row per reason, appended to u.data (lines 3001-3010 of the slice).
+# Bad rows (every reason the source can hit), appended to u.data after line 3000 of the slice.
 BAD_ROWS = (
     b"\t242\t3\t881250949\n"            # bad_user_id (empty)
     b"196\t24 2\t3\t881250949\n"         # bad_item_id (space)
@@ -34,9 +34,11 @@ BAD_ROWS = (
     b"196\t242\t3\t881250949\n"          # duplicate of line 1
     b"\n"                                # empty_line
     b"19\xff6\t242\t3\t881250949\n"      # bad_encoding
+    b"196\t242\t3\tNaN\n"                # bad_timestamp (NaN)
+    b"19|6\t242\t3\t881250949\n"         # bad_user_id (a separator inside the id)
 )
 EXPECTED_REJECTIONS = {
-    "bad_user_id": 1, "bad_item_id": 1, "bad_timestamp": 2, "rating_out_of_range": 1,
+    "bad_user_id": 2, "bad_item_id": 1, "bad_timestamp": 3, "rating_out_of_range": 1,
     "bad_rating": 1, "wrong_column_count": 1, "unknown_item": 1, "duplicate": 1,
     "empty_line": 1, "bad_encoding": 1,
 }

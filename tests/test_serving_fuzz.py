@@ -75,7 +75,7 @@ def calls(draw):
 
 
 def test_generated_bad_requests_get_invalid_argument_or_a_valid_answer(service):
-    from tworec.serving.client import RecommenderClient, pb, pb_grpc
+    from tworec.serving.client import RecommenderClient, pb_grpc
 
     channel = grpc.insecure_channel(service.address)
     stub = pb_grpc.RecommenderStub(channel)

@@ -50,11 +50,12 @@ def test_training_writes_weights_embeddings_logs_and_summary(synthetic_data, tmp
     np.testing.assert_allclose(model.item_embeddings(), embeddings, atol=1e-5)
 
 
-def test_a_never_seen_item_is_retrieved_for_a_user_into_its_topic(synthetic_data, tmp_path):
-    """Two brand-new items known only by their text (a Space one and a Cooking one) are embedded
-    through the content path; for an unknown user whose history is Space items, the new Space
-    item ranks in the top 10% of the catalog, above the new Cooking item, and higher than it
-    ranks for a user whose history is Cooking items."""
+def test_never_seen_items_are_retrieved_for_a_user_into_their_topic(synthetic_data, tmp_path):
+    """Brand-new items known only by their text (three Space ones, three Cooking ones) are embedded
+    through the content path. For an unknown user whose history is Space items, the new Space
+    items rank (on average) in the top 15% of the catalog, above the new Cooking items, and higher
+    than they rank for a user whose history is Cooking items. Averages over three items per
+    topic keep the test about the content path, not about one title."""
     from tworec.tf_setup import tf
     from tworec.towers.config import RetrievalConfig
     from tworec.towers.new_items import embed_new_items
@@ -65,18 +66,24 @@ def test_a_never_seen_item_is_retrieved_for_a_user_into_its_topic(synthetic_data
                     RetrievalConfig(history_length=10, batch_size=64, epochs=8, patience=10,
                                     max_text_length=48), verbose=0)
     model, catalog, _, config = load_retrieval(str(out))
-    space, cooking = embed_new_items(
+    new = embed_new_items(
         model, catalog, config,
-        titles=["The Complete Galaxy Handbook", "The Little Sourdough Kitchen"],
+        titles=["The Complete Galaxy Handbook", "Rockets and Orbits Explained", "A Telescope Journal",
+                "The Little Sourdough Kitchen", "Soups and Sauces at Home", "The Pastry Chef Notebook"],
         descriptions=["Everything about rockets, orbits, telescopes and astronauts.",
-                      "Recipes for bread, pastry, soup and sauces from a chef's oven."],
-        category_lists=[("Space",), ("Cooking",)])
-    assert np.isfinite(space).all() and space.shape == (config.embedding_dim,)
+                      "How spacecraft reach orbit, land on planets and explore the solar system.",
+                      "Star charts, planets, galaxies and nights under the sky.",
+                      "Recipes for bread, pastry, soup and sauces from a chef's oven.",
+                      "Simmered stock, herbs, spices and a kitchen full of flavour.",
+                      "Dough, butter, baking and dessert recipes for every season."],
+        category_lists=[("Space",)] * 3 + [("Cooking",)] * 3)
+    assert np.isfinite(new).all() and new.shape == (6, config.embedding_dim)
+    space, cooking = new[:3], new[3:]
 
     items = model.item_embeddings()
     topic = np.array([cats[0] for cats in _categories(catalog)])
 
-    def ranks_for_history(name):
+    def mean_ranks(name):
         rows = np.flatnonzero(topic == name)[:8]
         features = {
             "user_row": tf.constant([0]),  # an unknown user: only the history speaks
@@ -87,10 +94,10 @@ def test_a_never_seen_item_is_retrieved_for_a_user_into_its_topic(synthetic_data
         }
         query = model.query_tower(features).numpy()[0]
         scores = items @ query
-        return [int((scores > item @ query).sum()) + 1 for item in (space, cooking)]
+        return [float(np.mean([(scores > vector @ query).sum() + 1 for vector in group])) for group in (space, cooking)]
 
-    space_user, cooking_user = ranks_for_history("Space"), ranks_for_history("Cooking")
-    assert space_user[0] <= 0.1 * catalog.size, (space_user, catalog.size)
+    space_user, cooking_user = mean_ranks("Space"), mean_ranks("Cooking")
+    assert space_user[0] <= 0.15 * catalog.size, (space_user, catalog.size)
     assert space_user[0] < space_user[1], space_user
     assert space_user[0] < cooking_user[0], (space_user, cooking_user)
 

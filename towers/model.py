@@ -120,20 +120,22 @@ class QueryTower(keras.layers.Layer):
         return tf.reshape(embedded, tf.concat([tf.shape(history_rows), [-1]], 0))
 
     def call(self, features, training=False):
-        history_rows = tf.cast(features["history_rows"], tf.int32)
-        mask = tf.cast(history_rows >= 0, tf.float32)
-        return self.from_history_embeddings(
-            features["user_row"], self.history_embeddings(history_rows, training), mask,
-            features["timestamp"], features["history_timestamps"], training=training)
-
-    def from_history_embeddings(self, user_row, history, history_mask, timestamp, history_timestamps,
-                                training=False):
-        """The tower from already-embedded history items [B, N, D] and their mask [B, N]: what
-        serving calls, with embeddings from its live item table (new items included)."""
-        user = tf.cast(user_row, tf.int32)
+        user = tf.cast(features["user_row"], tf.int32)
         if training and self.config.user_dropout > 0:
             drop = tf.random.uniform(tf.shape(user)) < self.config.user_dropout
             user = tf.where(drop, tf.zeros_like(user), user)
+        history_rows = tf.cast(features["history_rows"], tf.int32)
+        mask = tf.cast(history_rows >= 0, tf.float32)
+        return self.from_history_embeddings(
+            user, self.history_embeddings(history_rows, training), mask,
+            features["timestamp"], features["history_timestamps"])
+
+    def from_history_embeddings(self, user_row, history, history_mask, timestamp, history_timestamps):
+        """The tower from already-embedded history items [B, N, D] and their mask [B, N]: what
+        serving calls, with embeddings from its live item table (new items included). The user-id
+        dropout of training happens in ``call``, before the history's item-tower ops, which keeps the
+        random op order (and so the seeded training run) the same as when both lived in ``call``."""
+        user = tf.cast(user_row, tf.int32)
         mask = tf.cast(history_mask, tf.float32)[..., tf.newaxis]  # [B, N, 1]
         items = history * mask
         now = tf.cast(timestamp, tf.float32)[:, tf.newaxis]
