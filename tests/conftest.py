@@ -13,6 +13,22 @@ MOVIELENS = SHARED_DATA / "movielens-100k"
 AMAZON = SHARED_DATA / "amazon-2018-magazine-subscriptions"
 
 
+SYNTHETIC_DATA_ENV = "TWOREC_TEST_SYNTHETIC_DATA"
+ISOLATED_ENV = "TWOREC_TEST_ISOLATED"
+
+
+def run_isolated(nodeid: str, synthetic_data: Path, timeout: int = 600):
+    """Runs one test in a fresh interpreter (for tests whose trained models must not depend on
+    what earlier tests left in TensorFlow's process state), reusing the session's dataset."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, **{SYNTHETIC_DATA_ENV: str(synthetic_data), ISOLATED_ENV: "1"})
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", nodeid],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+
+
 def require(path: Path) -> Path:
     if not path.exists():
         pytest.fail(f"{path} is missing: tests read the real datasets from ../shared/data")
@@ -25,6 +41,8 @@ def synthetic_data(tmp_path_factory):
     from tworec.beam.pipeline import DataConfig, run
     from tworec.beam.sources.synthetic import SyntheticConfig
 
+    if os.environ.get(SYNTHETIC_DATA_ENV):  # an isolated child run reuses its parent's dataset
+        return Path(os.environ[SYNTHETIC_DATA_ENV])
     out = tmp_path_factory.mktemp("synthetic") / "data"
     run(DataConfig(dataset="synthetic", history_length=10,
                    synthetic=SyntheticConfig(interactions=6000, seed=11)), str(out))

@@ -55,7 +55,17 @@ def test_never_seen_items_are_retrieved_for_a_user_into_their_topic(synthetic_da
     through the content path. For an unknown user whose history is Space items, the new Space
     items rank (on average) in the top 15% of the catalog, above the new Cooking items, and higher
     than they rank for a user whose history is Cooking items. Averages over three items per
-    topic keep the test about the content path, not about one title."""
+    topic keep the test about the content path, not about one title.
+
+    Runs in a fresh interpreter: the model it trains must not depend on TensorFlow state that
+    earlier tests in the session left behind."""
+    import os
+
+    from conftest import ISOLATED_ENV, run_isolated
+
+    if os.environ.get(ISOLATED_ENV) != "1":
+        return run_isolated(f"{__file__}::test_never_seen_items_are_retrieved_for_a_user_into_their_topic",
+                            synthetic_data)
     from tworec.tf_setup import tf
     from tworec.towers.config import RetrievalConfig
     from tworec.towers.new_items import embed_new_items
