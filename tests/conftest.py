@@ -69,3 +69,22 @@ def tiny_ranker(synthetic_data, tiny_retrieval, tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny_ranker") / "ranker"
     train_ranker(str(synthetic_data), str(tiny_retrieval), str(out), RankerConfig.tiny(), verbose=0)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_repo(tiny_retrieval, tiny_ranker, tmp_path_factory):
+    """A deployment repository (version 1) of the tiny models. Tests that serve it take their own
+    copy (``repo_copy``), so one that publishes a new version does not change another's."""
+    from tworec.export.repository import export_repository
+
+    path = tmp_path_factory.mktemp("tiny_repo") / "repo"
+    export_repository(str(tiny_retrieval), str(tiny_ranker), str(path))
+    return path
+
+
+def repo_copy(tiny_repo: Path, tmp_path_factory, name: str) -> Path:
+    import shutil
+
+    target = tmp_path_factory.mktemp(name) / "repo"
+    shutil.copytree(tiny_repo, target)
+    return target

@@ -7,15 +7,14 @@ import pytest
 
 
 @pytest.fixture(scope="module")
-def exported(synthetic_data, tiny_retrieval, tiny_ranker, tmp_path_factory):
+def exported(synthetic_data, tiny_repo, tmp_path_factory):
+    """(the repository, the output folder, the version exported) after running the Beam job."""
     from tworec.export.embeddings import export_embeddings
-    from tworec.export.repository import export_repository
 
-    root = tmp_path_factory.mktemp("embeddings")
-    export_repository(str(tiny_retrieval), str(tiny_ranker), str(root / "repo"))
-    version = export_embeddings(str(synthetic_data), str(root / "repo"), str(root / "out"),
+    out = tmp_path_factory.mktemp("embeddings") / "out"
+    version = export_embeddings(str(synthetic_data), str(tiny_repo), str(out),
                                 pipeline_args=["--direct_running_mode=in_memory"])
-    return root, version
+    return tiny_repo, out, version
 
 
 def _parquet(pattern):
@@ -33,14 +32,14 @@ def test_every_item_gets_its_served_embedding(exported, synthetic_data):
     from tworec import contract, example_codec
     from tworec.tfrecord_io import read_records
 
-    root, version = exported
-    with np.load(root / "repo" / "gateway" / str(version) / "catalog.npz") as z:
+    repo, out, version = exported
+    with np.load(repo / "gateway" / str(version) / "catalog.npz") as z:
         served = dict(zip([str(i) for i in z["item_ids"]], z["item_embedding"]))
     catalog = {example_codec.decode(contract.ITEM_FEATURES, r)["item_id"]
                for r in read_records(str(synthetic_data / "items" / "part-*.tfrecord.gz"))}
-    parquet = _parquet(str(root / "out" / "items" / "part-*.parquet"))
+    parquet = _parquet(str(out / "items" / "part-*.parquet"))
     records = [example_codec.decode(contract.EMBEDDING_FEATURES, r)
-               for r in read_records(str(root / "out" / "items" / "part-*.tfrecord.gz"))]
+               for r in read_records(str(out / "items" / "part-*.tfrecord.gz"))]
     assert set(parquet) == catalog == {r["id"] for r in records} and len(records) == len(catalog)
     for r in records:
         assert r["kind"] == "item"
@@ -53,7 +52,7 @@ def test_every_user_gets_the_query_of_their_latest_state(exported, synthetic_dat
     from tworec.serving.bundle import Bundle
     from tworec.tfrecord_io import read_records
 
-    root, version = exported
+    repo, out, version = exported
     latest = {}
     for split in contract.TEMPORAL_SPLITS:
         for raw in read_records(str(synthetic_data / split.value / "part-*.tfrecord.gz")):
@@ -61,9 +60,9 @@ def test_every_user_gets_the_query_of_their_latest_state(exported, synthetic_dat
             if r["user_id"] not in latest or (r["timestamp"], r["item_id"]) > (
                     latest[r["user_id"]]["timestamp"], latest[r["user_id"]]["item_id"]):
                 latest[r["user_id"]] = r
-    users = _parquet(str(root / "out" / "users" / "part-*.parquet"))
+    users = _parquet(str(out / "users" / "part-*.parquet"))
     assert set(users) == set(latest)
-    bundle = Bundle(str(root / "repo"), version)
+    bundle = Bundle(str(repo), version)
     for user in list(latest)[:25]:
         r = latest[user]
         items = [r["item_id"], *r["history_item_ids"]][: bundle.history_length]

@@ -8,12 +8,10 @@ import pytest
 
 
 @pytest.fixture(scope="module")
-def repo(tiny_retrieval, tiny_ranker, tmp_path_factory):
-    from tworec.export.repository import export_repository
+def repo(tiny_repo, tmp_path_factory):
+    from conftest import repo_copy
 
-    path = tmp_path_factory.mktemp("deploy") / "repo"
-    export_repository(str(tiny_retrieval), str(tiny_ranker), str(path))
-    return path
+    return repo_copy(tiny_repo, tmp_path_factory, "deploy")
 
 
 @pytest.fixture(scope="module")

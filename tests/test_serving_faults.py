@@ -11,12 +11,12 @@ import pytest
 
 
 @pytest.fixture(scope="module")
-def service(tiny_retrieval, tiny_ranker, tmp_path_factory):
-    from tworec.export.repository import export_repository
+def service(tiny_repo, tmp_path_factory):
+    from conftest import repo_copy
+
     from tworec.serving.server import ServeConfig, Service
 
-    repo = tmp_path_factory.mktemp("faults") / "repo"
-    export_repository(str(tiny_retrieval), str(tiny_ranker), str(repo))
+    repo = repo_copy(tiny_repo, tmp_path_factory, "faults")
     with Service(ServeConfig(repo=str(repo), reload_poll_s=0.2)) as svc:
         yield svc
 

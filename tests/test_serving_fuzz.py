@@ -14,12 +14,12 @@ EXAMPLES = 5000
 
 
 @pytest.fixture(scope="module")
-def service(tiny_retrieval, tiny_ranker, tmp_path_factory):
-    from tworec.export.repository import export_repository
+def service(tiny_repo, tmp_path_factory):
+    from conftest import repo_copy
+
     from tworec.serving.server import ServeConfig, Service
 
-    repo = tmp_path_factory.mktemp("fuzz") / "repo"
-    export_repository(str(tiny_retrieval), str(tiny_ranker), str(repo))
+    repo = repo_copy(tiny_repo, tmp_path_factory, "fuzz")
     with Service(ServeConfig(repo=str(repo))) as svc:
         yield svc
 

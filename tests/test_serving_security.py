@@ -15,12 +15,10 @@ TOKEN = "s3cret-token-for-tests"
 
 
 @pytest.fixture(scope="module")
-def repo(tiny_retrieval, tiny_ranker, tmp_path_factory):
-    from tworec.export.repository import export_repository
+def repo(tiny_repo, tmp_path_factory):
+    from conftest import repo_copy
 
-    path = tmp_path_factory.mktemp("secure") / "repo"
-    export_repository(str(tiny_retrieval), str(tiny_ranker), str(path))
-    return path
+    return repo_copy(tiny_repo, tmp_path_factory, "secure")
 
 
 @pytest.fixture(scope="module")
