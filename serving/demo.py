@@ -23,8 +23,10 @@ def _recent_items_of_a_user(data_dir: str, n: int = 5):
     for path in sorted(glob.glob(DataLayout(data_dir).split_pattern(contract.Split.TEST))):
         for record in iter_records(path):
             r = example_codec.decode(contract.INTERACTION_FEATURES, record)
-            if len(r["history_item_ids"]) >= n:
-                return r["user_id"], r["history_item_ids"][:n]
+            # A history may repeat an item (a re-read, a re-watch); the API takes each item once.
+            recent = list(dict.fromkeys(r["history_item_ids"]))
+            if len(recent) >= n:
+                return r["user_id"], recent[:n]
     return None, []
 
 
