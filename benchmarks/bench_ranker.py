@@ -22,7 +22,7 @@ def _rows(tables, dim: int, n: int, rng) -> dict:
     from tworec.ranking.features import ranker_rows
 
     rows = rng.integers(0, len(tables.item_row), n)
-    features = ranker_rows(tables, np.array([1]), rng.normal(size=(1, dim)).astype(np.float32), np.array([5.0]),
+    features = ranker_rows(tables, np.array([1]), tables.user_attribute_rows[[1]], rng.normal(size=(1, dim)).astype(np.float32), np.array([5.0]),
                            np.array([2.0]), rows[None, :], rng.uniform(-1, 1, (1, n)).astype(np.float32))
     return {k: np.ascontiguousarray(v[0]) for k, v in features.items()}
 

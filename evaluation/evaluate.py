@@ -117,17 +117,13 @@ def _reranked(scores, excluded, targets, first_ranks, rerank):
 
 def model_scores(model_dir: str, data_dir: str, test: TestSet):
     """A score function over the test examples for a trained two-tower model."""
-    from tworec.towers.features import interaction_dataset
+    from tworec.towers.queries import split_queries
     from tworec.towers.train import load_retrieval
 
     model, _, lookups, config = load_retrieval(model_dir, data_dir, catalog=test.catalog)
     items = model.item_embeddings()
-    layout = DataLayout(data_dir)
-    queries = []
-    for features in interaction_dataset(layout.split_pattern(PROTOCOLS[config.protocol].test), lookups,
-                                        config.history_length, BATCH):
-        queries.append(model.query_tower(features).numpy())
-    queries = np.concatenate(queries)
+    queries = split_queries(model, lookups, DataLayout(data_dir).split_pattern(PROTOCOLS[config.protocol].test),
+                            config.history_length, BATCH).query
     if len(queries) != len(test.targets):
         raise RuntimeError("query and example counts differ: the test split changed under eval")
     return config, lambda start, stop: queries[start:stop] @ items.T
@@ -154,7 +150,8 @@ def two_stage_scores(ranker_dir: str, data_dir: str, test: TestSet):
     serve = serving_signature(scorer, items.shape[1])
 
     def rerank(start, stop, rows, retrieval_scores):
-        features = ranker_rows(tables, queries.user_row[start:stop], queries.query[start:stop],
+        users = queries.user_row[start:stop]
+        features = ranker_rows(tables, users, tables.user_attribute_rows[users], queries.query[start:stop],
                                queries.history_count[start:stop], queries.hours_since_last[start:stop],
                                rows, retrieval_scores)
         flat = {k: tf.constant(v.reshape((-1,) + v.shape[2:])) for k, v in features.items()}

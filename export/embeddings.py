@@ -21,6 +21,7 @@ import numpy as np
 
 from tworec import contract, example_codec
 from tworec.layout import DataLayout
+from tworec.towers.catalog import padded_rows
 
 EMBED_BATCH = 256
 
@@ -77,10 +78,8 @@ class EmbedItemBatch(_CatalogDoFn):
             from tworec.towers.tokenizer import tokenize
 
             tokens = tokenize([r["item_text"] for r in unseen], self.files.max_text_length)
-            cats = np.zeros((len(unseen), contract.MAX_ITEM_CATEGORIES), np.int32)
-            for i, r in enumerate(unseen):
-                rows = [self.categories[c] for c in r["item_categories"] if c in self.categories]
-                cats[i, : len(rows[: contract.MAX_ITEM_CATEGORIES])] = rows[: contract.MAX_ITEM_CATEGORIES]
+            cats = np.stack([padded_rows(r["item_categories"], self.categories, contract.MAX_ITEM_CATEGORIES)
+                             for r in unseen])
             out = self._item_tower()(input_ids=tf.constant(tokens["input_ids"]),
                                      attention_mask=tf.constant(tokens["attention_mask"]),
                                      item_category_rows=tf.constant(cats))
@@ -147,19 +146,12 @@ class EmbedUserBatch(_CatalogDoFn):
             yield user, vector, int(t)
 
 
-def _example(kind: str):
-    def encode(element):
-        id_, vector, as_of = (*element, 0) if len(element) == 2 else element
-        return example_codec.encode(contract.EMBEDDING_FEATURES, {
-            "id": id_, "kind": kind, "embedding": [float(x) for x in vector], "as_of": as_of})
-    return encode
-
-
-def _row(kind: str):
-    def to_row(element):
+def _record(kind: str):
+    """(id, vector) or (id, vector, as_of) → a row named as contract.EMBEDDING_FEATURES."""
+    def to_record(element):
         id_, vector, as_of = (*element, 0) if len(element) == 2 else element
         return {"id": id_, "kind": kind, "embedding": [float(x) for x in vector], "as_of": as_of}
-    return to_row
+    return to_record
 
 
 class WriteEmbeddings(beam.PTransform):
@@ -173,10 +165,10 @@ class WriteEmbeddings(beam.PTransform):
         schema = pa.schema([("id", pa.string()), ("kind", pa.string()),
                             ("embedding", pa.list_(pa.float32())), ("as_of", pa.int64())])
         prefix = f"{self.out_dir}/{self.kind}s/part"
-        _ = (embeddings | "Example" >> beam.Map(_example(self.kind))
+        records = embeddings | "Record" >> beam.Map(_record(self.kind))
+        _ = (records | "Example" >> beam.Map(lambda r: example_codec.encode(contract.EMBEDDING_FEATURES, r))
              | "TFRecord" >> beam.io.WriteToTFRecord(prefix, file_name_suffix=".tfrecord.gz"))
-        return (embeddings | "Row" >> beam.Map(_row(self.kind))
-                | "Parquet" >> beam.io.WriteToParquet(prefix, schema, file_name_suffix=".parquet"))
+        return records | "Parquet" >> beam.io.WriteToParquet(prefix, schema, file_name_suffix=".parquet")
 
 
 class ExportEmbeddings(beam.PTransform):

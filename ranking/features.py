@@ -9,7 +9,7 @@ import numpy as np
 from tworec import contract, example_codec
 from tworec.layout import DataLayout
 from tworec.tfrecord_io import read_records
-from tworec.towers.catalog import Catalog
+from tworec.towers.catalog import Catalog, padded_rows
 
 
 @dataclass
@@ -27,14 +27,6 @@ class RankerTables:
     def num_item_ids(self) -> int:
         return int(self.item_row.max()) + 1 if len(self.item_row) else 1
 
-    def attribute_rows(self, attributes) -> np.ndarray:
-        """``"key:value"`` strings (e.g. from a request) → padded rows; unknown ones are dropped."""
-        index = {a: i + 1 for i, a in enumerate(self.attributes)}
-        rows = [index[a] for a in attributes if a in index][: contract.MAX_USER_ATTRIBUTES]
-        out = np.zeros(contract.MAX_USER_ATTRIBUTES, np.int32)
-        out[: len(rows)] = rows
-        return out
-
 
 def user_attributes(data_dir: str) -> dict:
     """user id → attribute strings, for datasets with user side data (else empty)."""
@@ -48,8 +40,7 @@ def build_tables(catalog: Catalog, item_embeddings: np.ndarray, attributes_by_us
     index = {a: i + 1 for i, a in enumerate(vocab)}
     user_rows = np.zeros((len(catalog.user_vocab) + 1, contract.MAX_USER_ATTRIBUTES), np.int32)
     for i, user in enumerate(catalog.user_vocab):
-        rows = [index[a] for a in attributes_by_user.get(user, ()) if a in index][: contract.MAX_USER_ATTRIBUTES]
-        user_rows[i + 1, : len(rows)] = rows
+        user_rows[i + 1] = padded_rows(attributes_by_user.get(user, ()), index, contract.MAX_USER_ATTRIBUTES)
     return RankerTables(
         item_row=catalog.id_index.astype(np.int32),
         item_category_rows=catalog.category_ids.astype(np.int32),
@@ -60,11 +51,12 @@ def build_tables(catalog: Catalog, item_embeddings: np.ndarray, attributes_by_us
     )
 
 
-def ranker_rows(tables: RankerTables, user_row, query_embedding, history_count, hours_since_last,
+def ranker_rows(items, user_row, user_attribute_rows, query_embedding, history_count, hours_since_last,
                 candidate_rows, retrieval_scores) -> dict:
-    """Rows for one or many requests: user-level arrays have a leading dim matching the
-    candidates' first dim; candidates are catalog rows [..., C]. Returns contract-named arrays
-    with the candidates' shape as leading dims."""
+    """Rows for one request (user-level scalars, candidates [C]) or many (user-level [B],
+    candidates [B, C]). ``items`` has the per-item arrays (RankerTables, or the gateway's growing
+    item table); ``candidate_rows`` index them. Returns contract-named arrays with the
+    candidates' shape as leading dims."""
     candidate_rows = np.asarray(candidate_rows)
     shape = candidate_rows.shape
     user_row = np.asarray(user_row, np.int32)
@@ -77,13 +69,13 @@ def ranker_rows(tables: RankerTables, user_row, query_embedding, history_count, 
 
     return {
         "user_row": spread(user_row, np.int32),
-        "user_attribute_rows": spread(tables.user_attribute_rows[user_row], np.int32),
+        "user_attribute_rows": spread(user_attribute_rows, np.int32),
         "query_embedding": spread(query_embedding, np.float32),
         "history_count": spread(history_count, np.float32),
         "hours_since_last": spread(hours_since_last, np.float32),
-        "item_row": tables.item_row[candidate_rows],
-        "item_category_rows": tables.item_category_rows[candidate_rows],
-        "item_embedding": tables.item_embedding[candidate_rows],
+        "item_row": items.item_row[candidate_rows],
+        "item_category_rows": items.item_category_rows[candidate_rows],
+        "item_embedding": items.item_embedding[candidate_rows],
         "retrieval_score": np.asarray(retrieval_scores, np.float32),
-        "item_log_popularity": tables.item_log_popularity[candidate_rows],
+        "item_log_popularity": items.item_log_popularity[candidate_rows],
     }

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
+from tworec import contract
 from tworec.export.repository import ITEM_TOWER_MODEL, RANKER_MODEL, RepoLayout, read_manifest
+from tworec.towers.catalog import padded_rows
 
 
 class ConfigError(RuntimeError):
@@ -34,6 +36,10 @@ class ItemTable:
 
     def __post_init__(self):
         self.row_of = {item: i for i, item in enumerate(self.item_ids)}
+
+    @property
+    def item_embedding(self) -> np.ndarray:  # the name the ranker's feature builder reads
+        return self.embedding
 
     def put(self, ids, titles, embeddings, category_rows):
         """Adds or replaces items (new ones: no id embedding, no popularity, cold)."""
@@ -124,22 +130,14 @@ class Bundle:
             return self.index.search(vector, k)
 
     def category_rows(self, categories) -> np.ndarray:
-        from tworec import contract
-
-        rows = [self.categories[c] for c in categories if c in self.categories][: contract.MAX_ITEM_CATEGORIES]
-        out = np.zeros(contract.MAX_ITEM_CATEGORIES, np.int32)
-        out[: len(rows)] = rows
-        return out
+        return padded_rows(categories, self.categories, contract.MAX_ITEM_CATEGORIES)
 
     def attribute_rows(self, user_row: int, context: dict) -> np.ndarray:
-        from tworec import contract
-
+        """A known user's attributes from the data; an unknown user's from the request context."""
         if user_row > 0:
             return self.user_attribute_rows[user_row]
-        rows = [self.attributes[f"{k}:{v}"] for k, v in sorted(context.items()) if f"{k}:{v}" in self.attributes]
-        out = np.zeros(contract.MAX_USER_ATTRIBUTES, np.int32)
-        out[: len(rows[: contract.MAX_USER_ATTRIBUTES])] = rows[: contract.MAX_USER_ATTRIBUTES]
-        return out
+        return padded_rows([f"{k}:{v}" for k, v in sorted(context.items())], self.attributes,
+                           contract.MAX_USER_ATTRIBUTES)
 
     def upsert(self, ids, titles, embeddings, category_rows):
         with self.lock:

@@ -154,20 +154,14 @@ class Recommender(pb_grpc.RecommenderServicer):
         return pb.RecommendResponse(items=items, degraded=degraded, model_version=str(bundle.version),
                                     known_user=user_row > 0)
 
-    def _ranker_rows(self, bundle, user_row, attributes, query, history_count, hours, ids, scores) -> dict:
-        table = bundle.items
-        rows = np.array([table.row_of[i] for i in ids], np.int64)
-        c = len(rows)
-        return {
-            "user_row": np.full(c, user_row, np.int32),
-            "user_attribute_rows": np.broadcast_to(bundle.attribute_rows(user_row, attributes), (c, 8)),
-            "query_embedding": np.broadcast_to(query.astype(np.float32), (c, len(query))),
-            "history_count": np.full(c, history_count, np.float32),
-            "hours_since_last": np.full(c, max(hours, 0.0), np.float32),
-            "item_row": table.item_row[rows], "item_category_rows": table.item_category_rows[rows],
-            "item_embedding": table.embedding[rows], "retrieval_score": scores.astype(np.float32),
-            "item_log_popularity": table.item_log_popularity[rows],
-        }
+    @staticmethod
+    def _ranker_rows(bundle, user_row, attributes, query, history_count, hours, ids, scores) -> dict:
+        """The request as ranker rows (tworec.contract.RANKER_INPUTS), one per candidate."""
+        from tworec.ranking.features import ranker_rows
+
+        rows = np.array([bundle.items.row_of[i] for i in ids], np.int64)
+        return ranker_rows(bundle.items, np.int32(user_row), bundle.attribute_rows(user_row, attributes),
+                           query, history_count, max(hours, 0.0), rows, scores)
 
     def _no_signal(self, bundle: Bundle, k: int, excluded: set):
         """No user and no history: popular items, with new items mixed in so they get seen."""

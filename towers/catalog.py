@@ -44,6 +44,14 @@ class Catalog:
         return (counts / counts.sum()).astype(np.float32)
 
 
+def padded_rows(names, index: dict, width: int) -> np.ndarray:
+    """Vocabulary rows of ``names`` (unknown ones dropped), cut or zero-padded to ``width``."""
+    rows = [index[n] for n in names if n in index][:width]
+    out = np.zeros(width, np.int32)
+    out[: len(rows)] = rows
+    return out
+
+
 def _read_lines(path: str) -> list:
     with open(path, encoding="utf-8") as handle:
         return [line.rstrip("\n") for line in handle if line.rstrip("\n")]
@@ -84,8 +92,7 @@ def load_catalog(data_dir: str, train_split: Split = Split.TRAIN) -> Catalog:
     cold = set(_read_lines(layout.cold_items))
     category_ids = np.zeros((len(items), MAX_CATEGORIES), np.int32)
     for i, r in enumerate(items):
-        cats = [category_row[c] for c in r["item_categories"] if c in category_row][:MAX_CATEGORIES]
-        category_ids[i, :len(cats)] = cats
+        category_ids[i] = padded_rows(r["item_categories"], category_row, MAX_CATEGORIES)
     ids = [r["item_id"] for r in items]
     return Catalog(
         item_ids=ids,

@@ -6,18 +6,15 @@ from __future__ import annotations
 import numpy as np
 
 from tworec.text import compose_item_text
-from tworec.towers.catalog import MAX_CATEGORIES, Catalog
+from tworec.towers.catalog import MAX_CATEGORIES, Catalog, padded_rows
 from tworec.towers.config import RetrievalConfig
 from tworec.towers.encoder_cache import build_encoder, encode_texts, token_states
 
 
 def category_rows(catalog: Catalog, category_lists) -> np.ndarray:
     index = {c: i + 1 for i, c in enumerate(catalog.categories)}
-    out = np.zeros((len(category_lists), MAX_CATEGORIES), np.int32)
-    for i, cats in enumerate(category_lists):
-        known = [index[c] for c in cats if c in index][:MAX_CATEGORIES]
-        out[i, :len(known)] = known
-    return out
+    return np.array([padded_rows(cats, index, MAX_CATEGORIES) for cats in category_lists],
+                    np.int32).reshape(len(category_lists), MAX_CATEGORIES)
 
 
 def embed_new_items(model, catalog: Catalog, config: RetrievalConfig, titles, descriptions=None,
