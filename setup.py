@@ -7,7 +7,7 @@ contract, the run layout, item text composition and the command line.
 """
 from setuptools import setup
 
-FOLDERS = ("beam", "towers", "ranking", "evaluation", "export", "serving")
+FOLDERS = ("beam", "towers", "ranking", "evaluation", "export", "serving", "report")
 
 # Pinned to the stack known to resolve together (see BUILD.md). TFRS needs Keras 2 (tf-keras).
 INSTALL_REQUIRES = [
@@ -31,7 +31,9 @@ INSTALL_REQUIRES = [
 ]
 
 # torch is only the reference for the MiniLM parity test; 2.13.0 is a CPU wheel on this machine image.
-TEST_REQUIRES = ["pytest", "pytest-timeout", "hypothesis", "cryptography", "transformers>=5,<6", "torch==2.13.0"]
+# selenium drives Debian's chromium (installed by `make test`) for the report's browser test.
+TEST_REQUIRES = ["pytest", "pytest-timeout", "hypothesis", "cryptography", "transformers>=5,<6", "torch==2.13.0",
+                 "selenium"]
 
 setup(
     name="tworec",

@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 
-from common import save
+from common import add_output_options, save
 
 ANCHOR_PER_SECOND = 4_000
 
@@ -25,7 +25,7 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--interactions", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--json", help="write results here")
+    add_output_options(parser)
     args, beam_args = parser.parse_known_args(argv)
 
     from tworec.beam.pipeline import DataConfig, run
@@ -55,7 +55,7 @@ def main(argv=None) -> dict:
     }
     print(f"median {median:,.0f} interactions/s on {os.cpu_count()} cores; "
           f"{result['ratio_to_anchor']}x the ~{ANCHOR_PER_SECOND:,}/s anchor (goal 5x)")
-    return save(result, args.json)
+    return save(result, args.json, "data_pipeline", args.results)
 
 
 if __name__ == "__main__":

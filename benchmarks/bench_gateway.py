@@ -21,7 +21,7 @@ import tempfile
 
 import numpy as np
 
-from common import save
+from common import add_output_options, save
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -51,7 +51,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
-    parser.add_argument("--json")
+    add_output_options(parser)
     args = parser.parse_args(argv)
 
     from tworec.serving.server import ServeConfig, Service
@@ -91,7 +91,7 @@ def main(argv=None) -> dict:
     if one and sixteen:
         print(f"goal: p50 ≤ 5 ms ({one['p50_ms']:.2f}), p99 ≤ 15 ms ({one['p99_ms']:.2f}) at 1; "
               f"≥ 300 QPS at 16 ({sixteen['qps']:.0f}) with no errors ({sixteen['errors']})")
-    return save(results, args.json)
+    return save(results, args.json, "gateway", args.results)
 
 
 if __name__ == "__main__":

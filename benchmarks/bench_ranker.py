@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from common import save
+from common import add_output_options, save
 
 
 def _rows(tables, dim: int, n: int, rng) -> dict:
@@ -42,7 +42,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--ranker", default="runs/demo/ranker")
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--json")
+    add_output_options(parser)
     args = parser.parse_args(argv)
 
     from tworec.export.repository import ranker_model_config
@@ -79,7 +79,7 @@ def main(argv=None) -> dict:
                   f"p99 {entry['in_process']['p99_ms']:.2f} ms | Triton p50 {entry['triton']['p50_ms']:.2f} ms "
                   f"p99 {entry['triton']['p99_ms']:.2f} ms (×{entry['triton_over_in_process_p50']:.2f})", flush=True)
         models.close()
-    return save(results, args.json)
+    return save(results, args.json, "ranker", args.results)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
 
 Measured in one run: recall@10 of ScaNN against exact search, and queries/second of ScaNN, of
 exact numpy search (matmul + partial sort: the brute-force baseline) and of ScaNN's own brute
-force. Prints medians over repeats and the ratio. Anchors: the TFRS efficient-serving tutorial
+force. Prints medians over repeats and the ratio, then the recall-vs-speed curve (one tree index
+searched with more or fewer leaves) that the report draws. Anchors: the TFRS efficient-serving tutorial
 reports ~15x over brute force at 1M; ScaNN's GloVe example R@10 0.90 at ~7.2k QPS batched.
 """
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 
 import numpy as np
 
-from common import save
+from common import add_output_options, save
 
 
 def _qps(search, queries) -> float:
@@ -33,7 +34,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--json")
+    parser.add_argument("--curve-queries", type=int, default=200, help="queries per curve point (0: no curve)")
+    add_output_options(parser)
     args = parser.parse_args(argv)
 
     from scann import scann_ops_pybind
@@ -80,7 +82,15 @@ def main(argv=None) -> dict:
     print(f"  brute force, ScaNN exact     {result['brute_force_scann_qps_median']:>9,.0f} QPS   "
           f"-> ScaNN is {result['speedup_vs_scann_brute_force']}x")
     print(f"  index build {build_s:.0f}s on {os.cpu_count()} cores")
-    return save(result, args.json)
+    if args.curve_queries:
+        from tworec.towers.index_curve import recall_speed_curve
+
+        result["curve"] = curve = recall_speed_curve(items, queries[: args.curve_queries], k=k)
+        print(f"recall-vs-speed ({curve['leaves']} leaves; brute force {curve['brute_force_qps']:,.0f} QPS):")
+        for p in curve["points"]:
+            print(f"  {p['leaves_to_search']:>5} leaves  recall@{k} {p['recall']:.3f}  {p['qps']:>9,.0f} QPS "
+                  f"({p['speedup_vs_brute_force']:.1f}x brute force)")
+    return save(result, args.json, "scann", args.results)
 
 
 if __name__ == "__main__":

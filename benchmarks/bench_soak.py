@@ -18,7 +18,7 @@ from collections import Counter
 import numpy as np
 
 from bench_gateway import _requests
-from common import save
+from common import add_output_options, save
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -40,7 +40,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--rate", type=float, default=120.0, help="requests/s (near the measured capacity)")
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--json")
+    add_output_options(parser)
     args = parser.parse_args(argv)
 
     from tworec.serving.server import ServeConfig, Service
@@ -78,7 +78,7 @@ def main(argv=None) -> dict:
     print("p99 per minute (ms): " + ", ".join(f"{v:.1f}" for v in p99.values()) +
           f"; drift {result['p99_drift_ms']:+.1f} ms")
     print(f"RSS growth: gateway {result['gateway_rss_growth_mb']:+.1f} MB, Triton {result['triton_rss_growth_mb']:+.1f} MB")
-    return save(result, args.json)
+    return save(result, args.json, "soak", args.results)
 
 
 if __name__ == "__main__":

@@ -8,12 +8,15 @@ TFRS protocol: the random 80/20 split, top-K accuracy over the whole catalog, no
 (the TFRS tutorials' numbers); only the ``all`` segment.
 
 metrics.json: {protocol: {model: {segment: {"hitrate@10", "hitrate@50", "hitrate@100", "ndcg@10", "count"}}}}
+details.npz (temporal protocol, what the report draws from): per query its target row, user id,
+recent history rows and segment masks; per model the target's rank and the top ``TOP_SAVED`` rows.
 """
 from __future__ import annotations
 
 import bisect
 import json
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,11 +29,19 @@ from tworec.tfrecord_io import read_records
 
 MODEL_NAMES = {"content": "two_tower", "id_only": "id_only"}
 BATCH = 512
+TOP_SAVED = 10
+HISTORY_SAVED = 10
 
 
-def _decoded(layout: DataLayout, split: Split):
-    return [example_codec.decode((contract.USER_ID, contract.ITEM_ID, contract.TIMESTAMP), r)
-            for r in read_records(layout.split_pattern(split))]
+@dataclass
+class Outcome:
+    """One model on one test set: the target's rank per query (1 = first) and each query's top rows."""
+    ranks: np.ndarray  # [queries] int
+    top: np.ndarray  # [queries, TOP_SAVED] catalog rows, best first
+
+
+def _decoded(layout: DataLayout, split: Split, features=(contract.USER_ID, contract.ITEM_ID, contract.TIMESTAMP)):
+    return [example_codec.decode(features, r) for r in read_records(layout.split_pattern(split))]
 
 
 class TestSet:
@@ -40,8 +51,14 @@ class TestSet:
         layout = DataLayout(data_dir)
         self.protocol = protocol
         self.catalog = catalog
-        self.examples = _decoded(layout, PROTOCOLS[protocol].test)
+        self.examples = _decoded(layout, PROTOCOLS[protocol].test, (contract.USER_ID, contract.ITEM_ID,
+                                                                      contract.TIMESTAMP, contract.HISTORY_ITEM_IDS))
         row = catalog.row_of()
+        self.recent_history = np.full((len(self.examples), HISTORY_SAVED), -1, np.int64)
+        for i, e in enumerate(self.examples):  # most recent last, -1 = none
+            recent = [row[h] for h in e["history_item_ids"] if h in row][-HISTORY_SAVED:]
+            if recent:
+                self.recent_history[i, -len(recent):] = recent
         self.targets = np.array([row[e["item_id"]] for e in self.examples])
         counts = catalog.train_counts
         warm = counts > 0
@@ -75,44 +92,52 @@ class TestSet:
             mask[i, self.targets[start + i]] = False
         return mask
 
-    def evaluate(self, score_batch, rerank=None) -> dict:
+    def evaluate(self, score_batch, rerank=None) -> tuple[dict, Outcome]:
         """``score_batch(start, stop)`` → scores [stop - start, num_items]. With ``rerank(start,
         stop, rows, scores)`` → new scores for the top ``RERANK_DEPTH`` rows (a second stage),
         those rows are re-ordered by it and the rest keep the first stage's order."""
-        ranks = []
+        ranks, tops = [np.zeros(0, np.int64)], [np.zeros((0, TOP_SAVED), np.int64)]
         for start in range(0, len(self.targets), BATCH):
             stop = min(start + BATCH, len(self.targets))
-            scores = score_batch(start, stop)
+            scores = score_batch(start, stop).astype(np.float32, copy=True)
             excluded = self.excluded(start, stop, scores.shape[1])
-            batch_ranks = ranks_of_targets(scores, self.targets[start:stop], excluded)
-            if rerank is not None:
-                batch_ranks = _reranked(scores, excluded, self.targets[start:stop], batch_ranks,
-                                        lambda rows, s: rerank(start, stop, rows, s))
+            if excluded is not None:
+                scores[excluded] = -np.inf
+            batch_ranks = ranks_of_targets(scores, self.targets[start:stop])
+            if rerank is None:
+                top = _top_rows(scores, TOP_SAVED)
+            else:
+                batch_ranks, top = _reranked(scores, self.targets[start:stop], batch_ranks,
+                                             lambda rows, s: rerank(start, stop, rows, s))
             ranks.append(batch_ranks)
-        ranks = np.concatenate(ranks) if ranks else np.zeros(0)
-        return by_segment(ranks, self.segments), ranks
+            tops.append(top)
+        outcome = Outcome(np.concatenate(ranks), np.concatenate(tops))
+        return by_segment(outcome.ranks, self.segments), outcome
 
 
 RERANK_DEPTH = 200
 
 
-def _reranked(scores, excluded, targets, first_ranks, rerank):
-    """Ranks after re-ordering each query's first-stage top ``RERANK_DEPTH`` by ``rerank``."""
-    scores = scores.astype(np.float32, copy=True)
-    if excluded is not None:
-        scores[excluded] = -np.inf
-    depth = min(RERANK_DEPTH, scores.shape[1])
-    top = np.argpartition(-scores, depth - 1, axis=1)[:, :depth]
-    order = np.argsort(-np.take_along_axis(scores, top, 1), axis=1, kind="stable")
-    rows = np.take_along_axis(top, order, 1)
+def _top_rows(scores: np.ndarray, depth: int) -> np.ndarray:
+    """Each row's ``depth`` highest-scoring columns, best first, ties to the lower column (as in
+    ``ranks_of_targets``, so a top list and a rank always agree)."""
+    return np.argsort(-scores, axis=1, kind="stable")[:, : min(depth, scores.shape[1])]
+
+
+def _reranked(scores, targets, first_ranks, rerank):
+    """(ranks, top rows) after re-ordering each query's first-stage top ``RERANK_DEPTH`` by
+    ``rerank``; excluded items already score -inf."""
+    rows = _top_rows(scores, RERANK_DEPTH)
     second = rerank(rows, np.take_along_axis(scores, rows, 1))
+    second = np.where(np.isfinite(np.take_along_axis(scores, rows, 1)), second, -np.inf)
+    order = np.argsort(-second, axis=1, kind="stable")[:, :TOP_SAVED]
     ranks = first_ranks.copy()
     for i, target in enumerate(targets):
         hit = np.nonzero(rows[i] == target)[0]
         if len(hit) and np.isfinite(scores[i, target]):
             mine = second[i, hit[0]]
             ranks[i] = 1 + int((second[i] > mine).sum() + ((second[i] == mine) & (rows[i] < target)).sum())
-    return ranks
+    return ranks, np.take_along_axis(rows, order, 1)
 
 
 def model_scores(model_dir: str, data_dir: str, test: TestSet):
@@ -164,29 +189,67 @@ def evaluate(data_dir: str, model_dirs, out_dir: str, ranker_dir: str | None = N
     from tworec.towers.catalog import load_catalog
 
     metrics: dict = {}
+    outcomes: dict = {}  # temporal protocol only: what the report draws
     tests = {}
+
+    def record(protocol, model, result):
+        metrics.setdefault(protocol, {})[model], outcome = result
+        if protocol == "temporal":
+            outcomes[model] = outcome
+
     for protocol, splits in PROTOCOLS.items():
         catalog = load_catalog(data_dir, splits.train)
         tests[protocol] = test = TestSet(data_dir, protocol, catalog)
         popularity = np.broadcast_to(test.popularity, (BATCH, catalog.size))
-        metrics.setdefault(protocol, {})["popularity"], _ = test.evaluate(
-            lambda start, stop: popularity[: stop - start])
+        record(protocol, "popularity", test.evaluate(lambda start, stop: popularity[: stop - start]))
     for model_dir in model_dirs:
         meta = json.loads((Path(model_dir) / "model.json").read_text())
         protocol = meta.get("protocol", "temporal")
         config, scores = model_scores(model_dir, data_dir, tests[protocol])
-        metrics[protocol][MODEL_NAMES[config.variant]], _ = tests[protocol].evaluate(scores)
+        record(protocol, MODEL_NAMES[config.variant], tests[protocol].evaluate(scores))
     if ranker_dir:
         scores, rerank = two_stage_scores(ranker_dir, data_dir, tests["temporal"])
-        metrics["temporal"]["two_stage"], _ = tests["temporal"].evaluate(scores, rerank)
+        record("temporal", "two_stage", tests["temporal"].evaluate(scores, rerank))
     for protocol in metrics:
         if protocol == "tfrs":
             metrics[protocol] = {m: {"all": s["all"]} for m, s in metrics[protocol].items()}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    save_details(out / DETAILS, tests["temporal"], outcomes)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
     (out / "summary.md").write_text(summary_markdown(metrics))
     return metrics
+
+
+DETAILS = "details.npz"
+
+
+def save_details(path: Path, test: TestSet, outcomes: dict) -> None:
+    arrays = {"targets": test.targets, "recent_history": test.recent_history,
+              "user_ids": np.array([e["user_id"] for e in test.examples], dtype=str)}
+    arrays.update({f"segment_{name}": mask for name, mask in test.segments.items()})
+    for model, outcome in outcomes.items():
+        arrays[f"ranks_{model}"] = outcome.ranks
+        arrays[f"top_{model}"] = outcome.top
+    np.savez_compressed(path, **arrays)
+
+
+@dataclass
+class Details:
+    """``details.npz`` read back: the test queries and every model's outcome on them."""
+    targets: np.ndarray
+    recent_history: np.ndarray
+    user_ids: np.ndarray
+    segments: dict
+    outcomes: dict
+
+    @classmethod
+    def load(cls, path) -> "Details":
+        with np.load(path, allow_pickle=False) as f:
+            return cls(f["targets"], f["recent_history"], f["user_ids"],
+                       {k[len("segment_"):]: f[k] for k in f.files if k.startswith("segment_")},
+                       {k[len("ranks_"):]: Outcome(f[k], f["top_" + k[len("ranks_"):]])
+                        for k in f.files if k.startswith("ranks_")})
 
 
 def summary_markdown(metrics: dict) -> str:

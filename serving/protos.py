@@ -1,12 +1,15 @@
 """The gateway's generated gRPC code, built from serving/proto/recommender.proto.
 
 ``load()`` runs grpc_tools.protoc into ``serving/generated/`` when the generated files are missing
-or older than the .proto (they are build outputs, ignored by git), then imports them.
+or older than the .proto (they are build outputs, ignored by git), then imports them. protoc runs
+in its own interpreter: loading grpc_tools' compiler into a process that already holds
+TensorFlow's protobuf runtime crashes it (a segfault on import, seen on fresh checkouts).
 """
 from __future__ import annotations
 
 import importlib
 import os
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -23,18 +26,17 @@ def build(force: bool = False) -> Path:
     target = GENERATED / "recommender_pb2_grpc.py"
     if not force and target.exists() and target.stat().st_mtime >= PROTO.stat().st_mtime:
         return GENERATED
-    from grpc_tools import protoc
-    import grpc_tools
-
     GENERATED.mkdir(exist_ok=True)
     (GENERATED / "__init__.py").write_text('"""Generated from serving/proto (tworec.serving.protos.build)."""\n')
-    include = Path(grpc_tools.__file__).parent / "_proto"
     tmp = GENERATED / f".build-{os.getpid()}"
     tmp.mkdir(exist_ok=True)
-    code = protoc.main(["protoc", f"-I{PROTO_DIR}", f"-I{include}", f"--python_out={tmp}",
-                        f"--grpc_python_out={tmp}", str(PROTO)])
-    if code != 0:
-        raise RuntimeError(f"protoc failed on {PROTO} (exit {code})")
+    include = ("import grpc_tools, os, sys; from grpc_tools import protoc; "
+               "inc = os.path.join(os.path.dirname(grpc_tools.__file__), '_proto'); "
+               "sys.exit(protoc.main(['protoc', '-I' + inc] + sys.argv[1:]))")
+    done = subprocess.run([sys.executable, "-c", include, f"-I{PROTO_DIR}", f"--python_out={tmp}",
+                           f"--grpc_python_out={tmp}", str(PROTO)], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"protoc failed on {PROTO} (exit {done.returncode}): {done.stderr.strip()}")
     # The generated service module imports its messages as a top-level module; make it relative.
     grpc_module = (tmp / "recommender_pb2_grpc.py").read_text()
     (tmp / "recommender_pb2_grpc.py").write_text(

@@ -309,6 +309,24 @@ def _run_pipeline(args, beam_args):
     return 0
 
 
+def _add_report(sub):
+    p = sub.add_parser("report", help="write RUN/report/index.html: metrics table, HitRate@K curves, popularity "
+                                      "bias, example users, ScaNN and serving latency figures")
+    p.add_argument("--run", required=True, help="a run folder from `tworec pipeline` (needs data/, eval/)")
+    p.add_argument("--out", help="output folder (default RUN/report)")
+    p.add_argument("--bench", help="benchmark results (default RUN/bench/results.json or ./bench/results.json)")
+    p.add_argument("--examples", type=int, default=4, help="example users shown")
+    p.set_defaults(func=_run_report)
+
+
+def _run_report(args, _):
+    from tworec.report.build import ReportConfig, build_report
+
+    page = build_report(ReportConfig(run=args.run, out=args.out, bench=args.bench, examples=args.examples))
+    print(f"report: {page}")
+    return 0
+
+
 def _add_demo(sub):
     p = sub.add_parser("demo", help="start the services on a repository, make real gRPC calls, shut down")
     p.add_argument("--repo", required=True)
@@ -328,6 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve(sub)
     _add_recommend(sub)
     _add_pipeline(sub)
+    _add_report(sub)
     _add_demo(sub)
     return parser
 

@@ -1,0 +1,64 @@
+"""One Markdown table from the shared benchmark results (``make bench`` runs it last).
+
+    python benchmarks/summary.py bench/results.json [--out bench/results.md]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def _rows(name: str, r: dict) -> list:
+    """(benchmark, measure, median, ratio / note) rows for one benchmark's result."""
+    if name == "data_pipeline":
+        return [(name, f"{r['interactions']:,} synthetic interactions/s", f"{r['interactions_per_second_median']:,}",
+                 f"{r['ratio_to_anchor']}x the ~{r['anchor_per_second']:,}/s DirectRunner anchor")]
+    if name == "scann":
+        rows = [(name, f"QPS, {r['items']:,} items × {r['dim']}", f"{r['scann_qps_median']:,.0f}",
+                 f"recall@10 {r['recall_at_10']}; {r['speedup_vs_numpy_brute_force']}x numpy brute force, "
+                 f"{r['speedup_vs_scann_brute_force']}x ScaNN brute force")]
+        for p in r.get("curve", {}).get("points", []):
+            rows.append((name, f"curve: {p['leaves_to_search']} leaves", f"{p['qps']:,.0f} QPS",
+                         f"recall@10 {p['recall']:.3f}, {p['speedup_vs_brute_force']:.1f}x brute force"))
+        return rows
+    if name == "training":
+        return [(name, "retrieval examples/s, content", f"{r['content_examples_per_second_median']:,.0f}",
+                 f"{r['content_over_id_only']:.2f}x the id-only baseline "
+                 f"({r['id_only_examples_per_second_median']:,.0f}/s), {r['replicas']} replica(s)")]
+    if name == "ranker":
+        return [(name, f"{n} candidates, p50 / p99 ms", f"{v['triton']['p50_ms']:.2f} / {v['triton']['p99_ms']:.2f}",
+                 f"Triton; in process {v['in_process']['p50_ms']:.2f} / {v['in_process']['p99_ms']:.2f} "
+                 f"(×{v['triton_over_in_process_p50']:.2f})") for n, v in r["candidates"].items()]
+    if name == "gateway":
+        return [(name, f"Recommend, {c} clients: p50 / p99 ms", f"{v['p50_ms']:.2f} / {v['p99_ms']:.2f}",
+                 f"{v['qps']:.0f} QPS, {v['errors']} errors, {v['degraded']} degraded")
+                for c, v in sorted(r["levels"].items(), key=lambda kv: int(kv[0]))]
+    if name == "soak":
+        return [(name, "soak", json.dumps({k: v for k, v in r.items() if isinstance(v, (int, float))})[:80], "")]
+    return [(name, "result", json.dumps(r)[:80], "")]
+
+
+def markdown(results: dict) -> str:
+    machines = sorted({r.get("machine", "?") for r in results.values()})
+    lines = [f"Machine: {'; '.join(machines)}", "", "| benchmark | measure | median | ratio / note |", "|---|---|---|---|"]
+    for name, r in results.items():
+        lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in _rows(name, r)]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("results")
+    parser.add_argument("--out")
+    args = parser.parse_args(argv)
+    with open(args.results) as handle:
+        text = markdown(json.load(handle))
+    if args.out:
+        with open(args.out, "w") as handle:
+            handle.write(text)
+    print(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,219 @@
+"""``tworec report --run DIR``: one HTML page per run that says how it compares and where it fails.
+
+Reads the run's evaluation (``eval/metrics.json`` + ``eval/details.npz``), its catalog, its item
+embeddings and, when present, the last ``make bench`` results; writes ``report/index.html``,
+``report/metrics.json`` (the evaluation's metrics, same shape), ``report/figures.json`` (the
+numbers behind every figure) and the PNG figures.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tworec.layout import RunLayout
+from tworec.report import figures, html
+
+CURVE_DEPTH = 200
+SEGMENT_ORDER = ("all", "warm", "cold", "tail")
+DEFAULT_BENCH = os.path.join("bench", "results.json")
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    run: str
+    out: str | None = None  # default: RUN/report
+    bench: str | None = None  # default: RUN/bench/results.json, then ./bench/results.json, if present
+    examples: int = 4
+    scann_queries: int = 200
+    seed: int = 0
+
+    @property
+    def output(self) -> Path:
+        return Path(self.out or RunLayout(self.run).report)
+
+    def bench_results(self) -> dict | None:
+        candidates = [self.bench] if self.bench else [os.path.join(self.run, DEFAULT_BENCH), DEFAULT_BENCH]
+        for path in candidates:
+            if path and os.path.exists(path):
+                with open(path) as handle:
+                    return json.load(handle)
+        return None
+
+
+def hitrate_curve(ranks: np.ndarray, depth: int = CURVE_DEPTH) -> list:
+    """[HR@1, …, HR@depth] from each query's target rank."""
+    if not len(ranks):
+        return [0.0] * depth
+    hits = np.bincount(np.minimum(ranks, depth + 1), minlength=depth + 2)[1: depth + 1]
+    return (np.cumsum(hits) / len(ranks)).tolist()
+
+
+def _head_items(train_counts: np.ndarray) -> np.ndarray:
+    """The 20% most popular warm items (the complement of eval's tail segment among warm items)."""
+    head = np.zeros(len(train_counts), bool)
+    head[np.argsort(-train_counts, kind="stable")[: max(1, int(0.2 * (train_counts > 0).sum()))]] = True
+    return head
+
+
+def coverage_at_10(top: np.ndarray, catalog_size: int) -> float:
+    return len(np.unique(top[:, :10])) / catalog_size
+
+
+def pick_examples(details, catalog, n: int, seed: int) -> list:
+    """Half warm and half cold targets (when the run has cold items), distinct users, with history."""
+    rng = np.random.default_rng(seed)
+    has_history = (details.recent_history >= 0).any(axis=1)
+    chosen, users = [], set()
+    groups = [("cold", details.segments.get("cold")), ("warm", details.segments.get("warm"))]
+    groups = [(name, mask) for name, mask in groups if mask is not None and (mask & has_history).any()]
+    for g in range(n):
+        if not groups:
+            break
+        name, mask = groups[g % len(groups)]
+        candidates = [int(i) for i in rng.permutation(np.nonzero(mask & has_history)[0])
+                      if details.user_ids[i] not in users]
+        if candidates:
+            chosen.append((candidates[0], f"{name} target"))
+            users.add(details.user_ids[candidates[0]])
+    out = []
+    for query, why in chosen:
+        target = int(details.targets[query])
+        out.append({
+            "user": str(details.user_ids[query]), "why": why,
+            "target": (catalog.titles[target], bool(catalog.cold[target])),
+            "history": [catalog.titles[r] for r in details.recent_history[query] if r >= 0],
+            "tops": {model: [(catalog.titles[r], bool(catalog.cold[r]), int(r) == target) for r in o.top[query]]
+                     for model, o in details.outcomes.items()},
+        })
+    return out
+
+
+def _scann_curve(config: ReportConfig, bench: dict | None):
+    """The benchmark's curve (large synthetic catalog) when there is one, else one measured now on
+    this run's own item embeddings (items as queries: the SimilarItems workload)."""
+    from tworec.towers.index_curve import recall_speed_curve
+
+    curves = []
+    if bench and bench.get("scann", {}).get("curve"):
+        curves.append(("make bench, synthetic catalog", bench["scann"]["curve"]))
+    items_path = Path(RunLayout(config.run).retrieval) / "item_embeddings.npy"
+    if items_path.exists():
+        items = np.load(items_path)
+        rng = np.random.default_rng(config.seed)
+        queries = items[rng.choice(len(items), min(config.scann_queries, len(items)), replace=False)]
+        curves.append(("this run's item embeddings", recall_speed_curve(items, queries, k=10)))
+    return curves
+
+
+def build_report(config: ReportConfig) -> Path:
+    from tworec.evaluation.evaluate import DETAILS, Details
+    from tworec.towers.catalog import load_catalog
+
+    run = RunLayout(config.run)
+    out = config.output
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = json.loads((Path(run.eval) / "metrics.json").read_text())
+    details = Details.load(Path(run.eval) / DETAILS)
+    catalog = load_catalog(run.data.root)
+    bench = config.bench_results()
+    stats_path = Path(run.data.stats)
+    stats = json.loads(stats_path.read_text()) if stats_path.exists() else {}
+    dataset = stats.get("dataset", "?")
+
+    segments = [s for s in SEGMENT_ORDER if s in details.segments]
+    numbers: dict = {"dataset": dataset, "catalog_items": catalog.size, "test_queries": len(details.targets)}
+    numbers["hitrate_curves"] = {
+        s: {m: hitrate_curve(o.ranks[details.segments[s]]) for m, o in details.outcomes.items()} for s in segments}
+    figures.hitrate_curves(numbers["hitrate_curves"], out / "hitrate_curves.png")
+
+    numbers["coverage@10"] = {m: coverage_at_10(o.top, catalog.size) for m, o in details.outcomes.items()}
+    head = _head_items(catalog.train_counts)
+    numbers["recommended_popularity"] = {
+        m: {"median_train_count": float(np.median(catalog.train_counts[o.top[:, :10]])),
+            "share_head": float(head[o.top[:, :10]].mean()), "share_cold": float(catalog.cold[o.top[:, :10]].mean())}
+        for m, o in details.outcomes.items()}
+    numbers["catalog_popularity"] = {"median_train_count": float(np.median(catalog.train_counts)),
+                                     "share_head": float(head.mean()), "share_cold": float(catalog.cold.mean())}
+    numbers["popularity_buckets"] = figures.popularity_bias(
+        catalog.train_counts, {m: o.top[:, :10] for m, o in details.outcomes.items()}, numbers["coverage@10"],
+        out / "popularity_bias.png")
+
+    sections = [("Accuracy", _accuracy_html(metrics, segments))]
+    sections.append(("HitRate@K curves", html.figure(
+        "hitrate_curves.png", f"HitRate@K for K = 1…{CURVE_DEPTH}, temporal protocol, per segment (log K axis)")))
+    sections.append(("Popularity bias", _popularity_html(numbers) + html.figure(
+        "popularity_bias.png", "Share of all top-10 slots by the recommended item's train popularity, "
+                               "against the catalog's share of items; catalog coverage@10 = share of items in "
+                               "anyone's top 10")))
+    sections.append(("Example users", html.example_users(pick_examples(details, catalog, config.examples, config.seed))))
+
+    curves = _scann_curve(config, bench)
+    numbers["scann"] = {source: curve for source, curve in curves}
+    scann_html = []
+    for i, (source, curve) in enumerate(curves):
+        name = f"scann_curve_{i}.png"
+        figures.scann_curve(curve, out / name, source)
+        scann_html.append(html.figure(name, f"ScaNN recall@10 vs single-query throughput, {source}; "
+                                            f"brute force: {curve['brute_force_qps']:,.0f} QPS"))
+    sections.append(("Retrieval index: ScaNN vs brute force", "".join(scann_html) or "<p>no item embeddings in this run</p>"))
+    sections.append(("Serving latency", _latency_html(bench, out, numbers)))
+
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    (out / "figures.json").write_text(json.dumps(numbers, indent=2))
+    meta = (f"dataset <strong>{html.escape(dataset)}</strong> · {catalog.size:,} items "
+            f"({int(catalog.cold.sum()):,} cold) · {len(details.targets):,} test queries · run "
+            f"<code>{html.escape(os.path.abspath(config.run))}</code> · written "
+            f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC")
+    (out / "index.html").write_text(html.page(f"tworec evaluation report: {dataset}", meta, sections), encoding="utf-8")
+    return out / "index.html"
+
+
+def _accuracy_html(metrics: dict, segments) -> str:
+    parts = ["<p>Temporal protocol: each test interaction is a query with the user's state at that moment; the whole "
+             "catalog is ranked with the user's earlier items removed. <em>cold</em> = items held out of training "
+             "(content only); <em>tail</em> = warm items outside the 20% most popular. Best per column highlighted.</p>",
+             html.metrics_table(metrics["temporal"], segments)]
+    if "tfrs" in metrics:
+        parts += ["<p>TFRS tutorial protocol (random 80/20, top-K accuracy, nothing removed):</p>",
+                  html.metrics_table(metrics["tfrs"], ["all"])]
+    return "".join(parts)
+
+
+def _popularity_html(numbers: dict) -> str:
+    rows = [(html.model_label(m), f"{numbers['coverage@10'][m]:.1%}", f"{p['median_train_count']:.0f}",
+             f"{p['share_head']:.1%}", f"{p['share_cold']:.1%}")
+            for m, p in numbers["recommended_popularity"].items()]
+    cat = numbers["catalog_popularity"]
+    rows.append(("catalog (per item)", "–", f"{cat['median_train_count']:.0f}", f"{cat['share_head']:.1%}",
+                 f"{cat['share_cold']:.1%}"))
+    return html.grid_table(("model", "coverage@10", "median train count of top-10 items",
+                            "top-10 slots from the head (20% most popular)", "top-10 slots that are cold items"), rows)
+
+
+def _latency_html(bench: dict | None, out: Path, numbers: dict) -> str:
+    if not bench or not (bench.get("gateway") or bench.get("ranker")):
+        return '<p class="note">No benchmark results found: run <code>make bench</code> and rebuild the report.</p>'
+    parts = []
+    gateway = bench.get("gateway")
+    if gateway and gateway.get("levels"):
+        numbers["gateway"] = gateway["levels"]
+        figures.latency(gateway["levels"], out / "latency.png")
+        rows = [(c, f"{v['p50_ms']:.2f}", f"{v['p99_ms']:.2f}", f"{v['qps']:.0f}", v.get("errors", 0))
+                for c, v in sorted(gateway["levels"].items(), key=lambda kv: int(kv[0]))]
+        parts.append(html.grid_table(("concurrent clients", "p50 ms", "p99 ms", "QPS", "errors"), rows))
+        parts.append(html.figure("latency.png", f"Recommend over gRPC, {gateway.get('machine', '')}"))
+    ranker = bench.get("ranker")
+    if ranker and ranker.get("candidates"):
+        numbers["ranker"] = ranker["candidates"]
+        rows = [(n, f"{v['in_process']['p50_ms']:.2f}", f"{v['in_process']['p99_ms']:.2f}",
+                 f"{v['triton']['p50_ms']:.2f}", f"{v['triton']['p99_ms']:.2f}")
+                for n, v in ranker["candidates"].items()]
+        parts.append("<p>Ranker per request:</p>" + html.grid_table(
+            ("candidates", "in process p50 ms", "p99 ms", "Triton p50 ms", "p99 ms"), rows))
+    return "".join(parts)
+

@@ -1,0 +1,64 @@
+"""ScaNN's recall-vs-speed trade-off against exact search, measured in one run.
+
+One partitioned index (tree + asymmetric hashing + exact re-ranking) is built once and searched
+with more or fewer leaves per query (ScaNN lets a search override ``leaves_to_search``); each
+setting gives recall@k against exact dot-product search and single-query throughput. Exact
+search (ScaNN's own brute force) is measured beside it so every point reads as a ratio.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+LEAF_FRACTIONS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 1.0)
+
+
+def _qps(search, queries, min_seconds: float) -> float:
+    done, started = 0, time.perf_counter()
+    while True:
+        for q in queries:
+            search(q)
+        done += len(queries)
+        elapsed = time.perf_counter() - started
+        if elapsed >= min_seconds:
+            return done / elapsed
+
+
+def recall_speed_curve(items: np.ndarray, queries: np.ndarray, k: int = 10,
+                       fractions=LEAF_FRACTIONS, min_seconds: float = 0.3) -> dict:
+    """{"points": [{"leaves_to_search", "fraction", "recall", "qps"}], "brute_force_qps", ...}."""
+    from scann import scann_ops_pybind
+
+    items = np.ascontiguousarray(items, np.float32)
+    queries = np.ascontiguousarray(queries, np.float32)
+    n = len(items)
+    exact = scann_ops_pybind.builder(items, k, "dot_product").score_brute_force().build()
+    # Recall counts a found item as right when it scores at least the k-th exact score, so items
+    # with identical embeddings (ties) are interchangeable rather than half of them "missed".
+    kth = np.sort(queries @ items.T, axis=1)[:, -k] - 1e-5
+    leaves = max(2, int(math.sqrt(n)))
+    searcher = (scann_ops_pybind.builder(items, k, "dot_product")
+                .tree(num_leaves=leaves, num_leaves_to_search=leaves, training_sample_size=min(n, 250_000))
+                .score_ah(2, anisotropic_quantization_threshold=0.2)
+                .reorder(max(100, 4 * k))
+                .build())
+    points = []
+    for fraction in fractions:
+        searched = max(1, round(leaves * fraction))
+        if points and points[-1]["leaves_to_search"] == searched:
+            continue
+
+        def search(q, searched=searched):
+            return searcher.search(q, final_num_neighbors=k, leaves_to_search=searched)
+
+        found = [np.asarray(search(q)[0], np.int64) for q in queries]
+        recall = float(np.mean([(items[f] @ q >= t).sum() / k for f, q, t in zip(found, queries, kth)]))
+        points.append({"leaves_to_search": searched, "fraction": searched / leaves, "recall": recall,
+                       "qps": _qps(search, queries, min_seconds)})
+    brute = _qps(lambda q: exact.search(q, final_num_neighbors=k), queries, min_seconds)
+    for p in points:
+        p["speedup_vs_brute_force"] = p["qps"] / brute
+    return {"items": n, "dim": int(items.shape[1]), "k": k, "queries": len(queries), "leaves": leaves,
+            "points": points, "brute_force_qps": brute}
