@@ -9,11 +9,10 @@ training learns corrections to it.
 """
 from __future__ import annotations
 
-import tensorflow_recommenders as tfrs
-
 from tworec import contract
 from tworec.ranking.config import RankerConfig
 from tworec.tf_setup import keras, tf
+import tensorflow_recommenders as tfrs  # after tf_setup: TFRS needs TF_USE_LEGACY_KERAS set
 
 
 def _safe_rows(rows, size: int):
@@ -49,22 +48,29 @@ class RankingScorer(keras.layers.Layer):
         self.retrieval_weight = self.add_weight(
             name="retrieval_weight", shape=(), initializer=keras.initializers.Constant(1.0 / retrieval_temperature))
 
-    def _dropped(self, rows, rate, training):
+    @staticmethod
+    def _drop_mask(rows, rate, training):
         if not training or rate <= 0:
-            return rows
-        return tf.where(tf.random.uniform(tf.shape(rows)) < rate, tf.zeros_like(rows), rows)
+            return tf.zeros(tf.shape(rows), tf.bool)
+        return tf.random.uniform(tf.shape(rows)) < rate
 
     def call(self, rows: dict, training=False):
         c = self.config
-        user = self._dropped(_safe_rows(rows["user_row"], self.sizes["user"]), c.user_id_dropout, training)
+        user = _safe_rows(rows["user_row"], self.sizes["user"])
+        user = tf.where(self._drop_mask(user, c.user_id_dropout, training), tf.zeros_like(user), user)
         item = _safe_rows(rows["item_row"], self.sizes["item"])
+        popularity = tf.cast(rows["item_log_popularity"], tf.float32)
+        # A dropped item id makes a warm item look exactly like a cold one (no id, no popularity),
+        # so the content-only path learns from every positive rather than from the few cold ones.
+        dropped = self._drop_mask(item, c.item_id_dropout, training)
+        item = tf.where(dropped, tf.zeros_like(item), item)
+        popularity = tf.where(dropped, tf.zeros_like(popularity), popularity)
         is_new = tf.cast(item == 0, tf.float32)
-        item = self._dropped(item, c.item_id_dropout, training)
         query = tf.cast(rows["query_embedding"], tf.float32)
         candidate = tf.cast(rows["item_embedding"], tf.float32)
         score = tf.cast(rows["retrieval_score"], tf.float32)
         scalars = tf.stack([
-            score, tf.cast(rows["item_log_popularity"], tf.float32), is_new,
+            score, popularity, is_new,
             tf.math.log1p(tf.maximum(tf.cast(rows["history_count"], tf.float32), 0.0)),
             tf.math.log1p(tf.maximum(tf.cast(rows["hours_since_last"], tf.float32), 0.0)),
         ], -1)

@@ -16,9 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import tensorflow_recommenders as tfrs
 
 from tworec.tf_setup import keras, tf
+import tensorflow_recommenders as tfrs  # after tf_setup: TFRS needs TF_USE_LEGACY_KERAS set
 from tworec.towers.catalog import Catalog
 from tworec.towers.config import RetrievalConfig
 from tworec.towers.text_encoder import mean_pool, run_layers
