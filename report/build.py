@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,17 +81,25 @@ def pick_examples(details, catalog, n: int, seed: int) -> list:
         if candidates:
             chosen.append((candidates[0], f"{name} target"))
             users.add(details.user_ids[candidates[0]])
+    name = display_names(catalog)
     out = []
     for query, why in chosen:
         target = int(details.targets[query])
         out.append({
             "user": str(details.user_ids[query]), "why": why,
-            "target": (catalog.titles[target], bool(catalog.cold[target])),
-            "history": [catalog.titles[r] for r in details.recent_history[query] if r >= 0],
-            "tops": {model: [(catalog.titles[r], bool(catalog.cold[r]), int(r) == target) for r in o.top[query]]
+            "target": (name[target], bool(catalog.cold[target])),
+            "history": [name[r] for r in details.recent_history[query] if r >= 0],
+            "tops": {model: [(name[r], bool(catalog.cold[r]), int(r) == target) for r in o.top[query]]
                      for model, o in details.outcomes.items()},
         })
     return out
+
+
+def display_names(catalog) -> list:
+    """Item titles, with the id added where several items share a title (e.g. a publisher's name
+    standing in for missing titles), so the example lists stay readable."""
+    counts = Counter(catalog.titles)
+    return [t if counts[t] == 1 else f"{t} · {i}" for t, i in zip(catalog.titles, catalog.item_ids)]
 
 
 def _scann_curve(config: ReportConfig, bench: dict | None):
