@@ -209,6 +209,11 @@ def _latency_html(bench: dict | None, out: Path, numbers: dict) -> str:
         return '<p class="note">No benchmark results found: run <code>make bench</code> and rebuild the report.</p>'
     parts = []
     gateway = bench.get("gateway")
+    sources = {r.get("repo") or r.get("ranker") for r in (gateway, bench.get("ranker")) if r}
+    parts.append(f'<p class="meta">From the last <code>make bench</code>, measured on '
+                 f'{", ".join(html.escape(str(s)) for s in sorted(sources))} '
+                 f'({html.escape((gateway or bench["ranker"]).get("machine", ""))}, '
+                 f'{html.escape((gateway or bench["ranker"]).get("recorded", ""))}).</p>')
     if gateway and gateway.get("levels"):
         numbers["gateway"] = gateway["levels"]
         figures.latency(gateway["levels"], out / "latency.png")

@@ -7,10 +7,11 @@ search (ScaNN's own brute force) is measured beside it so every point reads as a
 """
 from __future__ import annotations
 
-import math
 import time
 
 import numpy as np
+
+from tworec.towers.index import IndexConfig
 
 LEAF_FRACTIONS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 1.0)
 
@@ -26,9 +27,10 @@ def _qps(search, queries, min_seconds: float) -> float:
             return done / elapsed
 
 
-def recall_speed_curve(items: np.ndarray, queries: np.ndarray, k: int = 10,
-                       fractions=LEAF_FRACTIONS, min_seconds: float = 0.3) -> dict:
-    """{"points": [{"leaves_to_search", "fraction", "recall", "qps"}], "brute_force_qps", ...}."""
+def recall_speed_curve(items: np.ndarray, queries: np.ndarray, k: int = 10, fractions=LEAF_FRACTIONS,
+                       min_seconds: float = 0.3, config: IndexConfig = IndexConfig()) -> dict:
+    """{"points": [{"leaves_to_search", "fraction", "recall", "qps"}], "brute_force_qps", ...}; the
+    tree, hashing and re-ranking depth are the product index's (``config``)."""
     from scann import scann_ops_pybind
 
     items = np.ascontiguousarray(items, np.float32)
@@ -38,11 +40,11 @@ def recall_speed_curve(items: np.ndarray, queries: np.ndarray, k: int = 10,
     # Recall counts a found item as right when it scores at least the k-th exact score, so items
     # with identical embeddings (ties) are interchangeable rather than half of them "missed".
     kth = np.sort(queries @ items.T, axis=1)[:, -k] - 1e-5
-    leaves = max(2, int(math.sqrt(n)))
+    leaves = max(2, config.leaves(n))
     searcher = (scann_ops_pybind.builder(items, k, "dot_product")
-                .tree(num_leaves=leaves, num_leaves_to_search=leaves, training_sample_size=min(n, 250_000))
-                .score_ah(2, anisotropic_quantization_threshold=0.2)
-                .reorder(max(100, 4 * k))
+                .tree(num_leaves=leaves, num_leaves_to_search=leaves, training_sample_size=min(n, config.training_sample))
+                .score_ah(config.dimensions_per_block, anisotropic_quantization_threshold=config.anisotropic_threshold)
+                .reorder(config.reorder)
                 .build())
     points = []
     for fraction in fractions:
@@ -61,4 +63,5 @@ def recall_speed_curve(items: np.ndarray, queries: np.ndarray, k: int = 10,
     for p in points:
         p["speedup_vs_brute_force"] = p["qps"] / brute
     return {"items": n, "dim": int(items.shape[1]), "k": k, "queries": len(queries), "leaves": leaves,
+            "reorder": config.reorder,
             "points": points, "brute_force_qps": brute}
