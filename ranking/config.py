@@ -26,6 +26,9 @@ class RankerConfig:
     cross_projection_dim: int = 32  # DCN-v2 low-rank cross (0: full rank)
     deep_layers: tuple = (128, 64)
     item_id_dropout: float = 0.3  # learn the unknown-item path, so cold and new items are ranked
+    # Training lists whose positive has no id embedding (a new item) are repeated this many times:
+    # they are rare, and without them the ranker learns that the unknown-item path means "no".
+    new_item_positive_repeats: int = 3
     user_id_dropout: float = 0.2
     batch_size: int = 128  # lists per global batch, split across replicas
     learning_rate: float = 0.002

@@ -55,6 +55,10 @@ def train_ranker(data_dir: str, retrieval_dir: str, out_dir: str, config: Ranker
     order = np.random.default_rng(config.seed).permutation(len(lists))
     held = max(1, int(len(lists) * config.holdout_fraction))
     train_lists, holdout_lists = lists.subset(np.sort(order[held:])), lists.subset(np.sort(order[:held]))
+    if config.new_item_positive_repeats > 1:
+        new = np.nonzero(tables.item_row[train_lists.candidates[:, 0]] == 0)[0]
+        extra = np.repeat(new, config.new_item_positive_repeats - 1)
+        train_lists = train_lists.subset(np.concatenate([np.arange(len(train_lists)), extra]))
 
     strategy = strategy or default_strategy()
     train_data = list_dataset(train_lists, tables, config.batch_size, shuffle=True, seed=config.seed,

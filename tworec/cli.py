@@ -152,6 +152,8 @@ def _add_train_ranker(sub):
     p.add_argument("--random-negatives", type=int, default=d.random_negatives)
     p.add_argument("--candidates", type=int, default=d.candidates, help="retrieval depth for hard negatives")
     p.add_argument("--splits", nargs="+", default=list(d.splits), help="splits to mine lists from")
+    p.add_argument("--new-item-positive-repeats", type=int, default=d.new_item_positive_repeats,
+                   help="repeat lists whose positive is a new (id-less) item this many times")
     p.add_argument("--seed", type=int, default=d.seed)
     p.set_defaults(func=_run_train_ranker)
 
@@ -162,7 +164,8 @@ def _run_train_ranker(args, _):
 
     config = RankerConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
                           hard_negatives=args.hard_negatives, random_negatives=args.random_negatives,
-                          candidates=args.candidates, splits=tuple(args.splits), seed=args.seed)
+                          candidates=args.candidates, splits=tuple(args.splits), seed=args.seed,
+                          new_item_positive_repeats=args.new_item_positive_repeats)
     s = train_ranker(args.data, args.retrieval, args.out, config)
     print(f"trained ranker on {s['lists']['train']:,} lists of {s['lists']['list_size']} "
           f"({s['replicas']} replica(s) {s['devices']}): {s['epochs_run']} epochs, "
