@@ -30,6 +30,15 @@ class RankingLists:
                    np.concatenate([p.scores for p in parts]))
 
 
+def repeat_new_item_positives(lists: RankingLists, item_row: np.ndarray, repeats: int) -> RankingLists:
+    """``lists`` plus ``repeats - 1`` more copies of each list whose positive has no id embedding
+    (``item_row`` 0: a new item), so the rare new-item positives weigh enough in training."""
+    if repeats <= 1:
+        return lists
+    new = np.nonzero(item_row[lists.candidates[:, 0]] == 0)[0]
+    return lists.subset(np.concatenate([np.arange(len(lists)), np.repeat(new, repeats - 1)]))
+
+
 def top_candidates(query: np.ndarray, item_embeddings: np.ndarray, history_rows: np.ndarray, k: int):
     """Retrieval's top ``k`` catalog rows per query, items in the history excluded: (rows, scores)."""
     scores = query @ item_embeddings.T

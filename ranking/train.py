@@ -22,7 +22,7 @@ from tworec.contract import Split
 from tworec.layout import DataLayout
 from tworec.ranking.config import RankerConfig
 from tworec.ranking.features import RankerTables, build_tables, user_attributes
-from tworec.ranking.lists import RankingLists, list_dataset, mine_lists
+from tworec.ranking.lists import RankingLists, list_dataset, mine_lists, repeat_new_item_positives
 from tworec.ranking.model import RankingModel, RankingScorer, serving_signature
 from tworec.tf_setup import keras, tf
 from tworec.towers.queries import split_queries
@@ -55,10 +55,7 @@ def train_ranker(data_dir: str, retrieval_dir: str, out_dir: str, config: Ranker
     order = np.random.default_rng(config.seed).permutation(len(lists))
     held = max(1, int(len(lists) * config.holdout_fraction))
     train_lists, holdout_lists = lists.subset(np.sort(order[held:])), lists.subset(np.sort(order[:held]))
-    if config.new_item_positive_repeats > 1:
-        new = np.nonzero(tables.item_row[train_lists.candidates[:, 0]] == 0)[0]
-        extra = np.repeat(new, config.new_item_positive_repeats - 1)
-        train_lists = train_lists.subset(np.concatenate([np.arange(len(train_lists)), extra]))
+    train_lists = repeat_new_item_positives(train_lists, tables.item_row, config.new_item_positive_repeats)
 
     strategy = strategy or default_strategy()
     train_data = list_dataset(train_lists, tables, config.batch_size, shuffle=True, seed=config.seed,

@@ -37,7 +37,7 @@ def test_mined_lists_put_the_positive_first_and_never_use_seen_items(synthetic_d
     from tworec.contract import Split
     from tworec.layout import DataLayout
     from tworec.ranking.config import RankerConfig
-    from tworec.ranking.lists import mine_lists, top_candidates
+    from tworec.ranking.lists import mine_lists, repeat_new_item_positives, top_candidates
     from tworec.towers.queries import split_queries
     from tworec.towers.train import load_retrieval
 
@@ -66,6 +66,18 @@ def test_mined_lists_put_the_positive_first_and_never_use_seen_items(synthetic_d
     np.testing.assert_allclose(lists.scores, expected, atol=1e-5)
     everything = mine_lists(queries, items, RankerConfig.tiny(positives_in_candidates=False), seed=3)
     assert len(everything) == len(queries)
+
+    # Lists whose positive is a new (id-less) item are repeated; the others appear once.
+    item_row = catalog.id_index.copy()
+    item_row[lists.candidates[:2, 0]] = 0  # make two positives look new
+    new = item_row[lists.candidates[:, 0]] == 0
+    repeated = repeat_new_item_positives(lists, item_row, 3)
+    assert len(repeated) == len(lists) + 2 * new.sum()
+    firsts = [tuple(row) for row in repeated.candidates]
+    for i, row in enumerate(lists.candidates):
+        assert firsts.count(tuple(row)) == (3 if new[i] else 1) * [tuple(r) for r in lists.candidates].count(tuple(row))
+    np.testing.assert_array_equal(repeated.queries.item_row, repeated.candidates[:, 0])
+    assert repeat_new_item_positives(lists, item_row, 1) is lists
 
 
 def test_serving_signature_accepts_unknown_users_and_items_and_survives_a_savedmodel_round_trip(tiny_ranker):
