@@ -21,13 +21,6 @@ import numpy as np
 from common import add_output_options, save
 
 
-def _qps(search, queries) -> float:
-    started = time.perf_counter()
-    for q in queries:
-        search(q)
-    return len(queries) / (time.perf_counter() - started)
-
-
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--items", type=int, default=1_000_000)
@@ -42,12 +35,14 @@ def main(argv=None) -> dict:
 
     from tworec.synthetic_embeddings import clustered_unit_vectors
     from tworec.towers.index import IndexConfig, ItemIndex
+    from tworec.towers.index_curve import queries_per_second as _qps, recall_speed_curve
 
     k = 10
     items = clustered_unit_vectors(args.items, args.dim, seed=0)
     queries = clustered_unit_vectors(args.queries, args.dim, seed=1)
     started = time.perf_counter()
-    index = ItemIndex.build(items, range(args.items), IndexConfig(num_neighbors=k))
+    config = IndexConfig(num_neighbors=k)
+    index = ItemIndex.build(items, range(args.items), config)
     build_s = time.perf_counter() - started
     exact_searcher = scann_ops_pybind.builder(items, k, "dot_product").score_brute_force().build()
 
@@ -83,9 +78,11 @@ def main(argv=None) -> dict:
           f"-> ScaNN is {result['speedup_vs_scann_brute_force']}x")
     print(f"  index build {build_s:.0f}s on {os.cpu_count()} cores")
     if args.curve_queries:
-        from tworec.towers.index_curve import recall_speed_curve
-
-        result["curve"] = curve = recall_speed_curve(items, queries[: args.curve_queries], k=k)
+        # The same tree index, searched with more or fewer leaves (small catalogs are brute force:
+        # the curve builds its own tree then).
+        tree = index.searcher if args.items >= config.brute_force_below else None
+        result["curve"] = curve = recall_speed_curve(items, queries[: args.curve_queries], k=k, config=config,
+                                                     searcher=tree)
         print(f"recall-vs-speed ({curve['leaves']} leaves; brute force {curve['brute_force_qps']:,.0f} QPS):")
         for p in curve["points"]:
             print(f"  {p['leaves_to_search']:>5} leaves  recall@{k} {p['recall']:.3f}  {p['qps']:>9,.0f} QPS "

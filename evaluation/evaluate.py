@@ -23,7 +23,7 @@ import numpy as np
 
 from tworec import contract, example_codec
 from tworec.contract import PROTOCOLS, Split
-from tworec.evaluation.metrics import by_segment, ranks_of_targets
+from tworec.evaluation.metrics import by_segment, head_items, ranks_of_targets
 from tworec.layout import DataLayout
 from tworec.tfrecord_io import read_records
 
@@ -62,9 +62,7 @@ class TestSet:
         self.targets = np.array([row[e["item_id"]] for e in self.examples])
         counts = catalog.train_counts
         warm = counts > 0
-        top = np.argsort(-counts, kind="stable")[: max(1, int(0.2 * warm.sum()))]
-        head = np.zeros(catalog.size, bool)
-        head[top] = True
+        head = head_items(counts)
         self.segments = {"all": np.ones(len(self.targets), bool)}
         if protocol == "temporal":
             self.segments.update(warm=warm[self.targets], cold=catalog.cold[self.targets],

@@ -21,12 +21,18 @@ def by_segment(ranks: np.ndarray, segments: dict) -> dict:
     return {name: summarize(ranks[mask]) for name, mask in segments.items()}
 
 
-def ranks_of_targets(scores: np.ndarray, targets: np.ndarray, excluded: np.ndarray | None = None) -> np.ndarray:
-    """Rank of ``targets[i]`` in ``scores[i]`` among allowed items; ties go to the lower row, so
-    constant scores (e.g. popularity of unseen items) cannot flatter a model."""
-    scores = scores.astype(np.float64, copy=True)
-    if excluded is not None:
-        scores[excluded] = -np.inf
+def head_items(train_counts: np.ndarray, share: float = 0.2) -> np.ndarray:
+    """Mask of the ``share`` most popular warm items (ties to the lower row); the tail segment is
+    the warm items outside it."""
+    head = np.zeros(len(train_counts), bool)
+    head[np.argsort(-train_counts, kind="stable")[: max(1, int(share * (train_counts > 0).sum()))]] = True
+    return head
+
+
+def ranks_of_targets(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Rank of ``targets[i]`` in ``scores[i]`` (excluded items score -inf); ties go to the lower
+    row, so constant scores (e.g. popularity of unseen items) cannot flatter a model."""
+    scores = scores.astype(np.float64, copy=False)
     rows = np.arange(len(targets))
     target = scores[rows, targets][:, None]
     columns = np.arange(scores.shape[1])[None, :]

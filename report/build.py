@@ -12,6 +12,7 @@ import json
 import os
 from collections import Counter
 from dataclasses import dataclass
+from html import escape
 from pathlib import Path
 
 import numpy as np
@@ -52,13 +53,6 @@ def hitrate_curve(ranks: np.ndarray, depth: int = CURVE_DEPTH) -> list:
         return [0.0] * depth
     hits = np.bincount(np.minimum(ranks, depth + 1), minlength=depth + 2)[1: depth + 1]
     return (np.cumsum(hits) / len(ranks)).tolist()
-
-
-def _head_items(train_counts: np.ndarray) -> np.ndarray:
-    """The 20% most popular warm items (the complement of eval's tail segment among warm items)."""
-    head = np.zeros(len(train_counts), bool)
-    head[np.argsort(-train_counts, kind="stable")[: max(1, int(0.2 * (train_counts > 0).sum()))]] = True
-    return head
 
 
 def coverage_at_10(top: np.ndarray, catalog_size: int) -> float:
@@ -121,6 +115,7 @@ def _scann_curve(config: ReportConfig, bench: dict | None):
 
 def build_report(config: ReportConfig) -> Path:
     from tworec.evaluation.evaluate import DETAILS, Details
+    from tworec.evaluation.metrics import head_items
     from tworec.towers.catalog import load_catalog
 
     run = RunLayout(config.run)
@@ -141,7 +136,7 @@ def build_report(config: ReportConfig) -> Path:
     figures.hitrate_curves(numbers["hitrate_curves"], out / "hitrate_curves.png")
 
     numbers["coverage@10"] = {m: coverage_at_10(o.top, catalog.size) for m, o in details.outcomes.items()}
-    head = _head_items(catalog.train_counts)
+    head = head_items(catalog.train_counts)
     numbers["recommended_popularity"] = {
         m: {"median_train_count": float(np.median(catalog.train_counts[o.top[:, :10]])),
             "share_head": float(head[o.top[:, :10]].mean()), "share_cold": float(catalog.cold[o.top[:, :10]].mean())}
@@ -174,9 +169,9 @@ def build_report(config: ReportConfig) -> Path:
 
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
     (out / "figures.json").write_text(json.dumps(numbers, indent=2))
-    meta = (f"dataset <strong>{html.escape(dataset)}</strong> · {catalog.size:,} items "
+    meta = (f"dataset <strong>{escape(dataset)}</strong> · {catalog.size:,} items "
             f"({int(catalog.cold.sum()):,} cold) · {len(details.targets):,} test queries · run "
-            f"<code>{html.escape(os.path.abspath(config.run))}</code> · written "
+            f"<code>{escape(os.path.abspath(config.run))}</code> · written "
             f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC")
     (out / "index.html").write_text(html.page(f"tworec evaluation report: {dataset}", meta, sections), encoding="utf-8")
     return out / "index.html"
@@ -211,9 +206,9 @@ def _latency_html(bench: dict | None, out: Path, numbers: dict) -> str:
     gateway = bench.get("gateway")
     sources = {r.get("repo") or r.get("ranker") for r in (gateway, bench.get("ranker")) if r}
     parts.append(f'<p class="meta">From the last <code>make bench</code>, measured on '
-                 f'{", ".join(html.escape(str(s)) for s in sorted(sources))} '
-                 f'({html.escape((gateway or bench["ranker"]).get("machine", ""))}, '
-                 f'{html.escape((gateway or bench["ranker"]).get("recorded", ""))}).</p>')
+                 f'{", ".join(escape(str(s)) for s in sorted(sources))} '
+                 f'({escape((gateway or bench["ranker"]).get("machine", ""))}, '
+                 f'{escape((gateway or bench["ranker"]).get("recorded", ""))}).</p>')
     if gateway and gateway.get("levels"):
         numbers["gateway"] = gateway["levels"]
         figures.latency(gateway["levels"], out / "latency.png")

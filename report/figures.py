@@ -52,10 +52,9 @@ def popularity_buckets(train_counts: np.ndarray) -> tuple[list, np.ndarray]:
     bucket = np.zeros(len(train_counts), np.int64)
     seen = np.nonzero(train_counts > 0)[0]
     order = seen[np.argsort(train_counts[seen], kind="stable")]
-    for q, part in enumerate(np.array_split(order, 5)):
-        bucket[part] = q + 1
     labels = ["never seen\n(cold)"]
     for q, part in enumerate(np.array_split(order, 5)):
+        bucket[part] = q + 1
         low, high = (int(train_counts[part].min()), int(train_counts[part].max())) if len(part) else (0, 0)
         labels.append(f"Q{q + 1}\n{low}–{high}")
     return labels, bucket

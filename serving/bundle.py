@@ -28,7 +28,7 @@ class ItemTable:
     item_ids: list
     titles: list
     cold: np.ndarray
-    embedding: np.ndarray
+    item_embedding: np.ndarray  # named as in the ranker's tables: ranker_rows reads either
     item_row: np.ndarray
     item_category_rows: np.ndarray
     item_log_popularity: np.ndarray
@@ -37,10 +37,6 @@ class ItemTable:
     def __post_init__(self):
         self.row_of = {item: i for i, item in enumerate(self.item_ids)}
 
-    @property
-    def item_embedding(self) -> np.ndarray:  # the name the ranker's feature builder reads
-        return self.embedding
-
     def put(self, ids, titles, embeddings, category_rows):
         """Adds or replaces items (new ones: no id embedding, no popularity, cold)."""
         new = [i for i in dict.fromkeys(ids) if i not in self.row_of]
@@ -48,7 +44,8 @@ class ItemTable:
         if m:
             # Arrays are replaced whole (readers holding the old ones stay consistent), and the id
             # map is updated last.
-            self.embedding = np.concatenate([self.embedding, np.zeros((m, self.embedding.shape[1]), np.float32)])
+            self.item_embedding = np.concatenate(
+                [self.item_embedding, np.zeros((m, self.item_embedding.shape[1]), np.float32)])
             self.item_row = np.concatenate([self.item_row, np.zeros(m, np.int32)])
             self.item_category_rows = np.concatenate(
                 [self.item_category_rows, np.zeros((m, self.item_category_rows.shape[1]), np.int32)])
@@ -60,7 +57,7 @@ class ItemTable:
         row_of.update({item: n + j for j, item in enumerate(new)})
         for item, title, vector, cats in zip(ids, titles, embeddings, category_rows):
             r = row_of[item]
-            self.embedding[r] = vector
+            self.item_embedding[r] = vector
             self.item_category_rows[r] = cats
             self.titles[r] = title
             if item in new:
@@ -91,16 +88,16 @@ class Bundle:
         with np.load(path / "catalog.npz", allow_pickle=False) as z:
             self.items = ItemTable(
                 item_ids=[str(i) for i in z["item_ids"]], titles=[str(t) for t in z["titles"]],
-                cold=z["cold"].copy(), embedding=z["item_embedding"].astype(np.float32),
+                cold=z["cold"].copy(), item_embedding=z["item_embedding"].astype(np.float32),
                 item_row=z["item_row"].astype(np.int32), item_category_rows=z["item_category_rows"].astype(np.int32),
                 item_log_popularity=z["item_log_popularity"].astype(np.float32))
             self.categories = {str(c): i + 1 for i, c in enumerate(z["categories"])}
             self.attributes = {str(a): i + 1 for i, a in enumerate(z["attributes"])}
             self.user_attribute_rows = z["user_attribute_rows"].astype(np.int32)
             counts = z["train_counts"]
-        if self.index.dimension != self.dim or self.items.embedding.shape[1] != self.dim:
+        if self.index.dimension != self.dim or self.items.item_embedding.shape[1] != self.dim:
             raise ConfigError(f"{path}: index dimension {self.index.dimension}, item embeddings "
-                              f"{self.items.embedding.shape[1]} and query tower {self.dim} differ: re-export it")
+                              f"{self.items.item_embedding.shape[1]} and query tower {self.dim} differ: re-export it")
         self.user_rows = {u: i + 1 for i, u in
                           enumerate((path / "users.txt").read_text(encoding="utf-8").split("\n")[:-1])}
         self.popular = [self.items.item_ids[i] for i in np.argsort(-counts, kind="stable")[:1000] if counts[i] > 0]
@@ -114,7 +111,7 @@ class Bundle:
         emb = np.zeros((1, n, self.dim), np.float32)
         mask = np.zeros((1, n), np.float32)
         ts = np.zeros((1, n), np.int64)
-        table = self.items.embedding
+        table = self.items.item_embedding
         for j, (r, t) in enumerate(zip(history_rows[:n], history_ts[:n])):
             emb[0, j] = table[r]
             mask[0, j] = 1.0

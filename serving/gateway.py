@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 
+from tworec.ranking.features import ranker_rows
 from tworec.serving import protos
 from tworec.serving.bundle import Bundle
 from tworec.serving.triton_models import ModelUnavailable, TritonModels
@@ -74,6 +75,7 @@ class Recommender(pb_grpc.RecommenderServicer):
             self._last_warning = now
             log.warning("ranker unavailable, answering from retrieval (degraded counter: %d): %s",
                         self.counters["degraded"], err)
+
     def _fail(self, context, code, message: str):
         self.counters.add(f"status_{code.name.lower()}")
         context.abort(code, message)
@@ -157,8 +159,6 @@ class Recommender(pb_grpc.RecommenderServicer):
     @staticmethod
     def _ranker_rows(bundle, user_row, attributes, query, history_count, hours, ids, scores) -> dict:
         """The request as ranker rows (tworec.contract.RANKER_INPUTS), one per candidate."""
-        from tworec.ranking.features import ranker_rows
-
         rows = np.array([bundle.items.row_of[i] for i in ids], np.int64)
         return ranker_rows(bundle.items, np.int32(user_row), bundle.attribute_rows(user_row, attributes),
                            query, history_count, max(hours, 0.0), rows, scores)
@@ -201,7 +201,7 @@ class Recommender(pb_grpc.RecommenderServicer):
             r = bundle.items.row_of.get(request.item_id)
             if r is None or request.item_id in bundle.removed:
                 return self._fail(context, grpc.StatusCode.NOT_FOUND, f"item {request.item_id!r} is not in the index")
-            vector = bundle.items.embedding[r]
+            vector = bundle.items.item_embedding[r]
             skip = {request.item_id}
         else:
             try:

@@ -123,7 +123,7 @@ def test_an_upserted_item_is_retrievable_by_the_next_call(service, client):
     new_row = table.row_of["brand-new-item-1"]
     history = warm[1]
     q = bundle.query(0, [table.row_of[history]], [1_700_000_000], 1_700_000_000)
-    scores = table.embedding @ q
+    scores = table.item_embedding @ q
     ahead = [table.item_ids[r] for r in np.nonzero(scores > scores[new_row])[0] if table.item_ids[r] != history]
     rec = client.recommend("someone-new", [history], k=service.recommender.config.candidates,
                            exclude_item_ids=ahead, context={"now": "1700000000"},
