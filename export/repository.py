@@ -51,12 +51,18 @@ class RepoLayout:
         return Path(self.root) / "gateway" / str(version)
 
 
+# The ranker's signature is XLA-compiled for these row counts when Triton loads it (a request pads
+# up to the next one): a few small ones for short lists, then multiples of the gateway's default
+# 200 candidates, which dynamic batches of whole requests fill exactly.
+RANKER_ROW_BUCKETS = (8, 64, 200, 400, 800, 1600)
+
+
 def ranker_model_config(embedding_dim: int) -> ModelConfig:
     # Rows are (user, candidate) pairs, so concurrent requests batch along rows.
     return ModelConfig(RANKER_MODEL, inputs=_triton_specs(contract.RANKER_INPUTS, embedding_dim),
                        outputs=_triton_specs((contract.RANKER_OUTPUT,), embedding_dim),
-                       max_batch_size=8 * contract.MAX_CANDIDATES, dynamic_batching_delay_us=300,
-                       versions_served=2)
+                       max_batch_size=8 * contract.MAX_CANDIDATES, dynamic_batching_delay_us=0,
+                       versions_served=2, tf_threads=1, xla_row_buckets=RANKER_ROW_BUCKETS)
 
 
 def item_tower_model_config(embedding_dim: int) -> ModelConfig:

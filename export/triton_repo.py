@@ -48,7 +48,10 @@ class ModelConfig:
     dynamic_batching_delay_us: int | None = None  # None: no dynamic batching
     preferred_batch_sizes: tuple = ()
     instance_count: int = 1
-    intra_op_threads: int = 0  # 0: TensorFlow's default
+    tf_threads: int = 0  # TensorFlow's intra- and inter-op threads in the stub; 0: its default
+    # Row counts to pre-compile the signature for with XLA (models scoring rows independently);
+    # empty: the plain signature.
+    xla_row_buckets: tuple = ()
     # Versions kept loaded: 2 lets a gateway still pinned to the previous version finish its
     # requests while it switches to the new one.
     versions_served: int = 1
@@ -70,7 +73,8 @@ class ModelConfig:
     def python_backend_pbtxt(self, site_packages: str) -> str:
         """For the PyPI Triton build: the Python backend wrapping the SavedModel."""
         params = {"site_packages": site_packages, "savedmodel": SAVEDMODEL_DIR,
-                  "signature": "serving_default", "intra_op_threads": str(self.intra_op_threads)}
+                  "signature": "serving_default", "tf_threads": str(self.tf_threads),
+                  "xla_row_buckets": ",".join(map(str, self.xla_row_buckets))}
         lines = ['backend: "python"', *self._common()]
         lines += [f'parameters: {{ key: "{k}" value: {{ string_value: "{v}" }} }}'
                   for k, v in params.items()]

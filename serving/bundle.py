@@ -67,7 +67,7 @@ class ItemTable:
 
 class Bundle:
     def __init__(self, repo: str, version: int):
-        from tworec.tf_setup import tf
+        from tworec.serving.query_tower import QueryTower  # TensorFlow: imported when a bundle loads
         from tworec.towers.index import ItemIndex
 
         path = RepoLayout(repo).gateway(version)
@@ -81,9 +81,7 @@ class Bundle:
         self.max_text_length = meta["max_text_length"]
         self.triton_versions = meta["triton"]
         self.ranker_model, self.item_tower_model = RANKER_MODEL, ITEM_TOWER_MODEL
-        loaded = tf.saved_model.load(str(path / "query_tower.savedmodel"))
-        self._loaded = loaded
-        self._query = loaded.signatures["serving_default"]
+        self._query = QueryTower(str(path / "query_tower.savedmodel"), self.history_length, self.dim)
         self.index = ItemIndex.load(str(path / "index"))
         with np.load(path / "catalog.npz", allow_pickle=False) as z:
             self.items = ItemTable(
@@ -105,21 +103,15 @@ class Bundle:
         self.removed: set = set()
 
     def query(self, user_row: int, history_rows: list, history_ts: list, now: int) -> np.ndarray:
-        from tworec.tf_setup import tf
-
         n = self.history_length
-        emb = np.zeros((1, n, self.dim), np.float32)
-        mask = np.zeros((1, n), np.float32)
-        ts = np.zeros((1, n), np.int64)
-        table = self.items.item_embedding
-        for j, (r, t) in enumerate(zip(history_rows[:n], history_ts[:n])):
-            emb[0, j] = table[r]
-            mask[0, j] = 1.0
-            ts[0, j] = t
-        out = self._query(user_row=tf.constant([user_row], tf.int32), history_embeddings=tf.constant(emb),
-                          history_mask=tf.constant(mask), timestamp=tf.constant([now], tf.int64),
-                          history_timestamps=tf.constant(ts))
-        return out["query_embedding"].numpy()[0]
+        rows = history_rows[:n]
+        emb = np.zeros((n, self.dim), np.float32)
+        emb[:len(rows)] = self.items.item_embedding[rows]
+        mask = np.zeros(n, np.float32)
+        mask[:len(rows)] = 1.0
+        ts = np.zeros(n, np.int64)
+        ts[:len(rows)] = history_ts[:n]
+        return self._query(user_row, emb, mask, now, ts)
 
     def search(self, vector: np.ndarray, k: int):
         with self.lock:

@@ -46,6 +46,7 @@ class ServeConfig:
     model_ready_timeout_s: float = 120.0
     grace_s: float = 10.0
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
+    tf_threads: int = 1  # the gateway's TensorFlow threads (the query tower runs on request threads)
 
 
 class Service:
@@ -76,6 +77,10 @@ class Service:
     def start(self) -> "Service":
         c = self.config
         version = current_version(c.repo)  # ConfigError with the fix if the repository is missing
+        from tworec.tf_setup import limit_threads
+
+        if not limit_threads(c.tf_threads):
+            log.debug("TensorFlow already running: its thread pools keep their sizes")
         try:
             credentials, tokens = c.security.server_credentials(), c.security.tokens()
         except (OSError, ValueError) as err:

@@ -67,3 +67,72 @@ def test_second_publish_adds_a_version(tmp_path, affine_savedmodel):
     assert (repo / "affine" / "1" / "model.py").exists()
     ngc = (repo / "affine" / "config.ngc.pbtxt").read_text()
     assert 'platform: "tensorflow_savedmodel"' in ngc
+
+
+def test_row_buckets_compile_with_xla_and_pad_chunk_and_batch_exactly(tmp_path):
+    """``xla_row_buckets``: the signature is frozen and XLA-compiled per bucket at load; requests
+    of any row count (padded up, chunked past the largest bucket, merged by the dynamic batcher)
+    get exactly the signature's answer, with int and float inputs packed per dtype."""
+    import threading
+
+    import tensorflow as tf
+    import tritonclient.grpc as grpcclient
+
+    rng = np.random.default_rng(2)
+    weights = rng.normal(size=(3, 2)).astype("float32")
+    table = rng.normal(size=(10, 2)).astype("float32")
+
+    class Rows(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.w, self.table = tf.Variable(weights), tf.Variable(table)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name="x"),
+                                      tf.TensorSpec([None], tf.int32, name="ids")])
+        def serve(self, x, ids):
+            return {"y": tf.matmul(x, self.w) + tf.gather(self.table, ids)}
+
+    module = Rows()
+    tf.saved_model.save(module, str(tmp_path / "sm"), signatures={"serving_default": module.serve})
+    config = ModelConfig("rows", inputs=(TensorSpec("x", "float32", (3,)), TensorSpec("ids", "int32", (1,), ())),
+                         outputs=(TensorSpec("y", "float32", (2,)),), max_batch_size=64,
+                         dynamic_batching_delay_us=2000, tf_threads=1, xla_row_buckets=(4, 16))
+    repo = tmp_path / "repo"
+    publish_savedmodel(repo, config, tmp_path / "sm")
+
+    def call(client, n, seed):
+        r = np.random.default_rng(seed)
+        x, ids = r.normal(size=(n, 3)).astype("float32"), r.integers(0, 10, size=(n, 1)).astype("int32")
+        inputs = [grpcclient.InferInput("x", [n, 3], "FP32"), grpcclient.InferInput("ids", [n, 1], "INT32")]
+        inputs[0].set_data_from_numpy(x)
+        inputs[1].set_data_from_numpy(ids)
+        y = client.infer("rows", inputs).as_numpy("y")
+        np.testing.assert_allclose(y, x @ weights + table[ids[:, 0]], rtol=1e-5, atol=1e-5)
+        return y.shape
+
+    with TritonServer(TritonConfig(str(repo))) as server:
+        client = grpcclient.InferenceServerClient(server.grpc_address)
+        assert [call(client, n, n) for n in (1, 4, 5, 16, 40)] == [(n, 2) for n in (1, 4, 5, 16, 40)]
+        failures = []
+
+        def concurrent(seed):
+            try:
+                c = grpcclient.InferenceServerClient(server.grpc_address)
+                for j in range(5):
+                    call(c, 3 + seed, 100 * seed + j)
+                c.close()
+            except Exception as err:  # noqa: BLE001 - collected, asserted below
+                failures.append(err)
+
+        threads = [threading.Thread(target=concurrent, args=(s,)) for s in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        stats = client.get_inference_statistics("rows", as_json=True)["model_stats"][0]
+        client.close()
+        log = server.log_tail(400)
+    assert not failures, failures
+    assert "rows v1: XLA-compiled for rows [4, 16]" in log
+    requests = int(stats["inference_stats"]["success"]["count"])
+    assert requests == 5 + 30 and int(stats["execution_count"]) < requests  # the batcher merged requests
