@@ -160,6 +160,21 @@ def test_malformed_requests_get_invalid_argument(client, kwargs, fragment):
     assert fragment in err.value.details()
 
 
+def test_an_oversize_request_is_refused_before_it_is_read(service, client):
+    """Request size is capped at the transport (4 MiB): a bigger message is refused with
+    RESOURCE_EXHAUSTED and the service goes on serving."""
+    from tworec.serving.server import MAX_MESSAGE_BYTES
+
+    channel = grpc.insecure_channel(service.address, options=[("grpc.max_send_message_length", 64 << 20)])
+    raw = channel.unary_unary("/tworec.v1.Recommender/Recommend")
+    with pytest.raises(grpc.RpcError) as err:
+        raw(b"\n" + b"\xff" * 5 + b"x" * (MAX_MESSAGE_BYTES + 1024), timeout=10)
+    channel.close()
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert client.health() == "SERVING"
+    assert len(client.recommend("someone", [], k=3).items) == 3
+
+
 def test_unknown_item_is_not_found_only_where_asked_for(client):
     with pytest.raises(grpc.RpcError) as err:
         client.similar_items(item_id="no-such-item", k=5)
