@@ -52,9 +52,10 @@ class RepoLayout:
 
 
 # The ranker's signature is XLA-compiled for these row counts when Triton loads it (a request pads
-# up to the next one): a few small ones for short lists, then multiples of the gateway's default
-# 200 candidates, which dynamic batches of whole requests fill exactly.
-RANKER_ROW_BUCKETS = (8, 64, 200, 400, 800, 1600)
+# up to the next one; more rows run in chunks of the largest): a few small ones for short lists,
+# then multiples of the gateway's default 200 candidates, which batches of whole requests fill
+# exactly (1,000 candidates = 800 + 200).
+RANKER_ROW_BUCKETS = (8, 64, 200, 400, 800)
 
 
 def ranker_model_config(embedding_dim: int) -> ModelConfig:
