@@ -1,8 +1,7 @@
 """The product's own synthetic dataset: deterministic, any size, readable by a language model.
 
 - A catalog whose items belong to latent topics, with titles and descriptions made of real English
-  words of their topic (beam/sources/synthetic_words.py) and Zipf-like popularity within each
-  topic (every topic has its own hits).
+  words of their topic (beam/sources/synthetic_words.py) and Zipf-like popularity.
 - Items arrive over time: a back catalog exists at the start, the rest is released during the
   period, so late items are naturally cold.
 - Users prefer a few topics; their preferences drift from a start mix to an end mix over time.
@@ -84,12 +83,7 @@ def build_catalog(config: SyntheticConfig) -> Catalog:
     span = config.days * DAY
     released_later = rng.random(n) >= config.back_catalog_share
     release = np.where(released_later, rng.integers(0, span, size=n), 0)
-    # Zipf popularity within each topic: every topic has its own hits, so what a user likes decides
-    # what they pick (one global Zipf would let a few items of a few topics dominate everyone).
-    weight = np.zeros(n)
-    for t in range(len(TOPIC_NAMES)):
-        members = np.flatnonzero(topics == t)
-        weight[members] = (rng.permutation(len(members)) + 1.0) ** -config.zipf_exponent
+    weight = (rng.permutation(n) + 1.0) ** -config.zipf_exponent
     ids = tuple(f"i{i:07d}" for i in range(n))
     by_topic = tuple(
         _sorted_pool(np.flatnonzero(topics == t), release, weight) for t in range(len(TOPIC_NAMES))
