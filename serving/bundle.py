@@ -81,7 +81,7 @@ class Bundle:
         self.max_text_length = meta["max_text_length"]
         self.triton_versions = meta["triton"]
         self.ranker_model, self.item_tower_model = RANKER_MODEL, ITEM_TOWER_MODEL
-        self._query = QueryTower(str(path / "query_tower.savedmodel"), self.history_length, self.dim)
+        self._query = QueryTower(str(path / "query_tower.savedmodel"))
         self.index = ItemIndex.load(str(path / "index"))
         with np.load(path / "catalog.npz", allow_pickle=False) as z:
             self.items = ItemTable(
@@ -111,7 +111,8 @@ class Bundle:
         mask[:len(rows)] = 1.0
         ts = np.zeros(n, np.int64)
         ts[:len(rows)] = history_ts[:n]
-        return self._query(user_row, emb, mask, now, ts)
+        return self._query(user_row=user_row, history_embeddings=emb, history_mask=mask, timestamp=now,
+                           history_timestamps=ts)
 
     def search(self, vector: np.ndarray, k: int):
         with self.lock:

@@ -1,9 +1,9 @@
 """The exported query tower as the gateway calls it: once per request, batch 1.
 
 At load the serving signature is frozen (variables become constants) and compiled with XLA for
-the one shape a request has ([1, history length, ...]). Called through its plain signature the
-tower spends most of its ~1 ms in TensorFlow's per-call Python overhead; compiled and fed by
-DLPack it takes about half of that (benchmarks/bench_gateway.py shows the share)."""
+the one shape a request has (the signature's shapes with a batch of 1). Called through its plain
+signature the tower spends most of its ~1 ms in TensorFlow's per-call Python overhead; compiled
+and fed by DLPack it takes about half of that (benchmarks/bench_gateway.py shows the share)."""
 from __future__ import annotations
 
 import numpy as np
@@ -13,40 +13,36 @@ from tworec.tf_setup import tf
 _ALIGNMENT = 64  # TensorFlow CHECK-fails (ending the process) on less-aligned DLPack memory
 
 
-def _aligned(array: np.ndarray) -> np.ndarray:
-    raw = np.empty(array.nbytes + _ALIGNMENT, np.uint8)
+def _aligned(array: np.ndarray, shape: tuple, dtype) -> np.ndarray:
+    """``array`` as ``shape``/``dtype`` in a new 64-byte-aligned buffer (one copy, cast included)."""
+    dtype = np.dtype(dtype)
+    size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    raw = np.empty(size + _ALIGNMENT, np.uint8)
     offset = -raw.ctypes.data % _ALIGNMENT
-    out = raw[offset:offset + array.nbytes].view(array.dtype).reshape(array.shape)
-    out[...] = array
+    out = raw[offset:offset + size].view(dtype).reshape(shape)
+    out[...] = np.reshape(array, shape)
     return out
 
 
 class QueryTower:
-    OUTPUT = "query_embedding"
-
-    def __init__(self, savedmodel: str, history_length: int, dim: int):
+    def __init__(self, savedmodel: str):
         from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
         self._loaded = tf.saved_model.load(savedmodel)
         signature = self._loaded.signatures["serving_default"]
         frozen = convert_variables_to_constants_v2(signature)
-        self._order = [t.name.split(":")[0] for t in frozen.inputs]
-        shapes = {"user_row": [1], "timestamp": [1], "history_mask": [1, history_length],
-                  "history_timestamps": [1, history_length], "history_embeddings": [1, history_length, dim]}
-        dtypes = {t.name.split(":")[0]: t.dtype for t in frozen.inputs}
+        (self._output,) = signature.structured_outputs  # the one output: the query embedding
+        # (name, shape with batch 1, numpy dtype) in the frozen function's argument order.
+        self._inputs = [(t.name.split(":")[0], (1, *t.shape[1:]), t.dtype.as_numpy_dtype) for t in frozen.inputs]
         structure = signature.structured_outputs
-        compiled = tf.function(lambda *args: tf.nest.pack_sequence_as(structure, frozen(*args))[self.OUTPUT],
+        compiled = tf.function(lambda *args: tf.nest.pack_sequence_as(structure, frozen(*args))[self._output],
                                jit_compile=True, autograph=False)
-        self._fn = compiled.get_concrete_function(*[tf.TensorSpec(shapes[n], dtypes[n]) for n in self._order])
-        self._fn(*[tf.zeros(shapes[n], dtypes[n]) for n in self._order])  # compile now, not on a request
+        specs = [tf.TensorSpec(shape, dtype) for _, shape, dtype in self._inputs]
+        self._fn = compiled.get_concrete_function(*specs)
+        self._fn(*[tf.zeros(s.shape, s.dtype) for s in specs])  # compile now, not on a request
 
-    def __call__(self, user_row: int, history_embeddings: np.ndarray, history_mask: np.ndarray,
-                 timestamp: int, history_timestamps: np.ndarray) -> np.ndarray:
-        """One request: history arrays [history length, ...] → the query embedding [dim]."""
-        feeds = {"user_row": np.array([user_row], np.int32), "timestamp": np.array([timestamp], np.int64),
-                 "history_embeddings": history_embeddings[np.newaxis].astype(np.float32, copy=False),
-                 "history_mask": history_mask[np.newaxis].astype(np.float32, copy=False),
-                 "history_timestamps": history_timestamps[np.newaxis].astype(np.int64, copy=False)}
-        # The aligned arrays stay referenced (feeds → args) until the call returns.
-        args = [_aligned(feeds[n]) for n in self._order]
+    def __call__(self, **request) -> np.ndarray:
+        """One request's inputs by signature name, without the batch dimension → the query [dim]."""
+        # The aligned arrays stay referenced (args) until the call returns.
+        args = [_aligned(request[name], shape, dtype) for name, shape, dtype in self._inputs]
         return self._fn(*[tf.experimental.dlpack.from_dlpack(a.__dlpack__()) for a in args]).numpy()[0]
