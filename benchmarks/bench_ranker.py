@@ -1,13 +1,17 @@
 """Ranker latency per request for 200 and 1,000 candidates: the SavedModel in process, and the
-same SavedModel served by Triton (Python backend) over gRPC on loopback.
+same SavedModel served by Triton (Python backend) over gRPC on loopback, with the inputs sent as
+the serving path sends them (packed: one matrix per dtype) and as ten named tensors.
 
     python benchmarks/bench_ranker.py --ranker runs/ml100k/ranker [--requests 300] [--repeats 3]
 
-Prints median and p99 per request (medians over repeats) and the Triton/in-process ratio.
+Prints median and p99 per request (medians over repeats; the Triton variants alternate within
+each repeat, so a drifting machine affects both alike), the Triton/in-process ratio and the
+packed/named ratio.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import tempfile
@@ -45,39 +49,54 @@ def main(argv=None) -> dict:
     add_output_options(parser)
     args = parser.parse_args(argv)
 
-    from tworec.export.repository import ranker_model_config
+    from tworec import contract
+    from tworec.export.repository import ranker_model_config, triton_specs
     from tworec.export.triton_repo import publish_savedmodel
-    from tworec.ranking.train import SAVEDMODEL, load_tables
+    from tworec.ranking.train import ROWS_SIGNATURE, SAVEDMODEL, load_tables
     from tworec.serving.triton import TritonConfig, TritonServer
     from tworec.serving.triton_models import TritonModels
     from tworec.tf_setup import tf
 
     tables = load_tables(os.path.join(args.ranker, "tables.npz"))
     dim = tables.item_embedding.shape[1]
-    signature = tf.saved_model.load(os.path.join(args.ranker, SAVEDMODEL)).signatures["serving_default"]
+    signature = tf.saved_model.load(os.path.join(args.ranker, SAVEDMODEL)).signatures[ROWS_SIGNATURE]
     in_process = lambda x: signature(**{k: tf.constant(v) for k, v in x.items()})["score"].numpy()  # noqa: E731
     repo = tempfile.mkdtemp(prefix="bench-ranker-")
-    publish_savedmodel(repo, ranker_model_config(dim), os.path.join(args.ranker, SAVEDMODEL))
+    packed_config = ranker_model_config(dim)
+    named_config = dataclasses.replace(packed_config, name="ranker_named", signature=ROWS_SIGNATURE,
+                                       inputs=triton_specs(contract.RANKER_INPUTS, dim))
+    for config in (packed_config, named_config):
+        publish_savedmodel(repo, config, os.path.join(args.ranker, SAVEDMODEL))
     rng = np.random.default_rng(0)
     results = {"ranker": os.path.abspath(args.ranker), "candidates": {}}
     with TritonServer(TritonConfig(repo)) as server:
         models = TritonModels(server.grpc_address)
-        while not models.ready("ranker", 1):
+        while not (models.ready(packed_config.name, 1) and models.ready(named_config.name, 1)):
             time.sleep(0.2)
-        via_triton = lambda x: models.rank(1, x, 10.0)  # noqa: E731
+        calls = {
+            "in_process": in_process,
+            "triton": lambda x: models.rank(1, x, 10.0),
+            "triton_named_inputs": lambda x: models.rank(1, x, 10.0, packed=False, model=named_config.name),
+        }
         for n in (200, 1000):
             inputs = _rows(tables, dim, n, rng)
-            np.testing.assert_allclose(via_triton(inputs), in_process(inputs), rtol=1e-4, atol=1e-4)
-            entry = {}
-            for name, call in (("in_process", in_process), ("triton", via_triton)):
-                runs = [_timed(call, inputs, args.requests) for _ in range(args.repeats)]
-                entry[name] = {"p50_ms": statistics.median(float(np.percentile(r, 50)) for r in runs),
-                               "p99_ms": statistics.median(float(np.percentile(r, 99)) for r in runs)}
+            for name in ("triton", "triton_named_inputs"):
+                np.testing.assert_allclose(calls[name](inputs), in_process(inputs), rtol=1e-4, atol=1e-4)
+            runs = {name: [] for name in calls}
+            for _ in range(args.repeats):
+                for name, call in calls.items():
+                    runs[name].append(_timed(call, inputs, args.requests))
+            entry = {name: {"p50_ms": statistics.median(float(np.percentile(r, 50)) for r in rs),
+                            "p99_ms": statistics.median(float(np.percentile(r, 99)) for r in rs)}
+                     for name, rs in runs.items()}
             entry["triton_over_in_process_p50"] = entry["triton"]["p50_ms"] / entry["in_process"]["p50_ms"]
+            entry["packed_over_named_p50"] = entry["triton"]["p50_ms"] / entry["triton_named_inputs"]["p50_ms"]
             results["candidates"][str(n)] = entry
             print(f"{n:>5} candidates: in process p50 {entry['in_process']['p50_ms']:.2f} ms "
                   f"p99 {entry['in_process']['p99_ms']:.2f} ms | Triton p50 {entry['triton']['p50_ms']:.2f} ms "
-                  f"p99 {entry['triton']['p99_ms']:.2f} ms (×{entry['triton_over_in_process_p50']:.2f})", flush=True)
+                  f"p99 {entry['triton']['p99_ms']:.2f} ms (×{entry['triton_over_in_process_p50']:.2f}) | "
+                  f"named inputs p50 {entry['triton_named_inputs']['p50_ms']:.2f} ms "
+                  f"(packed/named ×{entry['packed_over_named_p50']:.2f})", flush=True)
         models.close()
     return save(results, args.json, "ranker", args.results)
 

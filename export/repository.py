@@ -56,23 +56,27 @@ class RepoLayout:
 # then multiples of the gateway's default 200 candidates, which batches of whole requests fill
 # exactly (1,000 candidates = 800 + 200).
 RANKER_ROW_BUCKETS = (8, 64, 200, 400, 800)
+# bundle.json's "ranker_inputs": how the gateway sends rows to this version's ranker. Versions
+# exported before packing have no such key and take the ten named inputs.
+RANKER_INPUTS_PACKED = "packed"
 
 
 def ranker_model_config(embedding_dim: int) -> ModelConfig:
     # Rows are (user, candidate) pairs, so concurrent requests batch along rows.
-    return ModelConfig(RANKER_MODEL, inputs=_triton_specs(contract.RANKER_INPUTS, embedding_dim),
-                       outputs=_triton_specs((contract.RANKER_OUTPUT,), embedding_dim),
+    packed = tuple(contract.Tensor(p.name, p.dtype, (p.width,)) for p in contract.ranker_packed_inputs(embedding_dim))
+    return ModelConfig(RANKER_MODEL, inputs=triton_specs(packed, embedding_dim),
+                       outputs=triton_specs((contract.RANKER_OUTPUT,), embedding_dim),
                        max_batch_size=8 * contract.MAX_CANDIDATES, dynamic_batching_delay_us=0,
                        versions_served=2, tf_threads=1, xla_row_buckets=RANKER_ROW_BUCKETS)
 
 
 def item_tower_model_config(embedding_dim: int) -> ModelConfig:
-    return ModelConfig(ITEM_TOWER_MODEL, inputs=_triton_specs(contract.ITEM_TOWER_INPUTS, embedding_dim),
-                       outputs=_triton_specs((contract.ITEM_TOWER_OUTPUT,), embedding_dim),
+    return ModelConfig(ITEM_TOWER_MODEL, inputs=triton_specs(contract.ITEM_TOWER_INPUTS, embedding_dim),
+                       outputs=triton_specs((contract.ITEM_TOWER_OUTPUT,), embedding_dim),
                        max_batch_size=256, dynamic_batching_delay_us=1000, versions_served=2)
 
 
-def _triton_specs(tensors, embedding_dim: int):
+def triton_specs(tensors, embedding_dim: int):
     # A scalar per row is dims [1] with reshape to [] in Triton's config (its documented pattern),
     # matching the SavedModel's [batch] tensors.
     out = []
@@ -143,6 +147,7 @@ def export_repository(retrieval_dir: str, ranker_dir: str, repo: str, eval_dir: 
             "version": version, "embedding_dim": dim, "history_length": config.history_length,
             "max_text_length": config.max_text_length, "encoder": config.encoder,
             "triton": {RANKER_MODEL: ranker_version, ITEM_TOWER_MODEL: item_version},
+            "ranker_inputs": RANKER_INPUTS_PACKED,
         }
         (staging / "bundle.json").write_text(json.dumps(bundle, indent=2))
         target = layout.gateway(version)

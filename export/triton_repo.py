@@ -55,6 +55,7 @@ class ModelConfig:
     # Versions kept loaded: 2 lets a gateway still pinned to the previous version finish its
     # requests while it switches to the new one.
     versions_served: int = 1
+    signature: str = "serving_default"  # the SavedModel signature the Python backend serves
 
     def _common(self) -> list:
         lines = [f'name: "{self.name}"', f"max_batch_size: {self.max_batch_size}",
@@ -73,7 +74,7 @@ class ModelConfig:
     def python_backend_pbtxt(self, site_packages: str) -> str:
         """For the PyPI Triton build: the Python backend wrapping the SavedModel."""
         params = {"site_packages": site_packages, "savedmodel": SAVEDMODEL_DIR,
-                  "signature": "serving_default", "tf_threads": str(self.tf_threads),
+                  "signature": self.signature, "tf_threads": str(self.tf_threads),
                   "xla_row_buckets": ",".join(map(str, self.xla_row_buckets))}
         lines = ['backend: "python"', *self._common()]
         lines += [f'parameters: {{ key: "{k}" value: {{ string_value: "{v}" }} }}'

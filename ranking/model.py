@@ -130,7 +130,7 @@ class RankingModel(tfrs.Model):
 
 
 def serving_signature(scorer: RankingScorer, embedding_dim: int):
-    """The batched signature the gateway calls: RANKER_INPUTS rows → {"score": [rows]}."""
+    """The batched signature over named rows: RANKER_INPUTS rows → {"score": [rows]}."""
     specs = {}
     for t in contract.RANKER_INPUTS:
         specs[t.name] = tf.TensorSpec([None, *t.dims(embedding_dim, None)], tf.as_dtype(t.dtype), name=t.name)
@@ -138,5 +138,28 @@ def serving_signature(scorer: RankingScorer, embedding_dim: int):
     @tf.function(input_signature=[specs])
     def serve(rows):
         return {contract.RANKER_OUTPUT.name: scorer(rows, training=False)}
+
+    return serve
+
+
+def unpack_rows(packed: dict, embedding_dim: int) -> dict:
+    """contract.ranker_packed_inputs matrices → RANKER_INPUTS rows."""
+    rows = {}
+    for p in contract.ranker_packed_inputs(embedding_dim):
+        matrix = packed[p.name]
+        for c in p.columns:
+            rows[c.name] = tf.reshape(matrix[:, c.start:c.start + c.width], [-1, *c.shape])
+    return rows
+
+
+def packed_serving_signature(scorer: RankingScorer, embedding_dim: int):
+    """What Triton serves and the gateway calls: one matrix per dtype
+    (contract.ranker_packed_inputs) → {"score": [rows]}."""
+    specs = {p.name: tf.TensorSpec([None, p.width], tf.as_dtype(p.dtype), name=p.name)
+             for p in contract.ranker_packed_inputs(embedding_dim)}
+
+    @tf.function(input_signature=[specs])
+    def serve(packed):
+        return {contract.RANKER_OUTPUT.name: scorer(unpack_rows(packed, embedding_dim), training=False)}
 
     return serve

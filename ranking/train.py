@@ -5,7 +5,8 @@ A ranker folder holds:
     ranker.json     config, the retrieval model and data it was built on, training summary
     weights/        the best weights (TensorFlow checkpoint format)
     tables.npz      the feature tables (tworec.ranking.features.RankerTables) + attribute vocabulary
-    savedmodel/     the serving signature: RANKER_INPUTS rows → score (what Triton serves)
+    savedmodel/     signatures: serving_default (what Triton serves: the inputs packed per dtype,
+                    contract.ranker_packed_inputs → score) and "rows" (RANKER_INPUTS by name → score)
     checkpoints/, backup/, logs/   as in the retrieval trainer
 """
 from __future__ import annotations
@@ -23,13 +24,14 @@ from tworec.layout import DataLayout
 from tworec.ranking.config import RankerConfig
 from tworec.ranking.features import RankerTables, build_tables, user_attributes
 from tworec.ranking.lists import RankingLists, list_dataset, mine_lists, repeat_new_item_positives
-from tworec.ranking.model import RankingModel, RankingScorer, serving_signature
+from tworec.ranking.model import RankingModel, RankingScorer, packed_serving_signature, serving_signature
 from tworec.tf_setup import keras, tf
 from tworec.towers.queries import split_queries
 from tworec.towers.train import Throughput, default_strategy, fit_summary, load_retrieval, training_callbacks, \
     verbosity
 
 SAVEDMODEL = "savedmodel"
+ROWS_SIGNATURE = "rows"
 
 
 def build_scorer(config: RankerConfig, tables: RankerTables, num_users: int, num_categories: int,
@@ -108,10 +110,12 @@ def export_savedmodel(scorer: RankingScorer, embedding_dim: int, path: Path):
     """The scorer with its batched serving signature; replaced whole, never half-written."""
     module = tf.Module()
     module.scorer = scorer
-    module.serve = serving_signature(scorer, embedding_dim)
+    module.serve = packed_serving_signature(scorer, embedding_dim)
+    module.serve_rows = serving_signature(scorer, embedding_dim)
     tmp = Path(f"{path}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serve})
+    tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serve,
+                                                      ROWS_SIGNATURE: module.serve_rows})
     shutil.rmtree(path, ignore_errors=True)
     os.replace(tmp, path)
 

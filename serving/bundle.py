@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from tworec import contract
-from tworec.export.repository import ITEM_TOWER_MODEL, RANKER_MODEL, RepoLayout, read_manifest
+from tworec.export.repository import (
+    ITEM_TOWER_MODEL, RANKER_INPUTS_PACKED, RANKER_MODEL, RepoLayout, read_manifest,
+)
 from tworec.towers.catalog import padded_rows
 
 
@@ -81,6 +83,7 @@ class Bundle:
         self.max_text_length = meta["max_text_length"]
         self.triton_versions = meta["triton"]
         self.ranker_model, self.item_tower_model = RANKER_MODEL, ITEM_TOWER_MODEL
+        self.ranker_packed = meta.get("ranker_inputs") == RANKER_INPUTS_PACKED
         self._query = QueryTower(str(path / "query_tower.savedmodel"))
         self.index = ItemIndex.load(str(path / "index"))
         with np.load(path / "catalog.npz", allow_pickle=False) as z:

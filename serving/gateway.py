@@ -140,7 +140,8 @@ class Recommender(pb_grpc.RecommenderServicer):
             rows = self._ranker_rows(bundle, user_row, parsed["attributes"], query, len(history),
                                      (now - history_ts[0]) / 3600.0 if history else 0.0, ids, scores)
             try:
-                ranked = self.triton.rank(bundle.triton_versions[bundle.ranker_model], rows, budget)
+                ranked = self.triton.rank(bundle.triton_versions[bundle.ranker_model], rows, budget,
+                                           packed=bundle.ranker_packed)
             except ModelUnavailable as err:
                 self._warn_degraded(err)
                 degraded = True

@@ -2,26 +2,17 @@
 
 At load the serving signature is frozen (variables become constants) and compiled with XLA for
 the one shape a request has (the signature's shapes with a batch of 1). Called through its plain
-signature the tower spends most of its ~1 ms in TensorFlow's per-call Python overhead; compiled
-and fed by DLPack it takes about half of that (benchmarks/bench_gateway.py shows the share)."""
+signature the tower spends most of its ~1 ms in TensorFlow's per-call Python overhead; compiled,
+called flat and fed by DLPack from reused buffers it takes a fraction of that
+(benchmarks/bench_gateway.py shows the share)."""
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 
+from tworec.export.triton_python_model import aligned_zeros, flat_caller
 from tworec.tf_setup import tf
-
-_ALIGNMENT = 64  # TensorFlow CHECK-fails (ending the process) on less-aligned DLPack memory
-
-
-def _aligned(array: np.ndarray, shape: tuple, dtype) -> np.ndarray:
-    """``array`` as ``shape``/``dtype`` in a new 64-byte-aligned buffer (one copy, cast included)."""
-    dtype = np.dtype(dtype)
-    size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    raw = np.empty(size + _ALIGNMENT, np.uint8)
-    offset = -raw.ctypes.data % _ALIGNMENT
-    out = raw[offset:offset + size].view(dtype).reshape(shape)
-    out[...] = np.reshape(array, shape)
-    return out
 
 
 class QueryTower:
@@ -38,11 +29,25 @@ class QueryTower:
         compiled = tf.function(lambda *args: tf.nest.pack_sequence_as(structure, frozen(*args))[self._output],
                                jit_compile=True, autograph=False)
         specs = [tf.TensorSpec(shape, dtype) for _, shape, dtype in self._inputs]
-        self._fn = compiled.get_concrete_function(*specs)
-        self._fn(*[tf.zeros(s.shape, s.dtype) for s in specs])  # compile now, not on a request
+        concrete = compiled.get_concrete_function(*specs)
+        zeros = [tf.zeros(s.shape, s.dtype) for s in specs]
+        concrete(*zeros)  # compile now, not on a request
+        self._call = flat_caller(tf, concrete, zeros)
+        self._local = threading.local()
+
+    def _buffers(self):
+        """This thread's aligned input arrays and the tensors that share their memory: a request
+        is copied into them (one copy, cast included) instead of into new arrays."""
+        buffers = getattr(self._local, "buffers", None)
+        if buffers is None:
+            arrays = [aligned_zeros(shape, dtype) for _, shape, dtype in self._inputs]
+            tensors = [tf.experimental.dlpack.from_dlpack(a.__dlpack__()) for a in arrays]
+            buffers = self._local.buffers = (arrays, tensors)
+        return buffers
 
     def __call__(self, **request) -> np.ndarray:
         """One request's inputs by signature name, without the batch dimension → the query [dim]."""
-        # The aligned arrays stay referenced (args) until the call returns.
-        args = [_aligned(request[name], shape, dtype) for name, shape, dtype in self._inputs]
-        return self._fn(*[tf.experimental.dlpack.from_dlpack(a.__dlpack__()) for a in args]).numpy()[0]
+        arrays, tensors = self._buffers()
+        for array, (name, shape, _) in zip(arrays, self._inputs):
+            array[...] = np.reshape(request[name], shape)
+        return np.array(self._call(*tensors)[0].numpy()[0])

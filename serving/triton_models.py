@@ -27,6 +27,19 @@ def _input(name: str, array: np.ndarray):
     return tensor
 
 
+def pack_ranker_rows(rows: dict) -> dict:
+    """RANKER_INPUTS rows → the packed matrices of contract.ranker_packed_inputs."""
+    count = len(rows[contract.RANKER_INPUTS[0].name])
+    embedding_dim = np.shape(rows["query_embedding"])[-1]
+    out = {}
+    for p in contract.ranker_packed_inputs(embedding_dim):
+        matrix = np.empty((count, p.width), p.dtype)
+        for c in p.columns:
+            matrix[:, c.start:c.start + c.width] = np.reshape(rows[c.name], (count, c.width))
+        out[p.name] = matrix
+    return out
+
+
 class TritonModels:
     def __init__(self, address: str):
         import tritonclient.grpc as grpcclient
@@ -45,13 +58,19 @@ class TritonModels:
             raise ModelUnavailable(f"{model} v{version} at {self.address}: {err}") from err
         return result.as_numpy(output)
 
-    def rank(self, version: int, rows: dict, timeout_s: float) -> np.ndarray:
-        """Ranker scores for rows named as tworec.contract.RANKER_INPUTS (scalars as [C])."""
-        feeds = {}
-        for t in contract.RANKER_INPUTS:
-            x = np.asarray(rows[t.name], t.dtype)
-            feeds[t.name] = x.reshape(-1, 1) if not t.shape else x
-        return self._infer("ranker", version, feeds, contract.RANKER_OUTPUT.name, timeout_s).reshape(-1)
+    def rank(self, version: int, rows: dict, timeout_s: float, packed: bool = True,
+             model: str = "ranker") -> np.ndarray:
+        """Ranker scores for rows named as tworec.contract.RANKER_INPUTS (scalars as [C]), sent
+        packed per dtype (contract.ranker_packed_inputs) or, to versions exported before packing,
+        as ten named inputs."""
+        if packed:
+            feeds = pack_ranker_rows(rows)
+        else:
+            feeds = {}
+            for t in contract.RANKER_INPUTS:
+                x = np.asarray(rows[t.name], t.dtype)
+                feeds[t.name] = x.reshape(-1, 1) if not t.shape else x
+        return self._infer(model, version, feeds, contract.RANKER_OUTPUT.name, timeout_s).reshape(-1)
 
     def embed_items(self, version: int, input_ids: np.ndarray, attention_mask: np.ndarray,
                     category_rows: np.ndarray, timeout_s: float) -> np.ndarray:

@@ -81,22 +81,29 @@ def test_mined_lists_put_the_positive_first_and_never_use_seen_items(synthetic_d
 
 
 def test_serving_signature_accepts_unknown_users_and_items_and_survives_a_savedmodel_round_trip(tiny_ranker):
+    """Both exported signatures (named rows, and the packed one Triton serves) give the in-memory
+    scorer's scores."""
     from tworec.ranking.model import serving_signature
-    from tworec.ranking.train import SAVEDMODEL, load_ranker
+    from tworec.ranking.train import ROWS_SIGNATURE, SAVEDMODEL, load_ranker
+    from tworec.serving.triton_models import pack_ranker_rows
     from tworec.tf_setup import tf
 
     scorer, tables, meta = load_ranker(str(tiny_ranker))
     dim = meta["embedding_dim"]
     rng = np.random.default_rng(0)
-    loaded = tf.saved_model.load(str(tiny_ranker / SAVEDMODEL)).signatures["serving_default"]
+    signatures = tf.saved_model.load(str(tiny_ranker / SAVEDMODEL)).signatures
+    loaded, packed = signatures[ROWS_SIGNATURE], signatures["serving_default"]
+    assert sorted(packed.structured_input_signature[1]) == ["ranker_float32", "ranker_int32"]
     in_memory = serving_signature(scorer, dim)
     for unknown in (False, True):
         for n in (1, 200, contract.MAX_CANDIDATES):
             rows = _rows(tables, dim, n, rng, unknown=unknown)
             saved = loaded(**{k: tf.constant(v) for k, v in rows.items()})["score"].numpy()
             fresh = in_memory({k: tf.constant(v) for k, v in rows.items()})["score"].numpy()
+            via_packed = packed(**{k: tf.constant(v) for k, v in pack_ranker_rows(rows).items()})["score"].numpy()
             assert saved.shape == (n,) and np.isfinite(saved).all()
             np.testing.assert_allclose(saved, fresh, rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(via_packed, fresh, rtol=1e-5, atol=1e-5)
     # Scores depend on the candidate, not only on the retrieval score.
     rows = _rows(tables, dim, 50, rng)
     rows["retrieval_score"][:] = 0.3

@@ -246,24 +246,39 @@ def test_a_new_version_rolls_out_under_load_without_failed_requests(service, rep
 
 
 def test_the_compiled_query_tower_matches_its_savedmodel(service):
-    """The gateway's XLA-compiled query tower answers what the exported signature answers."""
+    """The gateway's XLA-compiled query tower answers what the exported signature answers, for
+    requests one after another and from several threads at once (each thread reuses its own input
+    buffers, so no request may see another's inputs)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from tworec.export.repository import RepoLayout
     from tworec.tf_setup import tf
 
     bundle = service.bundle
     user, warm = _known_user_and_history(service)
-    history = [bundle.items.row_of[i] for i in warm[:5]]
-    times = [1_700_000_000 + 60 * j for j in range(len(history))]
-    compiled = bundle.query(bundle.user_rows[user], history, times, 1_700_000_900)
     n, dim = bundle.history_length, bundle.dim
-    emb, mask, ts = np.zeros((1, n, dim), np.float32), np.zeros((1, n), np.float32), np.zeros((1, n), np.int64)
-    emb[0, :len(history)] = bundle.items.item_embedding[history]
-    mask[0, :len(history)] = 1
-    ts[0, :len(history)] = times
     signature = tf.saved_model.load(str(RepoLayout(service.config.repo).gateway(
         bundle.version) / "query_tower.savedmodel")).signatures["serving_default"]
-    plain = signature(user_row=tf.constant([bundle.user_rows[user]], tf.int32), history_embeddings=tf.constant(emb),
-                      history_mask=tf.constant(mask), timestamp=tf.constant([1_700_000_900], tf.int64),
-                      history_timestamps=tf.constant(ts))["query_embedding"].numpy()[0]
-    np.testing.assert_allclose(compiled, plain, rtol=1e-5, atol=1e-5)
-    assert np.abs(compiled - bundle.query(0, [], [], 1_700_000_900)).max() > 1e-3  # the inputs matter
+
+    def plain(user_row, history, times, now):
+        emb, mask, ts = np.zeros((1, n, dim), np.float32), np.zeros((1, n), np.float32), np.zeros((1, n), np.int64)
+        emb[0, :len(history)] = bundle.items.item_embedding[history]
+        mask[0, :len(history)] = 1
+        ts[0, :len(history)] = times
+        return signature(user_row=tf.constant([user_row], tf.int32), history_embeddings=tf.constant(emb),
+                         history_mask=tf.constant(mask), timestamp=tf.constant([now], tf.int64),
+                         history_timestamps=tf.constant(ts))["query_embedding"].numpy()[0]
+
+    requests = []
+    for j, length in enumerate((5, 1, 0, 3, 8, 2)):
+        history = [bundle.items.row_of[i] for i in warm[j:j + length]]
+        times = [1_700_000_000 + 60 * t for t in range(len(history))]
+        requests.append((bundle.user_rows[user] if j % 2 else 0, history, times, 1_700_000_900 + j))
+    expected = [plain(*r) for r in requests]
+    for request, want in zip(requests, expected):
+        np.testing.assert_allclose(bundle.query(*request), want, rtol=1e-5, atol=1e-5)
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda r: bundle.query(*r), requests * 20))
+    for got, want in zip(answers, expected * 20):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert np.abs(expected[0] - expected[2]).max() > 1e-3  # the inputs matter
