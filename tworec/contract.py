@@ -203,10 +203,10 @@ class PackedInput:
 
 def ranker_packed_inputs(embedding_dim: int) -> tuple:
     """How the ranker's inputs travel to Triton: one matrix per dtype (``ranker_int32``,
-    ``ranker_float32``) instead of ten tensors. Each tensor costs the Triton Python backend a
-    round of bookkeeping on every request; with two, a 200-row round trip is ~0.6 ms shorter
-    (benchmarks/bench_ranker.py). The ranker's SavedModel serves this packed signature; the named
-    one (``rows``) stays for offline use."""
+    ``ranker_float32``) instead of ten tensors. Each tensor costs the Triton Python backend and
+    its client a round of bookkeeping on every request; with two, a 200-row call is ~10% faster
+    (benchmarks/bench_ranker.py prints both). The ranker's SavedModel serves this packed
+    signature as ``serving_default``; the named one (``rows``) stays for other callers."""
     packed = []
     for dtype in ("int32", "float32"):
         columns, start = [], 0
