@@ -57,7 +57,7 @@ class RepoLayout:
 # exactly (1,000 candidates = 800 + 200).
 RANKER_ROW_BUCKETS = (8, 64, 200, 400, 800)
 # bundle.json's "ranker_inputs": how the gateway sends rows to this version's ranker. Versions
-# exported before packing have no such key and take the ten named inputs.
+# exported before packing have no such key; the gateway refuses them with a line saying to re-export.
 RANKER_INPUTS_PACKED = "packed"
 
 
@@ -106,7 +106,7 @@ def read_manifest(repo: str) -> dict:
 def export_repository(retrieval_dir: str, ranker_dir: str, repo: str, eval_dir: str | None = None) -> dict:
     """Publishes the next version; returns its manifest entry."""
     from tworec.export.triton_repo import site_packages_path
-    from tworec.ranking.train import SAVEDMODEL, load_tables
+    from tworec.ranking.train import export_savedmodel, load_ranker
     from tworec.towers.index import IndexConfig, ItemIndex
     from tworec.towers.train import load_retrieval
 
@@ -116,7 +116,7 @@ def export_repository(retrieval_dir: str, ranker_dir: str, repo: str, eval_dir: 
         raise ValueError(f"the ranker in {ranker_dir} was trained on candidates of {ranker_meta['retrieval']}, "
                          f"not {retrieval_dir}: export the retrieval model it was trained with")
     model, catalog, _, config = load_retrieval(retrieval_dir)
-    tables = load_tables(Path(ranker_dir) / "tables.npz")
+    scorer, tables, _ = load_ranker(ranker_dir)
     dim = config.embedding_dim
     manifest = read_manifest(repo)
     known = [int(v) for v in manifest["versions"]] + versions(layout.triton / RANKER_MODEL)
@@ -127,6 +127,9 @@ def export_repository(retrieval_dir: str, ranker_dir: str, repo: str, eval_dir: 
     try:
         export_query_tower(model, config, staging / "query_tower.savedmodel")
         export_item_tower(model, config, staging / "item_tower.savedmodel")
+        # Saved again from the weights, so the signatures are the ones this code's contract serves
+        # even for a ranker folder written by an earlier version.
+        export_savedmodel(scorer, dim, staging / "ranker.savedmodel")
         ItemIndex.build(tables.item_embedding, catalog.item_ids,
                         IndexConfig(num_neighbors=200)).save(str(staging / "index"))
         np.savez(staging / "catalog.npz", item_ids=np.array(catalog.item_ids, dtype=str),
@@ -138,11 +141,12 @@ def export_repository(retrieval_dir: str, ranker_dir: str, repo: str, eval_dir: 
                  attributes=np.array(tables.attributes, dtype=str))
         (staging / "users.txt").write_text("".join(f"{u}\n" for u in catalog.user_vocab))
         site = site_packages_path()
-        ranker_version = publish_savedmodel(layout.triton, ranker_model_config(dim), Path(ranker_dir) / SAVEDMODEL,
+        ranker_version = publish_savedmodel(layout.triton, ranker_model_config(dim), staging / "ranker.savedmodel",
                                             site, version=version)
         item_version = publish_savedmodel(layout.triton, item_tower_model_config(dim),
                                           staging / "item_tower.savedmodel", site, version=version)
         shutil.rmtree(staging / "item_tower.savedmodel")
+        shutil.rmtree(staging / "ranker.savedmodel")
         bundle = {
             "version": version, "embedding_dim": dim, "history_length": config.history_length,
             "max_text_length": config.max_text_length, "encoder": config.encoder,

@@ -76,6 +76,9 @@ class Bundle:
         if not (path / "bundle.json").exists():
             raise ConfigError(f"{path} is not an exported gateway version: run `tworec export` into {repo}")
         meta = json.loads((path / "bundle.json").read_text())
+        if meta.get("ranker_inputs") != RANKER_INPUTS_PACKED:
+            raise ConfigError(f"{path} was exported for a gateway that sends the ranker ten named inputs; this one "
+                              f"sends them packed ({RANKER_INPUTS_PACKED!r}): re-export it with `tworec export`")
         self.version = version
         self.meta = meta
         self.dim = meta["embedding_dim"]
@@ -83,7 +86,6 @@ class Bundle:
         self.max_text_length = meta["max_text_length"]
         self.triton_versions = meta["triton"]
         self.ranker_model, self.item_tower_model = RANKER_MODEL, ITEM_TOWER_MODEL
-        self.ranker_packed = meta.get("ranker_inputs") == RANKER_INPUTS_PACKED
         self._query = QueryTower(str(path / "query_tower.savedmodel"))
         self.index = ItemIndex.load(str(path / "index"))
         with np.load(path / "catalog.npz", allow_pickle=False) as z:

@@ -140,8 +140,7 @@ class Recommender(pb_grpc.RecommenderServicer):
             rows = self._ranker_rows(bundle, user_row, parsed["attributes"], query, len(history),
                                      (now - history_ts[0]) / 3600.0 if history else 0.0, ids, scores)
             try:
-                ranked = self.triton.rank(bundle.triton_versions[bundle.ranker_model], rows, budget,
-                                           packed=bundle.ranker_packed)
+                ranked = self.triton.rank(bundle.triton_versions[bundle.ranker_model], rows, budget)
             except ModelUnavailable as err:
                 self._warn_degraded(err)
                 degraded = True

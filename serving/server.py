@@ -186,7 +186,7 @@ class Service:
         c = min(200, len(bundle.items.item_ids))
         rows = {t.name: np.zeros((c, *t.dims(bundle.dim)), t.dtype) for t in contract.RANKER_INPUTS}
         rows["item_embedding"] = bundle.items.item_embedding[:c].copy()
-        self.models.rank(bundle.triton_versions[bundle.ranker_model], rows, 60.0, packed=bundle.ranker_packed)
+        self.models.rank(bundle.triton_versions[bundle.ranker_model], rows, 60.0)
         self.models.embed_items(bundle.triton_versions[bundle.item_tower_model], np.array([[101, 102]]),
                                 np.ones((1, 2), np.int32), np.zeros((1, contract.MAX_ITEM_CATEGORIES), np.int32), 60.0)
         bundle.query(0, [0], [0], 1)

@@ -61,8 +61,8 @@ class TritonModels:
     def rank(self, version: int, rows: dict, timeout_s: float, packed: bool = True,
              model: str = "ranker") -> np.ndarray:
         """Ranker scores for rows named as tworec.contract.RANKER_INPUTS (scalars as [C]), sent
-        packed per dtype (contract.ranker_packed_inputs) or, to versions exported before packing,
-        as ten named inputs."""
+        packed per dtype (contract.ranker_packed_inputs), or as the ten named inputs to a model
+        configured for the SavedModel's ``rows`` signature (benchmarks/bench_ranker.py compares)."""
         if packed:
             feeds = pack_ranker_rows(rows)
         else:

@@ -123,6 +123,19 @@ def test_a_dimension_mismatch_refuses_to_start(repo, tmp_path):
     assert len(lines) == 1 and "dimension" in lines[0] and "re-export" in lines[0]
 
 
+def test_a_version_exported_for_named_ranker_inputs_refuses_to_start(repo, tmp_path):
+    old = tmp_path / "repo"
+    shutil.copytree(repo, old)
+    meta_path = old / "gateway" / "1" / "bundle.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["ranker_inputs"]
+    meta_path.write_text(json.dumps(meta))
+    done = _serve(["--repo", str(old)])
+    assert done.returncode == 2
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 1 and "packed" in lines[0] and "re-export" in lines[0]
+
+
 def test_a_triton_that_cannot_start_refuses_to_start(repo):
     from tworec.serving.bundle import ConfigError  # noqa: F401 - the same exits as the CLI
     from tworec.serving.server import ServeConfig, Service
