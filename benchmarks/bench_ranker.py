@@ -31,6 +31,13 @@ def _rows(tables, dim: int, n: int, rng) -> dict:
     return {k: np.ascontiguousarray(v[0]) for k, v in features.items()}
 
 
+def _named_feeds(rows: dict) -> dict:
+    """The ten RANKER_INPUTS as Triton takes them by name: a scalar per row as [rows, 1]."""
+    from tworec import contract
+
+    return {t.name: rows[t.name] if t.shape else rows[t.name].reshape(-1, 1) for t in contract.RANKER_INPUTS}
+
+
 def _timed(call, inputs, requests: int) -> np.ndarray:
     call(inputs)
     out = []
@@ -76,7 +83,8 @@ def main(argv=None) -> dict:
         calls = {
             "in_process": in_process,
             "triton": lambda x: models.rank(1, x, 10.0),
-            "triton_named_inputs": lambda x: models.rank(1, x, 10.0, packed=False, model=named_config.name),
+            "triton_named_inputs": lambda x: models.infer(named_config.name, 1, _named_feeds(x),
+                                                          contract.RANKER_OUTPUT.name, 10.0).reshape(-1),
         }
         for n in (200, 1000):
             inputs = _rows(tables, dim, n, rng)

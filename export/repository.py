@@ -63,7 +63,7 @@ RANKER_INPUTS_PACKED = "packed"
 
 def ranker_model_config(embedding_dim: int) -> ModelConfig:
     # Rows are (user, candidate) pairs, so concurrent requests batch along rows.
-    packed = tuple(contract.Tensor(p.name, p.dtype, (p.width,)) for p in contract.ranker_packed_inputs(embedding_dim))
+    packed = [p.tensor for p in contract.ranker_packed_inputs(embedding_dim)]
     return ModelConfig(RANKER_MODEL, inputs=triton_specs(packed, embedding_dim),
                        outputs=triton_specs((contract.RANKER_OUTPUT,), embedding_dim),
                        max_batch_size=8 * contract.MAX_CANDIDATES, dynamic_batching_delay_us=0,

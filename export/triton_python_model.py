@@ -142,11 +142,10 @@ class PackedXla:
         for rows in buckets:
             shapes = [tf.TensorSpec([rows, widths[d]], tf.as_dtype(d)) for d in self._dtypes]
             fn = scored.get_concrete_function(*shapes)
-            buffers = {d: aligned_zeros((rows, widths[d]), d) for d in self._dtypes}
-            tensors = [tf.experimental.dlpack.from_dlpack(buffers[d].__dlpack__()) for d in self._dtypes]
+            arrays, tensors = shared_inputs(tf, [((rows, widths[d]), d) for d in self._dtypes])
             fn(*tensors)  # compiles now, not on a request
-            self._functions[rows] = (flat_caller(tf, fn, tensors), buffers, tensors)
-        self.direct = all(call is not None and getattr(call, "__name__", "") == "call_flat"
+            self._functions[rows] = (flat_caller(tf, fn, tensors), dict(zip(self._dtypes, arrays)), tensors)
+        self.direct = all(getattr(call, "__name__", "") == "call_flat"
                           for call, _, _ in self._functions.values())
 
     def __call__(self, feeds: dict) -> dict:
@@ -199,3 +198,10 @@ def aligned_zeros(shape, dtype) -> np.ndarray:
     raw = np.zeros(size + _ALIGNMENT, np.uint8)
     offset = -raw.ctypes.data % _ALIGNMENT
     return raw[offset:offset + size].view(dtype).reshape(shape)
+
+
+def shared_inputs(tf, shapes_and_dtypes) -> tuple:
+    """(aligned numpy arrays, TensorFlow tensors sharing their memory): a call's inputs are written
+    into the arrays and the tensors passed, with no copy into TensorFlow."""
+    arrays = [aligned_zeros(shape, dtype) for shape, dtype in shapes_and_dtypes]
+    return arrays, [tf.experimental.dlpack.from_dlpack(a.__dlpack__()) for a in arrays]

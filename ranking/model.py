@@ -129,11 +129,14 @@ class RankingModel(tfrs.Model):
         return loss / tf.cast(tf.shape(scores)[0] * replicas, loss.dtype)
 
 
+def _batched_specs(tensors, embedding_dim: int) -> dict:
+    return {t.name: tf.TensorSpec([None, *t.dims(embedding_dim, None)], tf.as_dtype(t.dtype), name=t.name)
+            for t in tensors}
+
+
 def serving_signature(scorer: RankingScorer, embedding_dim: int):
     """The batched signature over named rows: RANKER_INPUTS rows → {"score": [rows]}."""
-    specs = {}
-    for t in contract.RANKER_INPUTS:
-        specs[t.name] = tf.TensorSpec([None, *t.dims(embedding_dim, None)], tf.as_dtype(t.dtype), name=t.name)
+    specs = _batched_specs(contract.RANKER_INPUTS, embedding_dim)
 
     @tf.function(input_signature=[specs])
     def serve(rows):
@@ -155,8 +158,7 @@ def unpack_rows(packed: dict, embedding_dim: int) -> dict:
 def packed_serving_signature(scorer: RankingScorer, embedding_dim: int):
     """What Triton serves and the gateway calls: one matrix per dtype
     (contract.ranker_packed_inputs) → {"score": [rows]}."""
-    specs = {p.name: tf.TensorSpec([None, p.width], tf.as_dtype(p.dtype), name=p.name)
-             for p in contract.ranker_packed_inputs(embedding_dim)}
+    specs = _batched_specs([p.tensor for p in contract.ranker_packed_inputs(embedding_dim)], embedding_dim)
 
     @tf.function(input_signature=[specs])
     def serve(packed):

@@ -11,7 +11,7 @@ import threading
 
 import numpy as np
 
-from tworec.export.triton_python_model import aligned_zeros, flat_caller
+from tworec.export.triton_python_model import flat_caller, shared_inputs
 from tworec.tf_setup import tf
 
 
@@ -25,8 +25,8 @@ class QueryTower:
         (self._output,) = signature.structured_outputs  # the one output: the query embedding
         # (name, shape with batch 1, numpy dtype) in the frozen function's argument order.
         self._inputs = [(t.name.split(":")[0], (1, *t.shape[1:]), t.dtype.as_numpy_dtype) for t in frozen.inputs]
-        structure = signature.structured_outputs
-        compiled = tf.function(lambda *args: tf.nest.pack_sequence_as(structure, frozen(*args))[self._output],
+        compiled = tf.function(lambda *args: tf.nest.pack_sequence_as(signature.structured_outputs,
+                                                                      frozen(*args))[self._output],
                                jit_compile=True, autograph=False)
         specs = [tf.TensorSpec(shape, dtype) for _, shape, dtype in self._inputs]
         concrete = compiled.get_concrete_function(*specs)
@@ -40,9 +40,7 @@ class QueryTower:
         is copied into them (one copy, cast included) instead of into new arrays."""
         buffers = getattr(self._local, "buffers", None)
         if buffers is None:
-            arrays = [aligned_zeros(shape, dtype) for _, shape, dtype in self._inputs]
-            tensors = [tf.experimental.dlpack.from_dlpack(a.__dlpack__()) for a in arrays]
-            buffers = self._local.buffers = (arrays, tensors)
+            buffers = self._local.buffers = shared_inputs(tf, [(shape, dtype) for _, shape, dtype in self._inputs])
         return buffers
 
     def __call__(self, **request) -> np.ndarray:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from tworec import contract
+from tworec.ranking.features import pack_ranker_rows
 
 _TRITON_DTYPE = {"float32": "FP32", "int32": "INT32", "int64": "INT64"}
 # Reconnect quickly after Triton restarts: gRPC's default backoff grows to minutes.
@@ -27,19 +28,6 @@ def _input(name: str, array: np.ndarray):
     return tensor
 
 
-def pack_ranker_rows(rows: dict) -> dict:
-    """RANKER_INPUTS rows → the packed matrices of contract.ranker_packed_inputs."""
-    count = len(rows[contract.RANKER_INPUTS[0].name])
-    embedding_dim = np.shape(rows["query_embedding"])[-1]
-    out = {}
-    for p in contract.ranker_packed_inputs(embedding_dim):
-        matrix = np.empty((count, p.width), p.dtype)
-        for c in p.columns:
-            matrix[:, c.start:c.start + c.width] = np.reshape(rows[c.name], (count, c.width))
-        out[p.name] = matrix
-    return out
-
-
 class TritonModels:
     def __init__(self, address: str):
         import tritonclient.grpc as grpcclient
@@ -47,7 +35,7 @@ class TritonModels:
         self.address = address
         self.client = grpcclient.InferenceServerClient(address, channel_args=_CHANNEL_ARGS)
 
-    def _infer(self, model: str, version: int, inputs: dict, output: str, timeout_s: float) -> np.ndarray:
+    def infer(self, model: str, version: int, inputs: dict, output: str, timeout_s: float) -> np.ndarray:
         import tritonclient.grpc as grpcclient
 
         try:
@@ -58,25 +46,17 @@ class TritonModels:
             raise ModelUnavailable(f"{model} v{version} at {self.address}: {err}") from err
         return result.as_numpy(output)
 
-    def rank(self, version: int, rows: dict, timeout_s: float, packed: bool = True,
-             model: str = "ranker") -> np.ndarray:
+    def rank(self, version: int, rows: dict, timeout_s: float) -> np.ndarray:
         """Ranker scores for rows named as tworec.contract.RANKER_INPUTS (scalars as [C]), sent
-        packed per dtype (contract.ranker_packed_inputs), or as the ten named inputs to a model
-        configured for the SavedModel's ``rows`` signature (benchmarks/bench_ranker.py compares)."""
-        if packed:
-            feeds = pack_ranker_rows(rows)
-        else:
-            feeds = {}
-            for t in contract.RANKER_INPUTS:
-                x = np.asarray(rows[t.name], t.dtype)
-                feeds[t.name] = x.reshape(-1, 1) if not t.shape else x
-        return self._infer(model, version, feeds, contract.RANKER_OUTPUT.name, timeout_s).reshape(-1)
+        packed per dtype (contract.ranker_packed_inputs)."""
+        return self.infer("ranker", version, pack_ranker_rows(rows), contract.RANKER_OUTPUT.name,
+                          timeout_s).reshape(-1)
 
     def embed_items(self, version: int, input_ids: np.ndarray, attention_mask: np.ndarray,
                     category_rows: np.ndarray, timeout_s: float) -> np.ndarray:
         feeds = {"input_ids": input_ids.astype(np.int32), "attention_mask": attention_mask.astype(np.int32),
                  "item_category_rows": category_rows.astype(np.int32)}
-        return self._infer("item_tower", version, feeds, contract.ITEM_TOWER_OUTPUT.name, timeout_s)
+        return self.infer("item_tower", version, feeds, contract.ITEM_TOWER_OUTPUT.name, timeout_s)
 
     def ready(self, model: str, version: int) -> bool:
         try:

@@ -83,9 +83,9 @@ def test_mined_lists_put_the_positive_first_and_never_use_seen_items(synthetic_d
 def test_serving_signature_accepts_unknown_users_and_items_and_survives_a_savedmodel_round_trip(tiny_ranker):
     """Both exported signatures (named rows, and the packed one Triton serves) give the in-memory
     scorer's scores."""
+    from tworec.ranking.features import pack_ranker_rows
     from tworec.ranking.model import serving_signature
     from tworec.ranking.train import ROWS_SIGNATURE, SAVEDMODEL, load_ranker
-    from tworec.serving.triton_models import pack_ranker_rows
     from tworec.tf_setup import tf
 
     scorer, tables, meta = load_ranker(str(tiny_ranker))

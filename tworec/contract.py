@@ -8,6 +8,7 @@ id rules that both the data pipeline and the gateway enforce. Nothing here impor
 from __future__ import annotations
 
 import enum
+import math
 import re
 from dataclasses import dataclass
 
@@ -179,6 +180,7 @@ RANKER_CANDIDATE_INPUTS = (
 )
 RANKER_INPUTS = RANKER_USER_INPUTS + RANKER_CANDIDATE_INPUTS
 RANKER_OUTPUT = Tensor("score", "float32", (), "ranking score: higher is better")
+MAX_CANDIDATES = 1000
 
 
 @dataclass(frozen=True)
@@ -200,6 +202,10 @@ class PackedInput:
     width: int
     columns: tuple  # PackedColumns
 
+    @property
+    def tensor(self) -> Tensor:
+        return Tensor(self.name, self.dtype, (self.width,))
+
 
 def ranker_packed_inputs(embedding_dim: int) -> tuple:
     """How the ranker's inputs travel to Triton: one matrix per dtype (``ranker_int32``,
@@ -214,14 +220,12 @@ def ranker_packed_inputs(embedding_dim: int) -> tuple:
             if t.dtype != dtype:
                 continue
             shape = t.dims(embedding_dim)
-            width = 1
-            for d in shape:
-                width *= d
+            width = math.prod(shape)
             columns.append(PackedColumns(t.name, start, width, shape))
             start += width
         packed.append(PackedInput(f"ranker_{dtype}", dtype, start, tuple(columns)))
     return tuple(packed)
-MAX_CANDIDATES = 1000
+
 
 # The item tower as a served model: tokenised text (tokenizer.json of the text encoder) and
 # category rows → an embedding, for items the model never saw.
