@@ -47,6 +47,9 @@ class ServeConfig:
     grace_s: float = 10.0
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     tf_threads: int = 1  # the gateway's TensorFlow threads (the query tower runs on request threads)
+    # Ranker rows to the Triton this service starts through shared memory, not inside gRPC messages
+    # (an external Triton, ``triton_address``, may be on another host: it always gets messages).
+    ranker_shared_memory: bool = True
 
 
 class Service:
@@ -96,7 +99,7 @@ class Service:
                 address = self.triton_server.grpc_address
             else:
                 address = c.triton_address
-            self.models = TritonModels(address)
+            self.models = TritonModels(address, shared_memory=c.ranker_shared_memory and c.triton_address is None)
             bundle = Bundle(c.repo, version)
             self._wait_models(self.models, bundle.meta, c.model_ready_timeout_s)
             self._warm_up(bundle)

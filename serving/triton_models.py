@@ -1,7 +1,14 @@
 """The gateway's calls into Triton: the ranker (scores for candidate rows) and the item tower
 (embeddings for new items' text). Every call has a time budget; failures raise
-``ModelUnavailable`` so the gateway can degrade (ranker) or answer UNAVAILABLE (item tower)."""
+``ModelUnavailable`` so the gateway can degrade (ranker) or answer UNAVAILABLE (item tower).
+
+When Triton runs on the same host, the ranker's packed rows (~120 KB for 200 candidates) and its
+scores cross through system shared memory registered with Triton (its shared-memory extension),
+not inside the gRPC messages: one region per gateway thread, registered once."""
 from __future__ import annotations
+
+import os
+import threading
 
 import numpy as np
 
@@ -28,12 +35,96 @@ def _input(name: str, array: np.ndarray):
     return tensor
 
 
+class _Region:
+    """One system shared-memory region registered with Triton: inputs first, then the output."""
+
+    def __init__(self, client, name: str, input_bytes: int, output_bytes: int, timeout_s: float):
+        import tritonclient.utils.shared_memory as shm
+
+        self.name, self.input_bytes, self.output_bytes = name, input_bytes, output_bytes
+        self.handle = shm.create_shared_memory_region(name, "/" + name, input_bytes + output_bytes, create_only=True)
+        try:
+            client.register_system_shared_memory(name, "/" + name, input_bytes + output_bytes,
+                                                 client_timeout=max(timeout_s, 0.001))
+        except Exception:
+            shm.destroy_shared_memory_region(self.handle)
+            raise
+
+    def release(self, client) -> None:
+        """Unregister (Triton keeps its own mapping while a request still uses it) and unmap."""
+        import tritonclient.utils.shared_memory as shm
+
+        try:
+            client.unregister_system_shared_memory(self.name, client_timeout=1.0)
+        except Exception:  # noqa: BLE001 - Triton may be gone or have forgotten it; the memory is ours
+            pass
+        shm.destroy_shared_memory_region(self.handle)
+
+
+class _RankerSharedMemory:
+    """Per gateway thread, a region sized for ``contract.MAX_CANDIDATES`` ranker rows, created and
+    registered on the thread's first call.
+
+    After any failed call the thread's region is dropped and the next call registers a new one: a
+    restarted Triton has forgotten every registration, and a call that ran past its budget may
+    still be queued in Triton, reading the region's inputs and writing its output, so the region
+    must not carry the thread's next call. Dropped regions are released off the request path."""
+
+    def __init__(self, client):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._client = client
+        self._local = threading.local()
+        self._regions: set = set()
+        self._lock = threading.Lock()
+        self._serial = 0
+        self._releaser = ThreadPoolExecutor(1, thread_name_prefix="tworec-shm-release")
+
+    def region(self, input_bytes: int, output_bytes: int, timeout_s: float) -> _Region:
+        region = getattr(self._local, "region", None)
+        if region is not None and (region.input_bytes < input_bytes or region.output_bytes < output_bytes):
+            self.discard()
+            region = None
+        if region is None:
+            with self._lock:
+                self._serial += 1
+                name = f"tworec_ranker_{os.getpid()}_{self._serial}"
+            region = _Region(self._client, name, input_bytes, output_bytes, timeout_s)
+            with self._lock:
+                self._regions.add(region)
+            self._local.region = region
+        return region
+
+    def discard(self) -> None:
+        region = getattr(self._local, "region", None)
+        if region is not None:
+            self._local.region = None
+            with self._lock:
+                self._regions.discard(region)
+            self._releaser.submit(region.release, self._client)
+
+    def close(self) -> None:
+        self._releaser.shutdown(wait=True)
+        with self._lock:
+            regions, self._regions = list(self._regions), set()
+        for region in regions:
+            region.release(self._client)
+
+
+def _is_refused_region(err) -> bool:
+    """Triton's answer to a request naming a shared-memory region it does not have registered."""
+    return "shared memory" in str(err).lower()
+
+
 class TritonModels:
-    def __init__(self, address: str):
+    def __init__(self, address: str, shared_memory: bool = False):
+        """``shared_memory``: send the ranker's rows through system shared memory; only for a
+        Triton on this host (it maps the regions by name)."""
         import tritonclient.grpc as grpcclient
 
         self.address = address
         self.client = grpcclient.InferenceServerClient(address, channel_args=_CHANNEL_ARGS)
+        self._shared = _RankerSharedMemory(self.client) if shared_memory else None
 
     def infer(self, model: str, version: int, inputs: dict, output: str, timeout_s: float) -> np.ndarray:
         import tritonclient.grpc as grpcclient
@@ -49,8 +140,42 @@ class TritonModels:
     def rank(self, version: int, rows: dict, timeout_s: float) -> np.ndarray:
         """Ranker scores for rows named as tworec.contract.RANKER_INPUTS (scalars as [C]), sent
         packed per dtype (contract.ranker_packed_inputs)."""
-        return self.infer("ranker", version, pack_ranker_rows(rows), contract.RANKER_OUTPUT.name,
-                          timeout_s).reshape(-1)
+        packed = pack_ranker_rows(rows)
+        if self._shared is not None:
+            try:
+                return self._rank_in_shared_memory(version, packed, timeout_s)
+            except ModelUnavailable as err:
+                self._shared.discard()
+                if not _is_refused_region(err.__cause__):
+                    raise
+                # Triton lost the region (restarted): this call sends its rows inside the message.
+        return self.infer("ranker", version, packed, contract.RANKER_OUTPUT.name, timeout_s).reshape(-1)
+
+    def _rank_in_shared_memory(self, version: int, packed: dict, timeout_s: float) -> np.ndarray:
+        import tritonclient.grpc as grpcclient
+        import tritonclient.utils.shared_memory as shm
+
+        count = len(next(iter(packed.values())))
+        capacity = max(count, contract.MAX_CANDIDATES)
+        row_bytes = sum(a.nbytes for a in packed.values()) // max(count, 1)
+        score = np.dtype(contract.RANKER_OUTPUT.dtype)
+        try:
+            region = self._shared.region(row_bytes * capacity, score.itemsize * capacity, timeout_s)
+            arrays = [np.ascontiguousarray(a) for a in packed.values()]
+            shm.set_shared_memory_region(region.handle, arrays)
+            inputs, offset = [], 0
+            for name, array in zip(packed, arrays):
+                tensor = grpcclient.InferInput(name, list(array.shape), _TRITON_DTYPE[array.dtype.name])
+                tensor.set_shared_memory(region.name, array.nbytes, offset)
+                inputs.append(tensor)
+                offset += array.nbytes
+            output = grpcclient.InferRequestedOutput(contract.RANKER_OUTPUT.name)
+            output.set_shared_memory(region.name, score.itemsize * count, region.input_bytes)
+            self.client.infer("ranker", inputs, model_version=str(version), outputs=[output],
+                              client_timeout=max(timeout_s, 0.001))
+        except Exception as err:  # noqa: BLE001 - as in ``infer``
+            raise ModelUnavailable(f"ranker v{version} at {self.address}: {err}") from err
+        return shm.get_contents_as_numpy(region.handle, score, [count], offset=region.input_bytes).copy()
 
     def embed_items(self, version: int, input_ids: np.ndarray, attention_mask: np.ndarray,
                     category_rows: np.ndarray, timeout_s: float) -> np.ndarray:
@@ -65,4 +190,6 @@ class TritonModels:
             return False
 
     def close(self):
+        if self._shared is not None:
+            self._shared.close()
         self.client.close()

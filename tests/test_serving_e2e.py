@@ -202,6 +202,59 @@ def test_ranker_scores_match_the_ranker_model_offline(service, client, tiny_rank
     np.testing.assert_allclose(via_triton, offline["score"].numpy(), rtol=1e-5, atol=1e-5)
 
 
+def test_ranker_rows_cross_by_shared_memory_and_survive_a_triton_that_forgot_them(service):
+    """The service's Triton is local, so the ranker's rows go through a registered shared-memory
+    region per gateway thread. Scores equal those sent inside the gRPC message, for a few rows and
+    for MAX_CANDIDATES rows, from several threads at once; when Triton forgets the regions (as a
+    restarted Triton does) the call still answers right and the next one registers afresh; a call
+    that ran past its budget leaves its region behind (Triton may still read and write it)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tworec import contract
+    from tworec.serving.triton_models import ModelUnavailable, TritonModels
+
+    gw, bundle = service.recommender, service.bundle
+    user, warm = _known_user_and_history(service)
+    history = [bundle.items.row_of[i] for i in warm[:3]]
+    query = bundle.query(bundle.user_rows[user], history, [1_700_000_000] * 3, 1_700_000_100)
+    rng = np.random.default_rng(3)
+
+    def rows(count):
+        ids = [bundle.items.item_ids[r] for r in rng.integers(0, len(bundle.items.item_ids), count)]
+        return gw._ranker_rows(bundle, bundle.user_rows[user], {}, query, 3, 0.5, ids,
+                               rng.normal(size=count).astype(np.float32))
+
+    requests = [rows(n) for n in (1, 7, 200, contract.MAX_CANDIDATES)]
+    version = bundle.triton_versions[bundle.ranker_model]
+    plain = TritonModels(service.models.address)  # rows inside the message
+    try:
+        expected = [plain.rank(version, r, 10.0) for r in requests]
+        shared = service.models
+        with ThreadPoolExecutor(3) as pool:
+            answers = list(pool.map(lambda r: shared.rank(version, r, 10.0), requests * 3))
+        for got, want in zip(answers, expected * 3):
+            np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+        registered = plain.client.get_system_shared_memory_status(as_json=True)["regions"]
+        assert registered and all(name.startswith("tworec_ranker_") for name in registered)
+
+        shared.rank(version, requests[0], 10.0)  # this thread's region is registered too
+        plain.client.unregister_system_shared_memory()  # every region, as after a Triton restart
+        np.testing.assert_allclose(shared.rank(version, requests[2], 10.0), expected[2], rtol=1e-6, atol=1e-6)
+        assert not plain.client.get_system_shared_memory_status(as_json=True).get("regions")
+        np.testing.assert_allclose(shared.rank(version, requests[3], 10.0), expected[3], rtol=1e-6, atol=1e-6)
+        registered = set(plain.client.get_system_shared_memory_status(as_json=True)["regions"])
+        assert len(registered) == 1
+
+        # A call past its budget may still run in Triton: its region is dropped, not reused.
+        with pytest.raises(ModelUnavailable):
+            shared.rank(version, requests[3], 1e-6)
+        np.testing.assert_allclose(shared.rank(version, requests[2], 10.0), expected[2], rtol=1e-6, atol=1e-6)
+        assert set(plain.client.get_system_shared_memory_status(as_json=True)["regions"]) - registered
+    finally:
+        plain.close()
+    assert len({tuple(np.round(a, 4)) for a in expected}) == len(expected)  # different rows, different scores
+
+
 def test_a_new_version_rolls_out_under_load_without_failed_requests(service, repo, tiny_retrieval, tiny_ranker):
     """Publishing version 2 into the served repository: Triton loads it by itself, the gateway
     switches without a restart, and no request in flight fails meanwhile."""
