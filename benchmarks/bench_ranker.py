@@ -1,12 +1,13 @@
 """Ranker latency per request for 200 and 1,000 candidates: the SavedModel in process, and the
-same SavedModel served by Triton (Python backend) over gRPC on loopback, with the inputs sent as
-the serving path sends them (packed: one matrix per dtype) and as ten named tensors.
+same SavedModel served by Triton (Python backend) over gRPC on loopback, with the inputs packed
+(one matrix per dtype) inside the gRPC message, packed in shared memory (what the gateway does
+with the Triton it starts), and as ten named tensors inside the message.
 
     python benchmarks/bench_ranker.py --ranker runs/ml100k/ranker [--requests 300] [--repeats 3]
 
-Prints median and p99 per request (medians over repeats; the Triton variants alternate within
-each repeat, so a drifting machine affects both alike), the Triton/in-process ratio and the
-packed/named ratio.
+Prints median and p99 per request (medians over repeats; all variants take turns call by call,
+so a drifting machine affects them alike), the Triton/in-process ratio, the
+shared-memory/message ratio and the packed/named ratio.
 """
 from __future__ import annotations
 
@@ -38,14 +39,18 @@ def _named_feeds(rows: dict) -> dict:
     return {t.name: rows[t.name] if t.shape else rows[t.name].reshape(-1, 1) for t in contract.RANKER_INPUTS}
 
 
-def _timed(call, inputs, requests: int) -> np.ndarray:
-    call(inputs)
-    out = []
-    for _ in range(requests):
-        started = time.perf_counter()
+def _interleaved(calls: dict, inputs, requests: int) -> dict:
+    """Per variant, milliseconds per call; the variants take turns call by call, so a machine whose
+    speed drifts slows them alike."""
+    for call in calls.values():
         call(inputs)
-        out.append((time.perf_counter() - started) * 1000)
-    return np.array(out)
+    out = {name: [] for name in calls}
+    for _ in range(requests):
+        for name, call in calls.items():
+            started = time.perf_counter()
+            call(inputs)
+            out[name].append((time.perf_counter() - started) * 1000)
+    return {name: np.array(times) for name, times in out.items()}
 
 
 def main(argv=None) -> dict:
@@ -78,34 +83,41 @@ def main(argv=None) -> dict:
     results = {"ranker": os.path.abspath(args.ranker), "candidates": {}}
     with TritonServer(TritonConfig(repo)) as server:
         models = TritonModels(server.grpc_address)
+        shared = TritonModels(server.grpc_address, shared_memory=True)
         while not (models.ready(packed_config.name, 1) and models.ready(named_config.name, 1)):
             time.sleep(0.2)
         calls = {
             "in_process": in_process,
             "triton": lambda x: models.rank(1, x, 10.0),
+            "triton_shared_memory": lambda x: shared.rank(1, x, 10.0),
             "triton_named_inputs": lambda x: models.infer(named_config.name, 1, _named_feeds(x),
                                                           contract.RANKER_OUTPUT.name, 10.0).reshape(-1),
         }
         for n in (200, 1000):
             inputs = _rows(tables, dim, n, rng)
-            for name in ("triton", "triton_named_inputs"):
+            for name in ("triton", "triton_shared_memory", "triton_named_inputs"):
                 np.testing.assert_allclose(calls[name](inputs), in_process(inputs), rtol=1e-4, atol=1e-4)
             runs = {name: [] for name in calls}
             for _ in range(args.repeats):
-                for name, call in calls.items():
-                    runs[name].append(_timed(call, inputs, args.requests))
+                for name, times in _interleaved(calls, inputs, args.requests).items():
+                    runs[name].append(times)
             entry = {name: {"p50_ms": statistics.median(float(np.percentile(r, 50)) for r in rs),
                             "p99_ms": statistics.median(float(np.percentile(r, 99)) for r in rs)}
                      for name, rs in runs.items()}
             entry["triton_over_in_process_p50"] = entry["triton"]["p50_ms"] / entry["in_process"]["p50_ms"]
             entry["packed_over_named_p50"] = entry["triton"]["p50_ms"] / entry["triton_named_inputs"]["p50_ms"]
+            entry["shared_memory_over_message_p50"] = (entry["triton_shared_memory"]["p50_ms"]
+                                                       / entry["triton"]["p50_ms"])
             results["candidates"][str(n)] = entry
             print(f"{n:>5} candidates: in process p50 {entry['in_process']['p50_ms']:.2f} ms "
                   f"p99 {entry['in_process']['p99_ms']:.2f} ms | Triton p50 {entry['triton']['p50_ms']:.2f} ms "
                   f"p99 {entry['triton']['p99_ms']:.2f} ms (×{entry['triton_over_in_process_p50']:.2f}) | "
+                  f"shared memory p50 {entry['triton_shared_memory']['p50_ms']:.2f} ms "
+                  f"(shared/message ×{entry['shared_memory_over_message_p50']:.2f}) | "
                   f"named inputs p50 {entry['triton_named_inputs']['p50_ms']:.2f} ms "
                   f"(packed/named ×{entry['packed_over_named_p50']:.2f})", flush=True)
         models.close()
+        shared.close()
     return save(results, args.json, "ranker", args.results)
 
 
