@@ -139,7 +139,8 @@ class TritonModels:
 
     def rank(self, version: int, rows: dict, timeout_s: float) -> np.ndarray:
         """Ranker scores for rows named as tworec.contract.RANKER_INPUTS (scalars as [C]), sent
-        packed per dtype (contract.ranker_packed_inputs)."""
+        packed per dtype (contract.ranker_packed_inputs): in this thread's shared-memory region when
+        enabled, else inside the gRPC message."""
         packed = pack_ranker_rows(rows)
         if self._shared is not None:
             try:
