@@ -17,6 +17,7 @@ import sys
 import sysconfig
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,6 +91,20 @@ class TritonConfig:
     extra_args: list = field(default_factory=list)
 
 
+def remove_shm_regions(prefix: str, shm_dir: str = "/dev/shm") -> list:
+    """Remove the shared-memory regions whose names start with ``prefix``; the names removed."""
+    try:
+        names = [n for n in os.listdir(shm_dir) if n.startswith(prefix)]
+    except OSError:  # no /dev/shm here
+        return []
+    for name in names:
+        try:
+            os.unlink(os.path.join(shm_dir, name))
+        except OSError:
+            pass
+    return names
+
+
 class TritonServer:
     """``with TritonServer(TritonConfig(repo)) as server:`` → ``server.grpc_address`` is ready."""
 
@@ -101,6 +116,9 @@ class TritonServer:
             os.close(handle)
         self.log_path = log_path
         self._ports = {}
+        # The Python backend's shared-memory regions get this server's own name prefix, so the ones
+        # a killed server leaves in /dev/shm (~1 MB per model instance) can be found and removed.
+        self.shm_prefix = f"tworec_triton_{os.getpid()}_{uuid.uuid4().hex[:8]}_"
 
     @property
     def ports(self) -> dict:
@@ -131,6 +149,7 @@ class TritonServer:
             f"--exit-timeout-secs={c.exit_timeout_s}",
             f"--log-verbose={c.log_verbose}",
             "--allow-cpu-metrics=false", "--allow-gpu-metrics=false",
+            f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
             *c.extra_args,
         ]
 
@@ -206,6 +225,7 @@ class TritonServer:
             os.killpg(self.process.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+        remove_shm_regions(self.shm_prefix)  # a server that exits cleanly has removed them itself
         self._log.close()
         self.process = None
 

@@ -56,6 +56,10 @@ def test_triton_killed_then_restarted_by_the_service(service):
         back = service.triton_server
         assert back is not old and back.process.poll() is None
         assert back.ports == old.ports  # same address: nothing to reconfigure elsewhere
+        # The killed server's Python-backend regions are gone from /dev/shm; the new one has its own.
+        regions = os.listdir("/dev/shm")
+        assert not [r for r in regions if r.startswith(old.shm_prefix)]
+        assert [r for r in regions if r.startswith(back.shm_prefix)]
         # Triton is back: the supervisor waited for its models and warmed them up.
         ready_at = time.monotonic()
         while time.monotonic() < ready_at + 10 and not any(r[0] > ready_at and r[2] is False for r in results):
