@@ -238,6 +238,9 @@ def _add_serve(sub):
     p.add_argument("--port", type=int, default=0, help="gateway port (0: a free one, printed at start)")
     p.add_argument("--triton", help="host:port of a running Triton (default: start one on loopback)")
     p.add_argument("--workers", type=int, default=16)
+    p.add_argument("--no-shared-memory", action="store_true",
+                   help="send ranker rows to the Triton this command starts inside gRPC messages, "
+                        "not through /dev/shm (an external --triton always gets messages)")
     p.add_argument("--tls-cert", help="PEM server certificate: serve TLS only (no plaintext port)")
     p.add_argument("--tls-key", help="PEM private key of --tls-cert")
     p.add_argument("--tls-client-ca", help="PEM CA: require client certificates it signed (mutual TLS)")
@@ -253,7 +256,8 @@ def _run_serve(args, _):
     security = SecurityConfig(tls_cert=args.tls_cert, tls_key=args.tls_key, tls_client_ca=args.tls_client_ca,
                               tokens_file=args.tokens_file)
     return serve_forever(ServeConfig(repo=args.repo, host=args.host, port=args.port,
-                                     triton_address=args.triton, workers=args.workers, security=security))
+                                     triton_address=args.triton, workers=args.workers, security=security,
+                                     ranker_shared_memory=not args.no_shared_memory))
 
 
 def _add_recommend(sub):
