@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 import numpy as np
 
@@ -50,14 +51,15 @@ class _Region:
             shm.destroy_shared_memory_region(self.handle)
             raise
 
-    def release(self, client) -> None:
+    def release(self, client, timeout_s: float = 1.0) -> None:
         """Unregister (Triton keeps its own mapping while a request still uses it) and unmap."""
         import tritonclient.utils.shared_memory as shm
 
-        try:
-            client.unregister_system_shared_memory(self.name, client_timeout=1.0)
-        except Exception:  # noqa: BLE001 - Triton may be gone or have forgotten it; the memory is ours
-            pass
+        if timeout_s > 0:
+            try:
+                client.unregister_system_shared_memory(self.name, client_timeout=timeout_s)
+            except Exception:  # noqa: BLE001 - Triton may be gone or have forgotten it; the memory is ours
+                pass
         shm.destroy_shared_memory_region(self.handle)
 
 
@@ -107,8 +109,9 @@ class _RankerSharedMemory:
         self._releaser.shutdown(wait=True)
         with self._lock:
             regions, self._regions = list(self._regions), set()
+        deadline = time.monotonic() + 2.0  # a hung Triton must not hold up shutdown per region
         for region in regions:
-            region.release(self._client)
+            region.release(self._client, min(1.0, deadline - time.monotonic()))
 
 
 def _is_refused_region(err) -> bool:
