@@ -81,13 +81,14 @@ def ranker_rows(items, user_row, user_attribute_rows, query_embedding, history_c
     }
 
 
-def pack_ranker_rows(rows: dict) -> dict:
-    """RANKER_INPUTS rows → the packed matrices of contract.ranker_packed_inputs."""
+def pack_ranker_rows(rows: dict, allocate=np.empty) -> dict:
+    """RANKER_INPUTS rows → the packed matrices of contract.ranker_packed_inputs, each from
+    ``allocate(shape, dtype)``: new arrays by default, or views of memory the caller sends from."""
     count = len(rows[contract.RANKER_INPUTS[0].name])
     embedding_dim = np.shape(rows["query_embedding"])[-1]
     out = {}
     for p in contract.ranker_packed_inputs(embedding_dim):
-        matrix = np.empty((count, p.width), p.dtype)
+        matrix = allocate((count, p.width), p.dtype)
         for c in p.columns:
             matrix[:, c.start:c.start + c.width] = np.reshape(rows[c.name], (count, c.width))
         out[p.name] = matrix

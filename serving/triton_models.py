@@ -144,35 +144,43 @@ class TritonModels:
         """Ranker scores for rows named as tworec.contract.RANKER_INPUTS (scalars as [C]), sent
         packed per dtype (contract.ranker_packed_inputs): in this thread's shared-memory region when
         enabled, else inside the gRPC message."""
-        packed = pack_ranker_rows(rows)
         if self._shared is not None:
             try:
-                return self._rank_in_shared_memory(version, packed, timeout_s)
+                return self._rank_in_shared_memory(version, rows, timeout_s)
             except ModelUnavailable as err:
                 self._shared.discard()
                 if not _is_refused_region(err.__cause__):
                     raise
                 # Triton lost the region (restarted): this call sends its rows inside the message.
-        return self.infer("ranker", version, packed, contract.RANKER_OUTPUT.name, timeout_s).reshape(-1)
+        return self.infer("ranker", version, pack_ranker_rows(rows), contract.RANKER_OUTPUT.name,
+                          timeout_s).reshape(-1)
 
-    def _rank_in_shared_memory(self, version: int, packed: dict, timeout_s: float) -> np.ndarray:
+    def _rank_in_shared_memory(self, version: int, rows: dict, timeout_s: float) -> np.ndarray:
+        """The rows are packed straight into this thread's region: no message copy, no temporary."""
         import tritonclient.grpc as grpcclient
         import tritonclient.utils.shared_memory as shm
 
-        count = len(next(iter(packed.values())))
+        count = len(rows[contract.RANKER_INPUTS[0].name])
         capacity = max(count, contract.MAX_CANDIDATES)
-        row_bytes = sum(a.nbytes for a in packed.values()) // max(count, 1)
+        layout = contract.ranker_packed_inputs(np.shape(rows["query_embedding"])[-1])
         score = np.dtype(contract.RANKER_OUTPUT.dtype)
         try:
-            region = self._shared.region(row_bytes * capacity, score.itemsize * capacity, timeout_s)
-            arrays = [np.ascontiguousarray(a) for a in packed.values()]
-            shm.set_shared_memory_region(region.handle, arrays)
-            inputs, offset = [], 0
-            for name, array in zip(packed, arrays):
+            row_bytes = sum(p.width * np.dtype(p.dtype).itemsize for p in layout)
+            region = self._shared.region(capacity * row_bytes, score.itemsize * capacity, timeout_s)
+            offsets = []
+
+            def in_region(shape, dtype):
+                start = offsets[-1][1] if offsets else 0
+                view = shm.get_contents_as_numpy(region.handle, dtype, shape, offset=start)
+                offsets.append((start, start + view.nbytes))
+                return view
+
+            packed = pack_ranker_rows(rows, allocate=in_region)
+            inputs = []
+            for (name, array), (start, stop) in zip(packed.items(), offsets):
                 tensor = grpcclient.InferInput(name, list(array.shape), _TRITON_DTYPE[array.dtype.name])
-                tensor.set_shared_memory(region.name, array.nbytes, offset)
+                tensor.set_shared_memory(region.name, stop - start, start)
                 inputs.append(tensor)
-                offset += array.nbytes
             output = grpcclient.InferRequestedOutput(contract.RANKER_OUTPUT.name)
             output.set_shared_memory(region.name, score.itemsize * count, region.input_bytes)
             self.client.infer("ranker", inputs, model_version=str(version), outputs=[output],
