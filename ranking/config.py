@@ -22,9 +22,12 @@ class RankerConfig:
     id_dim: int = 16
     category_dim: int = 8
     attribute_dim: int = 8
+    # Sized for serving on CPU, where a request's cost grows with these: the ranker scores every
+    # candidate row. Against projection 32 and deep (128, 64), this size ranks as well (HR@10 and
+    # NDCG@10 on MovieLens-100K and Amazon, 3 seeds) at about half the multiply-adds per row.
     cross_layers: int = 2
-    cross_projection_dim: int = 32  # DCN-v2 low-rank cross (0: full rank)
-    deep_layers: tuple = (128, 64)
+    cross_projection_dim: int = 16  # DCN-v2 low-rank cross (0: full rank)
+    deep_layers: tuple = (64, 32)
     item_id_dropout: float = 0.3  # learn the unknown-item path, so cold and new items are ranked
     # Training lists whose positive has no id embedding (a new item) are repeated this many times:
     # they are rare, and without them the ranker learns that the unknown-item path means "no".
