@@ -27,11 +27,16 @@ class ModelUnavailable(RuntimeError):
     pass
 
 
-def _input(name: str, array: np.ndarray):
+def _described(name: str, array: np.ndarray):
+    """An InferInput with ``array``'s name, shape and dtype, its data not yet set."""
     import tritonclient.grpc as grpcclient
 
+    return grpcclient.InferInput(name, list(array.shape), _TRITON_DTYPE[array.dtype.name])
+
+
+def _input(name: str, array: np.ndarray):
     array = np.ascontiguousarray(array)
-    tensor = grpcclient.InferInput(name, list(array.shape), _TRITON_DTYPE[array.dtype.name])
+    tensor = _described(name, array)
     tensor.set_data_from_numpy(array)
     return tensor
 
@@ -178,7 +183,7 @@ class TritonModels:
             packed = pack_ranker_rows(rows, allocate=in_region)
             inputs = []
             for (name, array), (start, stop) in zip(packed.items(), offsets):
-                tensor = grpcclient.InferInput(name, list(array.shape), _TRITON_DTYPE[array.dtype.name])
+                tensor = _described(name, array)
                 tensor.set_shared_memory(region.name, stop - start, start)
                 inputs.append(tensor)
             output = grpcclient.InferRequestedOutput(contract.RANKER_OUTPUT.name)

@@ -8,6 +8,7 @@ id rules that both the data pipeline and the gateway enforce. Nothing here impor
 from __future__ import annotations
 
 import enum
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -207,6 +208,7 @@ class PackedInput:
         return Tensor(self.name, self.dtype, (self.width,))
 
 
+@functools.lru_cache(maxsize=None)  # called per request by the gateway; the layout is fixed per dim
 def ranker_packed_inputs(embedding_dim: int) -> tuple:
     """How the ranker's inputs travel to Triton: one matrix per dtype (``ranker_int32``,
     ``ranker_float32``) instead of ten tensors. Each tensor costs the Triton Python backend and
