@@ -138,3 +138,25 @@ def test_finetune_mode_trains_the_top_encoder_layers_over_cached_states(syntheti
     np.testing.assert_allclose(model.item_embeddings(), np.load(out / "item_embeddings.npy"), atol=1e-5)
     new = embed_new_items(model, catalog, config, titles=["Orbit and Rocket Notes"], category_lists=[("Space",)])
     assert new.shape == (1, config.embedding_dim) and np.isfinite(new).all()
+
+
+def test_early_stopping_judges_no_epoch_before_its_minimum_steps():
+    """Validation loss that only gets worse: plain early stopping ends after the patience; with a
+    minimum of optimizer steps it trains on until that many steps have run."""
+    from tworec.tf_setup import keras, tf
+    from tworec.towers.train import EarlyStoppingAfterSteps
+
+    def epochs_run(min_steps):
+        tf.keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.layers.Dense(1, input_shape=(2,))])
+        model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
+        x, y = np.ones((8, 2), np.float32), np.zeros((8, 1), np.float32)
+        worse = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: logs.update(val_loss=float(epoch)))
+        stop = EarlyStoppingAfterSteps(min_steps, monitor="val_loss", patience=1)
+        history = model.fit(x, y, batch_size=4, epochs=12, callbacks=[worse, stop], verbose=0)
+        return len(history.history["loss"])
+
+    assert epochs_run(0) == 2  # epoch 0 is the best, epoch 1 uses up the patience
+    # 2 steps an epoch: epochs 0-4 end before step 12 and are not judged; epoch 5 is the best,
+    # epoch 6 uses up the patience.
+    assert epochs_run(12) == 7

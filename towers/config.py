@@ -33,7 +33,11 @@ class RetrievalConfig:
     batch_size: int = 256  # global: split across replicas by MirroredStrategy
     learning_rate: float = 0.003
     epochs: int = 15
-    patience: int = 3  # early stopping on validation loss
+    patience: int = 3  # early stopping on validation loss, in epochs
+    # Early stopping judges no epoch before this many optimizer steps. On a small dataset an epoch
+    # is a few dozen steps and the validation loss is noisy, so a patience in epochs alone stops a
+    # model that has barely trained (the synthetic demo stopped after 126 steps).
+    min_steps_before_stopping: int = 1000
     encoder: str = "minilm"  # minilm (pretrained) or tiny (random, for tests)
     encoder_mode: str = "frozen"  # frozen: cached encoder outputs; finetune: top layers trainable
     finetune_layers: int = 2

@@ -101,7 +101,8 @@ def train_retrieval(data_dir: str, out_dir: str, config: RetrievalConfig = Retri
     started = time.time()
     validation = dataset(protocol.valid, False) if protocol.valid else None
     # The TFRS protocol has no validation split: fixed epochs, no early stopping.
-    cbs = [*training_callbacks(out, config.patience, validation is not None), throughput, *callbacks]
+    cbs = [*training_callbacks(out, config.patience, validation is not None, config.min_steps_before_stopping),
+           throughput, *callbacks]
     history = model.fit(train_data, validation_data=validation,
                         epochs=config.epochs, steps_per_epoch=config.steps_per_epoch or None,
                         callbacks=cbs, verbose=verbosity(verbose))
@@ -123,16 +124,30 @@ def train_retrieval(data_dir: str, out_dir: str, config: RetrievalConfig = Retri
     return summary
 
 
-def training_callbacks(out: Path, patience: int, validation: bool = True) -> list:
+def training_callbacks(out: Path, patience: int, validation: bool = True, min_steps: int = 0) -> list:
     """Resume after interruption, TensorBoard logs, and with validation data: best-weights
-    checkpoints and early stopping (restoring the best weights)."""
+    checkpoints and early stopping (restoring the best weights) that judges no epoch before
+    ``min_steps`` optimizer steps."""
     cbs = [keras.callbacks.BackupAndRestore(str(out / "backup")),
            keras.callbacks.TensorBoard(str(out / "logs"), update_freq="epoch", profile_batch=0)]
     if validation:
         cbs += [keras.callbacks.ModelCheckpoint(str(out / "checkpoints" / "best"), monitor="val_loss",
                                                 save_best_only=True, save_weights_only=True),
-                keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)]
+                EarlyStoppingAfterSteps(min_steps, monitor="val_loss", patience=patience, restore_best_weights=True)]
     return cbs
+
+
+class EarlyStoppingAfterSteps(keras.callbacks.EarlyStopping):
+    """``EarlyStopping`` that ignores the epochs ending before ``min_steps`` optimizer steps: they
+    neither count as the best epoch nor use up patience."""
+
+    def __init__(self, min_steps: int, **kwargs):
+        super().__init__(**kwargs)
+        self.min_steps = min_steps
+
+    def on_epoch_end(self, epoch, logs=None):
+        if int(self.model.optimizer.iterations.numpy()) >= self.min_steps:
+            super().on_epoch_end(epoch, logs)
 
 
 def fit_summary(strategy, history) -> dict:
