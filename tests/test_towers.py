@@ -143,11 +143,10 @@ def test_finetune_mode_trains_the_top_encoder_layers_over_cached_states(syntheti
 def test_early_stopping_judges_no_epoch_before_its_minimum_steps():
     """Validation loss that only gets worse: plain early stopping ends after the patience; with a
     minimum of optimizer steps it trains on until that many steps have run."""
-    from tworec.tf_setup import keras, tf
+    from tworec.tf_setup import keras
     from tworec.towers.train import EarlyStoppingAfterSteps
 
     def epochs_run(min_steps):
-        tf.keras.utils.set_random_seed(0)
         model = keras.Sequential([keras.layers.Dense(1, input_shape=(2,))])
         model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
         x, y = np.ones((8, 2), np.float32), np.zeros((8, 1), np.float32)

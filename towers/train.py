@@ -3,8 +3,9 @@ the CPU), with checkpoints, resume, TensorBoard logs, early stopping and a progr
 
 A trained model folder holds:
     model.json           variant, data folder, config, training summary
-    weights/             the final (best) weights, TensorFlow checkpoint format
-    checkpoints/         the best weights so far, written during training
+    weights/             the final weights: the best epoch's once early stopping judged one
+    checkpoints/         the lowest validation loss of any epoch so far, written during training
+                         (early stopping judges only epochs after ``min_steps_before_stopping``)
     backup/              only while training: lets an interrupted run resume where it stopped
     logs/                TensorBoard
     item_embeddings.npy  catalog embeddings, rows aligned with item_ids.txt
