@@ -2,8 +2,10 @@
 
 Temporal: each test interaction is a query with the user's state at that moment (history strictly
 before it, from the example); all catalog items are ranked and items the user had before are
-excluded (the target itself stays rankable). Segments: warm = target seen in train, cold = a
-held-out cold item, tail = a warm item outside the 20% most popular in train.
+excluded, as the gateway excludes a request's recent items. So a repeat (the user had the target
+before) is a miss for every model: the product never recommends it. The summary says how many
+queries are repeats. Segments: warm = target seen in train, cold = a held-out cold item, tail = a
+warm item outside the 20% most popular in train.
 TFRS protocol: the random 80/20 split, top-K accuracy over the whole catalog, nothing excluded
 (the TFRS tutorials' numbers); only the ``all`` segment.
 
@@ -64,10 +66,12 @@ class TestSet:
         warm = counts > 0
         head = head_items(counts)
         self.segments = {"all": np.ones(len(self.targets), bool)}
+        self.repeats = np.zeros(len(self.targets), bool)  # the user had the target before
         if protocol == "temporal":
             self.segments.update(warm=warm[self.targets], cold=catalog.cold[self.targets],
                                  tail=(warm & ~head)[self.targets])
             self._history = self._user_histories(layout, row)
+            self.repeats = np.array([self.targets[i] in self.had_before(i) for i in range(len(self.targets))], bool)
         self.popularity = counts.astype(np.float64)
 
     @staticmethod
@@ -78,16 +82,19 @@ class TestSet:
                 per_user[e["user_id"]].append((e["timestamp"], row[e["item_id"]]))
         return {u: (sorted(events), [t for t, _ in sorted(events)]) for u, events in per_user.items()}
 
+    def had_before(self, query: int) -> list:
+        """Catalog rows the query's user had before its timestamp."""
+        e = self.examples[query]
+        events, times = self._history.get(e["user_id"], ([], []))
+        return [r for _, r in events[:bisect.bisect_left(times, e["timestamp"])]]
+
     def excluded(self, start: int, stop: int, num_items: int) -> np.ndarray | None:
         """[stop - start, num_items] mask of items each query's user had before its timestamp."""
         if self.protocol != "temporal":
             return None
         mask = np.zeros((stop - start, num_items), bool)
-        for i, e in enumerate(self.examples[start:stop]):
-            events, times = self._history.get(e["user_id"], ([], []))
-            before = bisect.bisect_left(times, e["timestamp"])
-            mask[i, [r for _, r in events[:before]]] = True
-            mask[i, self.targets[start + i]] = False
+        for i in range(start, stop):
+            mask[i - start, self.had_before(i)] = True
         return mask
 
     def evaluate(self, score_batch, rerank=None) -> tuple[dict, Outcome]:
@@ -102,6 +109,7 @@ class TestSet:
             if excluded is not None:
                 scores[excluded] = -np.inf
             batch_ranks = ranks_of_targets(scores, self.targets[start:stop])
+            batch_ranks[self.repeats[start:stop]] = scores.shape[1] + 1  # excluded: never recommended
             if rerank is None:
                 top = _top_rows(scores, TOP_SAVED)
             else:
@@ -215,7 +223,7 @@ def evaluate(data_dir: str, model_dirs, out_dir: str, ranker_dir: str | None = N
     out.mkdir(parents=True, exist_ok=True)
     save_details(out / DETAILS, tests["temporal"], outcomes)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
-    (out / "summary.md").write_text(summary_markdown(metrics))
+    (out / "summary.md").write_text(summary_markdown(metrics, int(tests["temporal"].repeats.sum())))
     return metrics
 
 
@@ -250,8 +258,12 @@ class Details:
                         for k in f.files if k.startswith("ranks_")})
 
 
-def summary_markdown(metrics: dict) -> str:
+def summary_markdown(metrics: dict, repeats: int = 0) -> str:
     lines = ["# Retrieval evaluation", ""]
+    if repeats:
+        total = metrics["temporal"]["popularity"]["all"]["count"]
+        lines += [f"{repeats:,} of {total:,} temporal test interactions ({repeats / total:.0%}) are repeats of an "
+                  "item the user had before: a miss for every model, as the product never recommends those.", ""]
     for protocol, models in metrics.items():
         lines += [f"## {protocol}", "", "| model | segment | HR@10 | HR@50 | HR@100 | NDCG@10 | n |",
                   "|---|---|---|---|---|---|---|"]
