@@ -262,7 +262,7 @@ def summary_markdown(metrics: dict, repeats: int = 0) -> str:
     lines = ["# Retrieval evaluation", ""]
     if repeats:
         total = metrics["temporal"]["popularity"]["all"]["count"]
-        lines += [f"{repeats:,} of {total:,} temporal test interactions ({repeats / total:.0%}) are repeats of an "
+        lines += [f"{repeats:,} of {total:,} temporal test interactions ({repeats / total:.1%}) are repeats of an "
                   "item the user had before: a miss for every model, as the product never recommends those.", ""]
     for protocol, models in metrics.items():
         lines += [f"## {protocol}", "", "| model | segment | HR@10 | HR@50 | HR@100 | NDCG@10 | n |",
