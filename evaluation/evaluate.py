@@ -47,14 +47,17 @@ def _decoded(layout: DataLayout, split: Split, features=(contract.USER_ID, contr
 
 
 class TestSet:
-    """A protocol's test examples with what every model is judged by."""
+    """A protocol's test examples with what every model is judged by. ``split`` judges another
+    split the same way (training judges the validation split); ``limit`` keeps its first examples
+    in file order."""
 
-    def __init__(self, data_dir: str, protocol: str, catalog):
+    def __init__(self, data_dir: str, protocol: str, catalog, split: Split | None = None, limit: int | None = None):
         layout = DataLayout(data_dir)
         self.protocol = protocol
         self.catalog = catalog
-        self.examples = _decoded(layout, PROTOCOLS[protocol].test, (contract.USER_ID, contract.ITEM_ID,
-                                                                      contract.TIMESTAMP, contract.HISTORY_ITEM_IDS))
+        self.examples = _decoded(layout, split or PROTOCOLS[protocol].test,
+                                 (contract.USER_ID, contract.ITEM_ID, contract.TIMESTAMP,
+                                  contract.HISTORY_ITEM_IDS))[:limit]
         row = catalog.row_of()
         self.recent_history = np.full((len(self.examples), HISTORY_SAVED), -1, np.int64)
         for i, e in enumerate(self.examples):  # most recent last, -1 = none

@@ -31,9 +31,14 @@ class SplitQueries:
         return cls(**{f: np.concatenate([getattr(p, f) for p in parts]) for f in cls.__dataclass_fields__})
 
 
-def split_queries(model, lookups, pattern: str, history_length: int, batch_size: int = 512) -> SplitQueries:
+def split_queries(model, lookups, pattern: str, history_length: int, batch_size: int = 512,
+                  limit: int | None = None) -> SplitQueries:
+    """Every example of the files matching ``pattern`` in file order, or the first ``limit``."""
     parts = {k: [] for k in ("query", "user_row", "item_row", "history_rows", "history_count", "hours_since_last")}
-    for f in interaction_dataset(pattern, lookups, history_length, batch_size):
+    dataset = interaction_dataset(pattern, lookups, history_length, batch_size)
+    if limit is not None:
+        dataset = dataset.unbatch().take(limit).batch(batch_size)
+    for f in dataset:
         history = f["history_rows"].numpy()
         count = (history >= 0).sum(1)
         gap = (f["timestamp"].numpy() - f["history_timestamps"].numpy()[:, 0]) / HOUR

@@ -4,8 +4,9 @@ the CPU), with checkpoints, resume, TensorBoard logs, early stopping and a progr
 A trained model folder holds:
     model.json           variant, data folder, config, training summary
     weights/             the final weights: the best epoch's once early stopping judged one
-    checkpoints/         the lowest validation loss of any epoch so far, written during training
-                         (early stopping judges only epochs after ``min_steps_before_stopping``)
+    checkpoints/         the best epoch so far by the selection metric (validation HitRate@100 by
+                         default), written during training (early stopping judges only epochs
+                         after ``min_steps_before_stopping``)
     backup/              only while training: lets an interrupted run resume where it stopped
     logs/                TensorBoard
     item_embeddings.npy  catalog embeddings, rows aligned with item_ids.txt
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tworec.evaluation.validation import ValidationHitRate
 from tworec.layout import DataLayout
 from tworec.tf_setup import keras, tf
 from tworec.towers.catalog import Catalog, load_catalog
@@ -102,7 +104,15 @@ def train_retrieval(data_dir: str, out_dir: str, config: RetrievalConfig = Retri
     started = time.time()
     validation = dataset(protocol.valid, False) if protocol.valid else None
     # The TFRS protocol has no validation split: fixed epochs, no early stopping.
-    cbs = [*training_callbacks(out, config.patience, validation is not None, config.min_steps_before_stopping),
+    selection = []
+    monitor = "val_loss"
+    if validation is not None and config.selection_k:
+        selection = [ValidationHitRate(data_dir, catalog, lookups, config.history_length, config.selection_k,
+                                       config.validation_queries)]
+        monitor = selection[0].key
+    cbs = [*selection,
+           *training_callbacks(out, config.patience, validation is not None, config.min_steps_before_stopping,
+                               monitor),
            throughput, *callbacks]
     history = model.fit(train_data, validation_data=validation,
                         epochs=config.epochs, steps_per_epoch=config.steps_per_epoch or None,
@@ -117,7 +127,7 @@ def train_retrieval(data_dir: str, out_dir: str, config: RetrievalConfig = Retri
         "protocol": config.protocol,
         "data": os.path.abspath(data_dir),
         "config": json.loads(config.to_json()),
-        **fit_summary(strategy, history),
+        **fit_summary(strategy, history, monitor if validation is not None else None),
         "train_examples_per_second": round(throughput.per_second, 1),
         "seconds": round(time.time() - started, 1),
     }
@@ -125,16 +135,20 @@ def train_retrieval(data_dir: str, out_dir: str, config: RetrievalConfig = Retri
     return summary
 
 
-def training_callbacks(out: Path, patience: int, validation: bool = True, min_steps: int = 0) -> list:
+def training_callbacks(out: Path, patience: int, validation: bool = True, min_steps: int = 0,
+                       monitor: str = "val_loss") -> list:
     """Resume after interruption, TensorBoard logs, and with validation data: best-weights
-    checkpoints and early stopping (restoring the best weights) that judges no epoch before
-    ``min_steps`` optimizer steps."""
+    checkpoints and early stopping (restoring the best weights) on ``monitor`` (a loss: lower is
+    better; anything else, e.g. a hit rate: higher) that judges no epoch before ``min_steps``
+    optimizer steps."""
+    mode = "min" if monitor.endswith("loss") else "max"
     cbs = [keras.callbacks.BackupAndRestore(str(out / "backup")),
            keras.callbacks.TensorBoard(str(out / "logs"), update_freq="epoch", profile_batch=0)]
     if validation:
-        cbs += [keras.callbacks.ModelCheckpoint(str(out / "checkpoints" / "best"), monitor="val_loss",
+        cbs += [keras.callbacks.ModelCheckpoint(str(out / "checkpoints" / "best"), monitor=monitor, mode=mode,
                                                 save_best_only=True, save_weights_only=True),
-                EarlyStoppingAfterSteps(min_steps, monitor="val_loss", patience=patience, restore_best_weights=True)]
+                EarlyStoppingAfterSteps(min_steps, monitor=monitor, mode=mode, patience=patience,
+                                        restore_best_weights=True)]
     return cbs
 
 
@@ -151,14 +165,18 @@ class EarlyStoppingAfterSteps(keras.callbacks.EarlyStopping):
             super().on_epoch_end(epoch, logs)
 
 
-def fit_summary(strategy, history) -> dict:
-    return {
+def fit_summary(strategy, history, monitor: str | None = None) -> dict:
+    """What training did; with ``monitor``, its per-epoch values too."""
+    summary = {
         "devices": list(strategy.extended.worker_devices),
         "replicas": strategy.num_replicas_in_sync,
         "epochs_run": len(history.history.get("loss", [])),
         "loss": [float(x) for x in history.history.get("loss", [])],
         "val_loss": [float(x) for x in history.history.get("val_loss", [])],
     }
+    if monitor and monitor != "val_loss":
+        summary[monitor] = [round(float(x), 4) for x in history.history.get(monitor, [])]
+    return summary
 
 
 def verbosity(verbose):

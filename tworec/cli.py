@@ -67,7 +67,7 @@ def _run_data(args, beam_args) -> int:
 
 
 def _add_train_retrieval(sub):
-    from tworec.towers.config import RetrievalConfig
+    from tworec.towers.config import SELECTIONS, RetrievalConfig
 
     defaults = RetrievalConfig()
     p = sub.add_parser("train-retrieval", help="train the two-tower retrieval model")
@@ -90,6 +90,8 @@ def _add_train_retrieval(sub):
     p.add_argument("--content-hidden", type=int, default=defaults.content_hidden,
                    help="hidden units of the content head (0: linear)")
     p.add_argument("--encoder", default=defaults.encoder, choices=("minilm", "tiny"))
+    p.add_argument("--selection", default=defaults.selection, choices=SELECTIONS,
+                   help="what keeps the best epoch and stops training: validation HitRate@K or loss")
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.set_defaults(func=_run_train_retrieval)
 
@@ -104,7 +106,7 @@ def _run_train_retrieval(args, _):
         temperature=args.temperature, logq_correction=not args.no_logq,
         mixed_negatives=args.mixed_negatives, encoder=args.encoder, seed=args.seed,
         id_dropout=args.id_dropout, user_dropout=args.user_dropout,
-        content_dropout=args.content_dropout, content_hidden=args.content_hidden)
+        content_dropout=args.content_dropout, content_hidden=args.content_hidden, selection=args.selection)
     summary = train_retrieval(args.data, args.out, config)
     print(f"trained {summary['variant']} ({summary['protocol']}) on {summary['replicas']} replica(s) "
           f"{summary['devices']}: {summary['epochs_run']} epochs, "

@@ -37,6 +37,7 @@ class Losses(keras.callbacks.Callback):
 
 
 def losses(strategy, initial=None):
+    """(initial weights, per-step losses, the first batch's loss before and after the steps)."""
     with strategy.scope():
         model = build_model(config, catalog)
         model.compute_loss(first)
@@ -44,11 +45,12 @@ def losses(strategy, initial=None):
             model.set_weights(initial)
         model.compile(optimizer=keras.optimizers.SGD(config.learning_rate))
     weights = model.get_weights()
+    before = float(model.compute_loss(first))
     record = Losses()
     model.fit(data, epochs=1, callbacks=[record], verbose=0)
-    return weights, record.values
+    return weights, record.values, [before, float(model.compute_loss(first))]
 
 
-initial, single = losses(tf.distribute.OneDeviceStrategy("/cpu:0"))
-_, mirrored = losses(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), initial)
-print(json.dumps({"single": single, "mirrored": mirrored}))
+initial, single, first_batch = losses(tf.distribute.OneDeviceStrategy("/cpu:0"))
+_, mirrored, _ = losses(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), initial)
+print(json.dumps({"single": single, "mirrored": mirrored, "first_batch": first_batch}))
