@@ -2,7 +2,9 @@
 
     REPO/manifest.json                 every version: what it was built from, eval metrics, data
                                        snapshot, creation time; "current" names the live one
-    REPO/triton/ranker/...             the ranker (Triton model repository, standard layout)
+    REPO/triton/ranker/...             the ranker (Triton model repository, standard layout;
+                                       each version: model.savedmodel/ + model.tflite, what the
+                                       Python backend runs)
     REPO/triton/item_tower/...         the item tower, so Triton embeds new items
     REPO/gateway/<N>/                  what the gateway process loads for version N:
         bundle.json                    config + the Triton model versions it pairs with
@@ -28,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from tworec import contract
-from tworec.export.savedmodels import export_item_tower, export_query_tower, query_tower_tflite
+from tworec.export.savedmodels import export_item_tower, export_query_tower, query_tower_tflite, row_model_tflite
 from tworec.export.triton_repo import ModelConfig, TensorSpec, publish_savedmodel, versions
 
 MANIFEST = "manifest.json"
@@ -57,6 +59,8 @@ class RepoLayout:
 # then multiples of the gateway's default 200 candidates, which batches of whole requests fill
 # exactly (1,000 candidates = 800 + 200).
 RANKER_ROW_BUCKETS = (8, 64, 200, 400, 800)
+# The ranker's TFLite conversion, in its Triton version folder: what the Python backend runs.
+RANKER_TFLITE = "model.tflite"
 # bundle.json's "ranker_inputs": how the gateway sends rows to this version's ranker. Versions
 # exported before packing have no such key; the gateway refuses them with a line saying to re-export.
 RANKER_INPUTS_PACKED = "packed"
@@ -68,7 +72,8 @@ def ranker_model_config(embedding_dim: int) -> ModelConfig:
     return ModelConfig(RANKER_MODEL, inputs=triton_specs(packed, embedding_dim),
                        outputs=triton_specs((contract.RANKER_OUTPUT,), embedding_dim),
                        max_batch_size=8 * contract.MAX_CANDIDATES, dynamic_batching_delay_us=0,
-                       versions_served=2, tf_threads=1, xla_row_buckets=RANKER_ROW_BUCKETS)
+                       versions_served=2, tf_threads=1, xla_row_buckets=RANKER_ROW_BUCKETS,
+                       tflite_model=RANKER_TFLITE)
 
 
 def item_tower_model_config(embedding_dim: int) -> ModelConfig:
@@ -143,8 +148,9 @@ def export_repository(retrieval_dir: str, ranker_dir: str, repo: str, eval_dir: 
                  attributes=np.array(tables.attributes, dtype=str))
         (staging / "users.txt").write_text("".join(f"{u}\n" for u in catalog.user_vocab))
         site = site_packages_path()
-        ranker_version = publish_savedmodel(layout.triton, ranker_model_config(dim), staging / "ranker.savedmodel",
-                                            site, version=version)
+        ranker_version = publish_savedmodel(
+            layout.triton, ranker_model_config(dim), staging / "ranker.savedmodel", site, version=version,
+            extra_files={RANKER_TFLITE: row_model_tflite(staging / "ranker.savedmodel")})
         item_version = publish_savedmodel(layout.triton, item_tower_model_config(dim),
                                           staging / "item_tower.savedmodel", site, version=version)
         shutil.rmtree(staging / "item_tower.savedmodel")

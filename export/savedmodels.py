@@ -9,6 +9,8 @@ Only the layers each signature uses are saved (not the catalog's cached encoder 
 
 The gateway runs the query tower from its TensorFlow Lite conversion (serving/query_tower.py says
 why); ``query_tower_tflite`` gives it only after it matched the SavedModel on sample requests.
+Triton's Python backend runs the ranker from its conversion too (``row_model_tflite``, checked
+the same way; export/triton_python_model.py says why).
 """
 from __future__ import annotations
 
@@ -98,6 +100,35 @@ def query_tower_tflite(savedmodel, tolerance: float = 1e-4) -> bytes:
     if not difference <= tolerance:
         raise RuntimeError(f"the TFLite query tower differs from its SavedModel {savedmodel} by "
                            f"{difference:.2e} (tolerance {tolerance:.0e})")
+    return model
+
+
+def row_model_tflite(savedmodel, row_counts=(5, 200), tolerance: float = 1e-4, seed: int = 0) -> bytes:
+    """The TFLite conversion of a model that scores rows independently (the ranker), refused
+    unless, run as Triton runs it (PackedTflite, padded to its row buckets), it answers what the
+    SavedModel's signature answers on random rows: small non-negative ints (embedding rows; the
+    ranker maps unknown ones to row 0) and normal floats."""
+    from tworec.export.triton_python_model import PackedTflite
+
+    model = convert_to_tflite(savedmodel)
+    signature = tf.saved_model.load(str(savedmodel)).signatures["serving_default"]
+    specs = signature.structured_input_signature[1]
+    outputs = sorted(signature.structured_outputs)
+    lite = PackedTflite(tf, model, sorted(specs), outputs, sorted({max(row_counts), 2 * max(row_counts)}))
+    rng = np.random.default_rng(seed)
+    worst = 0.0
+    for rows in row_counts:
+        feeds = {}
+        for name, spec in specs.items():
+            shape = (rows, *spec.shape[1:])
+            feeds[name] = (rng.integers(0, 4, shape) if spec.dtype.is_integer else rng.normal(size=shape)) \
+                .astype(spec.dtype.as_numpy_dtype)
+        want = signature(**{k: tf.constant(v) for k, v in feeds.items()})
+        got = lite(feeds)
+        worst = max(worst, *(float(np.abs(got[k] - want[k].numpy()).max()) for k in outputs))
+    if not worst <= tolerance:
+        raise RuntimeError(f"the TFLite conversion of {savedmodel} differs from it by {worst:.2e} "
+                           f"(tolerance {tolerance:.0e})")
     return model
 
 

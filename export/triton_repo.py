@@ -53,6 +53,9 @@ class ModelConfig:
     # Row counts to pre-compile the signature for with XLA (models scoring rows independently);
     # empty: the plain signature.
     xla_row_buckets: tuple = ()
+    # A TFLite conversion in the version folder (publish_savedmodel's ``extra_files``) that runs the
+    # row buckets instead of XLA; the stub falls back to XLA for versions without the file.
+    tflite_model: str = ""
     # Versions kept loaded: 2 lets a gateway still pinned to the previous version finish its
     # requests while it switches to the new one.
     versions_served: int = 1
@@ -76,7 +79,7 @@ class ModelConfig:
         """For the PyPI Triton build: the Python backend wrapping the SavedModel."""
         params = {"site_packages": site_packages, "savedmodel": SAVEDMODEL_DIR,
                   "signature": self.signature, "tf_threads": str(self.tf_threads),
-                  "xla_row_buckets": ",".join(map(str, self.xla_row_buckets))}
+                  "xla_row_buckets": ",".join(map(str, self.xla_row_buckets)), "tflite_model": self.tflite_model}
         lines = ['backend: "python"', *self._common()]
         lines += [f'parameters: {{ key: "{k}" value: {{ string_value: "{v}" }} }}'
                   for k, v in params.items()]
@@ -101,8 +104,10 @@ def versions(model_dir: str | Path) -> list:
 
 
 def publish_savedmodel(repository: str | Path, config: ModelConfig, savedmodel: str | Path,
-                       site_packages: str | None = None, version: int | None = None) -> int:
+                       site_packages: str | None = None, version: int | None = None,
+                       extra_files: dict | None = None) -> int:
     """Adds ``savedmodel`` as the next version of ``config.name``; returns that version number.
+    ``extra_files`` (file name → bytes) go into the version folder beside it.
 
     The model folder gets ``config.pbtxt`` (Python backend) and ``config.ngc.pbtxt`` (the
     ``tensorflow_savedmodel`` platform variant, for NGC containers; see BUILD.md)."""
@@ -116,6 +121,8 @@ def publish_savedmodel(repository: str | Path, config: ModelConfig, savedmodel: 
     staging.mkdir()
     shutil.copytree(savedmodel, staging / SAVEDMODEL_DIR)
     shutil.copy2(MODEL_PY, staging / "model.py")
+    for name, content in (extra_files or {}).items():
+        (staging / name).write_bytes(content)
     # The Python backend's stub writes model.py's bytecode into the version folder on its first
     # load (its interpreter ignores PYTHONDONTWRITEBYTECODE), and a polling Triton takes the new
     # __pycache__ for a changed version: it loaded every new version twice. Compiled here, with

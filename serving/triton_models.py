@@ -17,6 +17,9 @@ from tworec import contract
 from tworec.ranking.features import pack_ranker_rows
 
 _TRITON_DTYPE = {"float32": "FP32", "int32": "INT32", "int64": "INT64"}
+# A call's gRPC deadline is at least this: a spent budget still gets a positive deadline (which
+# expires before any answer: a loopback round trip alone takes ~0.3-0.7 ms).
+_MIN_TIMEOUT_S = 1e-4
 # Reconnect quickly after Triton restarts: gRPC's default backoff grows to minutes.
 _CHANNEL_ARGS = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 100),
                  ("grpc.max_reconnect_backoff_ms", 1000), ("grpc.max_receive_message_length", 64 << 20),
@@ -52,7 +55,7 @@ class _Region:
         self.handle = shm.create_shared_memory_region(name, "/" + name, input_bytes + output_bytes, create_only=True)
         try:
             client.register_system_shared_memory(name, "/" + name, input_bytes + output_bytes,
-                                                 client_timeout=max(timeout_s, 0.001))
+                                                 client_timeout=max(timeout_s, _MIN_TIMEOUT_S))
         except Exception:
             shm.destroy_shared_memory_region(self.handle)
             raise
@@ -147,7 +150,7 @@ class TritonModels:
         try:
             result = self.client.infer(model, [_input(k, v) for k, v in inputs.items()], model_version=str(version),
                                        outputs=[grpcclient.InferRequestedOutput(output)],
-                                       client_timeout=max(timeout_s, 0.001))
+                                       client_timeout=max(timeout_s, _MIN_TIMEOUT_S))
         except Exception as err:  # noqa: BLE001 - any transport or server error means "not available now"
             raise ModelUnavailable(f"{model} v{version} at {self.address}: {err}") from err
         return result.as_numpy(output)
@@ -188,7 +191,7 @@ class TritonModels:
 
             packed = pack_ranker_rows(rows, allocate=in_region)
             request = self._shared_memory_request(version, region, packed, offsets, score.itemsize * count)
-            self._inference.ModelInfer(request, timeout=max(timeout_s, 0.001))
+            self._inference.ModelInfer(request, timeout=max(timeout_s, _MIN_TIMEOUT_S))
         except Exception as err:  # noqa: BLE001 - as in ``infer``
             raise ModelUnavailable(f"ranker v{version} at {self.address}: {err}") from err
         return shm.get_contents_as_numpy(region.handle, score, [count], offset=region.input_bytes).copy()

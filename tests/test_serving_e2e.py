@@ -49,6 +49,9 @@ def test_repository_layout_and_manifest(repo):
         ngc = (repo / "triton" / model / "config.ngc.pbtxt").read_text()
         assert 'platform: "tensorflow_savedmodel"' in ngc and "dynamic_batching" in ngc
         assert (repo / "triton" / model / "1" / "model.savedmodel" / "saved_model.pb").exists()
+    assert (repo / "triton" / "ranker" / "1" / "model.tflite").exists()  # what the Python backend runs
+    assert 'key: "tflite_model" value: { string_value: "model.tflite" }' in \
+        (repo / "triton" / "ranker" / "config.pbtxt").read_text()
     for part in ("bundle.json", "query_tower.savedmodel", "query_tower.tflite", "index", "catalog.npz", "users.txt"):
         assert (repo / "gateway" / "1" / part).exists(), part
 

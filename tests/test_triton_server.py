@@ -79,12 +79,17 @@ def test_second_publish_adds_a_version(tmp_path, affine_savedmodel):
     assert 'platform: "tensorflow_savedmodel"' in ngc
 
 
-def test_row_buckets_compile_with_xla_and_pad_chunk_and_batch_exactly(tmp_path):
-    """``xla_row_buckets``: the signature is frozen and XLA-compiled per bucket at load; requests
-    of any row count (padded up, chunked past the largest bucket, merged by the dynamic batcher)
-    get exactly the signature's answer, with int and float inputs packed per dtype. Bucket buffers
-    are reused, so padded rows hold an earlier call's values: only a call's own rows come back."""
+@pytest.mark.parametrize("runtime", ["xla", "tflite"])
+def test_row_buckets_pad_chunk_and_batch_exactly(tmp_path, runtime):
+    """``xla_row_buckets``: the signature is frozen and XLA-compiled per bucket at load (or, with
+    ``tflite_model``, its TFLite conversion gets an interpreter per bucket); requests of any row
+    count (padded up, chunked past the largest bucket, merged by the dynamic batcher) get exactly
+    the signature's answer, with int and float inputs. Bucket buffers are reused, so padded rows
+    hold an earlier call's values: only a call's own rows come back."""
+    import dataclasses
     import threading
+
+    from tworec.export.savedmodels import row_model_tflite
 
     import tensorflow as tf
     import tritonclient.grpc as grpcclient
@@ -109,7 +114,11 @@ def test_row_buckets_compile_with_xla_and_pad_chunk_and_batch_exactly(tmp_path):
                          outputs=(TensorSpec("y", "float32", (2,)),), max_batch_size=64,
                          dynamic_batching_delay_us=2000, tf_threads=1, xla_row_buckets=(4, 16))
     repo = tmp_path / "repo"
-    publish_savedmodel(repo, config, tmp_path / "sm")
+    extra = None
+    if runtime == "tflite":
+        config = dataclasses.replace(config, tflite_model="model.tflite")
+        extra = {"model.tflite": row_model_tflite(tmp_path / "sm")}
+    publish_savedmodel(repo, config, tmp_path / "sm", extra_files=extra)
 
     def call(client, n, seed):
         r = np.random.default_rng(seed)
@@ -147,6 +156,9 @@ def test_row_buckets_compile_with_xla_and_pad_chunk_and_batch_exactly(tmp_path):
     # "direct": the compiled functions are called flat, past ConcreteFunction's per-call argument
     # binding (tworec.export.triton_python_model.flat_caller); "public" would mean TensorFlow's
     # internals changed and that saving is gone (answers stay right either way).
-    assert "rows v1: XLA-compiled for rows [4, 16], direct calls" in log
+    if runtime == "xla":
+        assert "rows v1: XLA-compiled for rows [4, 16], direct calls" in log
+    else:
+        assert "rows v1: TFLite model.tflite for rows [4, 16]" in log
     requests = int(stats["inference_stats"]["success"]["count"])
     assert requests == 5 + 30 and int(stats["execution_count"]) < requests  # the batcher merged requests
