@@ -55,7 +55,9 @@ class TestSet:
         layout = DataLayout(data_dir)
         self.protocol = protocol
         self.catalog = catalog
-        self.examples = _decoded(layout, split or PROTOCOLS[protocol].test,
+        split = split or PROTOCOLS[protocol].test
+        self.pattern = layout.split_pattern(split)  # the examples' files
+        self.examples = _decoded(layout, split,
                                  (contract.USER_ID, contract.ITEM_ID, contract.TIMESTAMP,
                                   contract.HISTORY_ITEM_IDS))[:limit]
         row = catalog.row_of()
@@ -149,18 +151,25 @@ def _reranked(scores, targets, first_ranks, rerank):
     return ranks, np.take_along_axis(rows, order, 1)
 
 
-def model_scores(model_dir: str, data_dir: str, test: TestSet):
-    """A score function over the test examples for a trained two-tower model."""
+def two_tower_scores(model, lookups, history_length: int, test: TestSet):
+    """A score function over ``test``'s examples for a two-tower model: each example's query
+    against every catalog item."""
     from tworec.towers.queries import split_queries
+
+    items = model.item_embeddings()
+    queries = split_queries(model, lookups, test.pattern, history_length, BATCH, limit=len(test.targets)).query
+    if len(queries) != len(test.targets):
+        raise RuntimeError("query and example counts differ: the split changed under eval, or an example's "
+                           "item is not in the catalog")
+    return lambda start, stop: queries[start:stop] @ items.T
+
+
+def model_scores(model_dir: str, data_dir: str, test: TestSet):
+    """(config, score function over the test examples) for a trained two-tower model folder."""
     from tworec.towers.train import load_retrieval
 
     model, _, lookups, config = load_retrieval(model_dir, data_dir, catalog=test.catalog)
-    items = model.item_embeddings()
-    queries = split_queries(model, lookups, DataLayout(data_dir).split_pattern(PROTOCOLS[config.protocol].test),
-                            config.history_length, BATCH).query
-    if len(queries) != len(test.targets):
-        raise RuntimeError("query and example counts differ: the test split changed under eval")
-    return config, lambda start, stop: queries[start:stop] @ items.T
+    return config, two_tower_scores(model, lookups, config.history_length, test)
 
 
 def two_stage_scores(ranker_dir: str, data_dir: str, test: TestSet):
@@ -176,8 +185,7 @@ def two_stage_scores(ranker_dir: str, data_dir: str, test: TestSet):
     model, _, lookups, config = load_retrieval(meta["retrieval"], data_dir, catalog=test.catalog)
     if config.protocol != "temporal":
         raise ValueError("the ranker is evaluated on the temporal protocol: its retrieval model must be temporal")
-    queries = split_queries(model, lookups, DataLayout(data_dir).split_pattern(PROTOCOLS["temporal"].test),
-                            config.history_length, BATCH)
+    queries = split_queries(model, lookups, test.pattern, config.history_length, BATCH)
     if len(queries) != len(test.targets):
         raise RuntimeError("query and example counts differ: the test split changed under eval")
     items = tables.item_embedding

@@ -10,15 +10,8 @@ epoch it picks scores 0.574 test HitRate@100 (tail 0.421) against 0.600 (tail 0.
 from __future__ import annotations
 
 from tworec.contract import Split
-from tworec.evaluation.evaluate import TestSet
-from tworec.layout import DataLayout
+from tworec.evaluation.evaluate import TestSet, two_tower_scores
 from tworec.tf_setup import keras
-from tworec.towers.queries import split_queries
-
-
-def hitrate_key(k: int) -> str:
-    """The epoch-log name of validation HitRate@k (what checkpoints and early stopping monitor)."""
-    return f"val_hitrate@{k}"
 
 
 class ValidationHitRate(keras.callbacks.Callback):
@@ -32,20 +25,14 @@ class ValidationHitRate(keras.callbacks.Callback):
                  max_queries: int = 10_000):
         super().__init__()
         self.k = k
-        self.key = hitrate_key(k)
+        self.key = f"val_hitrate@{k}"  # what checkpoints and early stopping monitor
         self._lookups = lookups
         self._history_length = history_length
-        self._pattern = DataLayout(data_dir).split_pattern(Split.VALID)
         self._queries = TestSet(data_dir, "temporal", catalog, split=Split.VALID, limit=max_queries)
 
     def hitrate(self) -> float:
-        model = self.model
-        items = model.item_embeddings()
-        queries = split_queries(model, self._lookups, self._pattern, self._history_length,
-                                limit=len(self._queries.targets)).query
-        if len(queries) != len(self._queries.targets):
-            raise RuntimeError("validation queries and examples differ: an example's item is not in the catalog")
-        metrics, _ = self._queries.evaluate(lambda start, stop: queries[start:stop] @ items.T)
+        scores = two_tower_scores(self.model, self._lookups, self._history_length, self._queries)
+        metrics, _ = self._queries.evaluate(scores)
         return metrics["all"][f"hitrate@{self.k}"]
 
     def on_epoch_end(self, epoch, logs=None):

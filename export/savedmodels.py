@@ -93,19 +93,23 @@ def tflite_difference(savedmodel, model: bytes, requests: int = 8, seed: int = 0
     return worst
 
 
+def _accepted(model: bytes, savedmodel, difference: float, tolerance: float) -> bytes:
+    """``model``, unless its largest difference from the SavedModel exceeds ``tolerance``."""
+    if not difference <= tolerance:
+        raise RuntimeError(f"the TFLite conversion of {savedmodel} differs from it by {difference:.2e} "
+                           f"(tolerance {tolerance:.0e})")
+    return model
+
+
 def query_tower_tflite(savedmodel, tolerance: float = 1e-4) -> bytes:
     """The query tower's TFLite conversion, refused unless it answers what the SavedModel answers."""
     model = convert_to_tflite(savedmodel)
-    difference = tflite_difference(savedmodel, model)
-    if not difference <= tolerance:
-        raise RuntimeError(f"the TFLite query tower differs from its SavedModel {savedmodel} by "
-                           f"{difference:.2e} (tolerance {tolerance:.0e})")
-    return model
+    return _accepted(model, savedmodel, tflite_difference(savedmodel, model), tolerance)
 
 
 def row_model_tflite(savedmodel, row_counts=(5, 200), tolerance: float = 1e-4, seed: int = 0) -> bytes:
     """The TFLite conversion of a model that scores rows independently (the ranker), refused
-    unless, run as Triton runs it (PackedTflite, padded to its row buckets), it answers what the
+    unless, run as Triton runs it (PackedTflite, padded to a row bucket), it answers what the
     SavedModel's signature answers on random rows: small non-negative ints (embedding rows; the
     ranker maps unknown ones to row 0) and normal floats."""
     from tworec.export.triton_python_model import PackedTflite
@@ -114,7 +118,7 @@ def row_model_tflite(savedmodel, row_counts=(5, 200), tolerance: float = 1e-4, s
     signature = tf.saved_model.load(str(savedmodel)).signatures["serving_default"]
     specs = signature.structured_input_signature[1]
     outputs = sorted(signature.structured_outputs)
-    lite = PackedTflite(tf, model, sorted(specs), outputs, sorted({max(row_counts), 2 * max(row_counts)}))
+    lite = PackedTflite(tf, model, sorted(specs), outputs, [max(row_counts)])
     rng = np.random.default_rng(seed)
     worst = 0.0
     for rows in row_counts:
@@ -126,10 +130,7 @@ def row_model_tflite(savedmodel, row_counts=(5, 200), tolerance: float = 1e-4, s
         want = signature(**{k: tf.constant(v) for k, v in feeds.items()})
         got = lite(feeds)
         worst = max(worst, *(float(np.abs(got[k] - want[k].numpy()).max()) for k in outputs))
-    if not worst <= tolerance:
-        raise RuntimeError(f"the TFLite conversion of {savedmodel} differs from it by {worst:.2e} "
-                           f"(tolerance {tolerance:.0e})")
-    return model
+    return _accepted(model, savedmodel, worst, tolerance)
 
 
 def export_item_tower(model, config, path, encoder=None) -> Path:

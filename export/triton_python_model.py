@@ -167,7 +167,7 @@ class PackedXla(RowBuckets):
         frozen = convert_variables_to_constants_v2(signature)
         specs = {t.name.split(":")[0]: t for t in frozen.inputs}
         frozen_order = [t.name.split(":")[0] for t in frozen.inputs]
-        self._tf, self._outputs, self.buckets = tf, outputs, buckets
+        self._outputs, self.buckets = outputs, buckets
         self._columns = {}  # input → (dtype, first column, width, per-row shape)
         widths = {}
         for name in inputs:
@@ -175,7 +175,6 @@ class PackedXla(RowBuckets):
             width = int(np.prod(shape, dtype=np.int64))
             self._columns[name] = (np.dtype(dtype), widths.get(np.dtype(dtype), 0), width, shape)
             widths[np.dtype(dtype)] = widths.get(np.dtype(dtype), 0) + width
-        self._widths = widths
         self._dtypes = list(widths)
         structure, columns, dtypes = signature.structured_outputs, self._columns, self._dtypes
 
