@@ -51,6 +51,7 @@ bench: install
 	$(PY) benchmarks/bench_ranker.py --ranker $(RUN)/ranker --results $(BENCH)/results.json
 	$(PY) benchmarks/bench_gateway.py --repo $(RUN)/repo --results $(BENCH)/results.json
 	$(PY) benchmarks/probe_history.py --repo $(RUN)/repo --results $(BENCH)/results.json
+	$(PY) benchmarks/probe_cold.py --run $(RUN) --results $(BENCH)/results.json
 	$(PY) benchmarks/summary.py $(BENCH)/results.json --out $(BENCH)/results.md
 	$(TWOREC) report --run $(RUN) --bench $(BENCH)/results.json
 

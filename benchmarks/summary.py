@@ -37,6 +37,16 @@ def _rows(name: str, r: dict) -> list:
         return [(name, f"history of {n} items of one category: where the category ranks",
                  f"{v['mean_median_rank_percentile']:.1f}th percentile", "random ordering: 50th; lower is better")
                 for n, v in r["lengths"].items()]
+    if name == "cold_probe":
+        rows = []
+        for label, v in (("model", r["model"]), ("every item content only", r["content_only"])):
+            rows.append((name, f"{label}: cold / warm HR@100", f"{v['cold']['hitrate@100']:.3f} / {v['warm']['hitrate@100']:.3f}",
+                         f"all HR@100 {v['all']['hitrate@100']:.3f}, HR@10 {v['all']['hitrate@10']:.3f}"))
+        for offset, v in r["offsets"].items():
+            rows.append((name, f"new-item offset {offset}: cold / warm HR@100",
+                         f"{v['cold']['hitrate@100']:.3f} / {v['warm']['hitrate@100']:.3f}",
+                         f"all HR@100 {v['all']['hitrate@100']:.3f}, HR@10 {v['all']['hitrate@10']:.3f}"))
+        return rows
     if name == "soak":
         return [(name, "soak", json.dumps({k: v for k, v in r.items() if isinstance(v, (int, float))})[:80], "")]
     return [(name, "result", json.dumps(r)[:80], "")]

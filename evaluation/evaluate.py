@@ -153,7 +153,7 @@ def _reranked(scores, targets, first_ranks, rerank):
 
 def two_tower_scores(model, lookups, history_length: int, test: TestSet):
     """A score function over ``test``'s examples for a two-tower model: each example's query
-    against every catalog item."""
+    against every catalog item, plus the model's new-item offset on items without an id."""
     from tworec.towers.queries import split_queries
 
     items = model.item_embeddings()
@@ -161,7 +161,8 @@ def two_tower_scores(model, lookups, history_length: int, test: TestSet):
     if len(queries) != len(test.targets):
         raise RuntimeError("query and example counts differ: the split changed under eval, or an example's "
                            "item is not in the catalog")
-    return lambda start, stop: queries[start:stop] @ items.T
+    shift = model.score_shift()
+    return lambda start, stop: queries[start:stop] @ items.T + shift
 
 
 def model_scores(model_dir: str, data_dir: str, test: TestSet):
@@ -188,7 +189,7 @@ def two_stage_scores(ranker_dir: str, data_dir: str, test: TestSet):
     queries = split_queries(model, lookups, test.pattern, config.history_length, BATCH)
     if len(queries) != len(test.targets):
         raise RuntimeError("query and example counts differ: the test split changed under eval")
-    items = tables.item_embedding
+    items, shift = tables.item_embedding, model.score_shift()
     serve = serving_signature(scorer, items.shape[1])
 
     def rerank(start, stop, rows, retrieval_scores):
@@ -199,7 +200,7 @@ def two_stage_scores(ranker_dir: str, data_dir: str, test: TestSet):
         flat = {k: tf.constant(v.reshape((-1,) + v.shape[2:])) for k, v in features.items()}
         return serve(flat)["score"].numpy().reshape(rows.shape)
 
-    return (lambda start, stop: queries.query[start:stop] @ items.T), rerank
+    return (lambda start, stop: queries.query[start:stop] @ items.T + shift), rerank
 
 
 def evaluate(data_dir: str, model_dirs, out_dir: str, ranker_dir: str | None = None) -> dict:

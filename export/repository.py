@@ -137,8 +137,8 @@ def export_repository(retrieval_dir: str, ranker_dir: str, repo: str, eval_dir: 
         # Saved again from the weights, so the signatures are the ones this code's contract serves
         # even for a ranker folder written by an earlier version.
         export_savedmodel(scorer, dim, staging / "ranker.savedmodel")
-        ItemIndex.build(tables.item_embedding, catalog.item_ids,
-                        IndexConfig(num_neighbors=200)).save(str(staging / "index"))
+        ItemIndex.build(tables.item_embedding, catalog.item_ids, IndexConfig(num_neighbors=200),
+                        score_shift=model.score_shift()).save(str(staging / "index"))
         np.savez(staging / "catalog.npz", item_ids=np.array(catalog.item_ids, dtype=str),
                  titles=np.array(catalog.titles, dtype=str), cold=catalog.train_counts == 0,
                  train_counts=catalog.train_counts, categories=np.array(catalog.categories, dtype=str),
@@ -158,6 +158,7 @@ def export_repository(retrieval_dir: str, ranker_dir: str, repo: str, eval_dir: 
         bundle = {
             "version": version, "embedding_dim": dim, "history_length": config.history_length,
             "max_text_length": config.max_text_length, "encoder": config.encoder,
+            "new_item_offset": model.new_item_offset,
             "triton": {RANKER_MODEL: ranker_version, ITEM_TOWER_MODEL: item_version},
             "ranker_inputs": RANKER_INPUTS_PACKED,
         }

@@ -39,9 +39,13 @@ def repeat_new_item_positives(lists: RankingLists, item_row: np.ndarray, repeats
     return lists.subset(np.concatenate([np.arange(len(lists)), np.repeat(new, repeats - 1)]))
 
 
-def top_candidates(query: np.ndarray, item_embeddings: np.ndarray, history_rows: np.ndarray, k: int):
-    """Retrieval's top ``k`` catalog rows per query, items in the history excluded: (rows, scores)."""
+def top_candidates(query: np.ndarray, item_embeddings: np.ndarray, history_rows: np.ndarray, k: int,
+                   score_shift: np.ndarray | None = None):
+    """Retrieval's top ``k`` catalog rows per query, items in the history excluded: (rows, scores).
+    ``score_shift`` [items] is added to every query's scores (the retrieval model's new-item offset)."""
     scores = query @ item_embeddings.T
+    if score_shift is not None:
+        scores += score_shift
     seen = history_rows >= 0
     scores[np.nonzero(seen)[0], history_rows[seen]] = -np.inf
     k = min(k, scores.shape[1])
@@ -52,14 +56,16 @@ def top_candidates(query: np.ndarray, item_embeddings: np.ndarray, history_rows:
 
 
 def mine_lists(queries: SplitQueries, item_embeddings: np.ndarray, config: RankerConfig,
-               seed: int = 0, chunk: int = 2048) -> RankingLists:
+               seed: int = 0, chunk: int = 2048, score_shift: np.ndarray | None = None) -> RankingLists:
+    """Lists with retrieval scores as serving sees them (``score_shift`` included)."""
     rng = np.random.default_rng(seed)
     num_items = len(item_embeddings)
+    shift = np.zeros(num_items, np.float32) if score_shift is None else np.asarray(score_shift, np.float32)
     lists, scores, kept = [], [], []
     for start in range(0, len(queries), chunk):
         stop = min(start + chunk, len(queries))
         q, history, target = queries.query[start:stop], queries.history_rows[start:stop], queries.item_row[start:stop]
-        top, _ = top_candidates(q, item_embeddings, history, config.candidates)
+        top, _ = top_candidates(q, item_embeddings, history, config.candidates, shift)
         first = len(lists)
         for i in range(stop - start):
             if config.positives_in_candidates and target[i] not in top[i]:
@@ -78,7 +84,7 @@ def mine_lists(queries: SplitQueries, item_embeddings: np.ndarray, config: Ranke
             lists.append([int(target[i]), *hard, *randoms])
         rows = np.array(lists[first:], np.int64).reshape(-1, config.list_size)
         local = np.array(kept[first:], np.int64) - start
-        scores.append(np.einsum("nd,nld->nl", q[local], item_embeddings[rows]))
+        scores.append(np.einsum("nd,nld->nl", q[local], item_embeddings[rows]) + shift[rows])
     return RankingLists(queries.subset(np.array(kept, np.int64)),
                         np.array(lists, np.int64).reshape(-1, config.list_size),
                         np.concatenate(scores).astype(np.float32) if scores else np.zeros((0, config.list_size), np.float32))

@@ -51,7 +51,7 @@ def train_ranker(data_dir: str, retrieval_dir: str, out_dir: str, config: Ranker
     item_embeddings = retrieval.item_embeddings()
     tables = build_tables(catalog, item_embeddings, user_attributes(data_dir))
     mined = [mine_lists(split_queries(retrieval, lookups, layout.split_pattern(Split(s)), rconfig.history_length),
-                        item_embeddings, config, seed=config.seed + i)
+                        item_embeddings, config, seed=config.seed + i, score_shift=retrieval.score_shift())
              for i, s in enumerate(config.splits)]
     lists = RankingLists.concat(mined)
     order = np.random.default_rng(config.seed).permutation(len(lists))

@@ -98,6 +98,8 @@ class Bundle:
         self.meta = meta
         self.dim = meta["embedding_dim"]
         self.history_length = meta["history_length"]
+        # What an item embedded from its text alone (an upsert) adds to its retrieval score.
+        self.new_item_offset = float(meta.get("new_item_offset", 0.0))
         self.max_text_length = meta["max_text_length"]
         self.triton_versions = meta["triton"]
         self.ranker_model, self.item_tower_model = RANKER_MODEL, ITEM_TOWER_MODEL
@@ -134,10 +136,11 @@ class Bundle:
         return self._query(user_row=user_row, history_embeddings=emb, history_mask=mask, timestamp=now,
                            history_timestamps=ts)
 
-    def search(self, vector: np.ndarray, k: int):
+    def search(self, vector: np.ndarray, k: int, with_shift: bool = True):
+        """Retrieval for a query vector; ``with_shift=False`` for an item vector (similar items)."""
         with self.lock:
             k = max(1, min(k, self.index.size))
-            return self.index.search(vector, k)
+            return self.index.search(vector, k, with_shift)
 
     def category_rows(self, categories) -> np.ndarray:
         return padded_rows(categories, self.categories, contract.MAX_ITEM_CATEGORIES)
@@ -152,7 +155,7 @@ class Bundle:
     def upsert(self, ids, titles, embeddings, category_rows):
         with self.lock:
             self.items.put(ids, titles, np.asarray(embeddings, np.float32), category_rows)
-            self.index.upsert(ids, embeddings)
+            self.index.upsert(ids, embeddings, self.new_item_offset)
             self.removed.difference_update(ids)
 
     def remove(self, ids) -> int:

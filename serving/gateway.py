@@ -209,7 +209,7 @@ class Recommender(pb_grpc.RecommenderServicer):
             except ModelUnavailable as err:
                 return self._fail(context, grpc.StatusCode.UNAVAILABLE, f"item tower unavailable: {err}")
             skip = set()
-        ids, scores = bundle.search(vector, request.k + len(skip))
+        ids, scores = bundle.search(vector, request.k + len(skip), with_shift=False)
         pairs = [(i, s) for i, s in zip(ids, scores) if i not in skip][: request.k]
         return pb.SimilarItemsResponse(items=self._items(bundle, [i for i, _ in pairs], [s for _, s in pairs],
                                                          pb.RETRIEVAL), model_version=str(bundle.version))

@@ -51,12 +51,14 @@ def synthetic_data(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_retrieval(synthetic_data, tmp_path_factory):
-    """A tiny content two-tower model trained on the synthetic dataset (tiny random encoder)."""
+    """A tiny content two-tower model trained on the synthetic dataset (tiny random encoder). Its
+    new-item offset is set, not fitted (a fitted one may be 0), so the ranker's lists, the exported
+    index and the gateway all run with a score shift."""
     from tworec.towers.config import RetrievalConfig
     from tworec.towers.train import train_retrieval
 
     out = tmp_path_factory.mktemp("tiny_retrieval") / "retrieval"
-    train_retrieval(str(synthetic_data), str(out), RetrievalConfig.tiny(epochs=3), verbose=0)
+    train_retrieval(str(synthetic_data), str(out), RetrievalConfig.tiny(epochs=3, new_item_offset=0.05), verbose=0)
     return out
 
 

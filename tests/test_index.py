@@ -48,3 +48,28 @@ def test_upsert_is_found_by_the_next_search_delete_removes_and_save_load_keeps_i
         assert "dimension" in str(err)
     else:
         raise AssertionError("a wrong dimension must be refused")
+
+
+def test_a_score_shift_adds_to_retrieval_scores_only_and_survives_upsert_and_save_load(tmp_path):
+    e = clustered_unit_vectors(1500, 16, clusters=15, seed=7)
+    ids = [f"i{i}" for i in range(len(e))]
+    shift = np.where(np.arange(len(e)) % 10 == 0, 0.3, 0.0).astype(np.float32)  # every tenth item is "new"
+    q = clustered_unit_vectors(30, 16, clusters=15, seed=8)
+    index = ItemIndex.build(e, ids, score_shift=shift)
+    assert index.shifted and index.dimension == 16
+    found, scores = index.search_batched(q, 20)
+    exact = np.argsort(-(q @ e.T + shift), axis=1)[:, :20]
+    assert [[int(i[1:]) for i in row] for row in found] == exact.tolist()
+    np.testing.assert_allclose(scores, np.take_along_axis(q @ e.T + shift, exact, 1), atol=1e-5)
+    # Item-to-item: the shift is left out.
+    similar, _ = index.search_batched(q, 20, with_shift=False)
+    assert [[int(i[1:]) for i in row] for row in similar] == _exact_top(e, q, 20).tolist()
+
+    index.upsert(["new"], q[:1], score_shift=0.5)
+    top, top_scores = index.search(q[0], 1)
+    assert top == ["new"] and abs(top_scores[0] - (q[0] @ q[0] + 0.5)) < 1e-4
+    index.save(str(tmp_path / "index"))
+    loaded = ItemIndex.load(str(tmp_path / "index"))
+    assert loaded.shifted and loaded.search(q[0], 1)[1][0] == top_scores[0]
+    # No shift (or all zeros): the plain embeddings, as before.
+    assert not ItemIndex.build(e, ids, score_shift=np.zeros(len(e))).shifted

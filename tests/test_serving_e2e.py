@@ -121,7 +121,8 @@ def test_an_upserted_item_is_retrievable_by_the_next_call(service, client):
     # live item table, with the gateway's own query tower) are excluded, so the new item must be the
     # first candidate the live ScaNN index returns (k = all candidates, so the ranker cannot hide it). (How high a tiny test model ranks a text-only
     # item by itself is a model-quality question, measured by `tworec eval`, not here.)
-    assert "brand-new-item-1" in [i.item_id for i in client.similar_items(text=title, k=5).items]
+    similar = {i.item_id: i.score for i in client.similar_items(text=title, k=5).items}
+    assert abs(similar["brand-new-item-1"] - 1.0) < 1e-4  # its own text: cosine 1, no offset added
     table = bundle.items
     new_row = table.row_of["brand-new-item-1"]
     history = warm[1]
@@ -133,7 +134,9 @@ def test_an_upserted_item_is_retrievable_by_the_next_call(service, client):
                            recent_timestamps=[1_700_000_000])
     hits = [i for i in rec.items if i.item_id == "brand-new-item-1"]
     assert hits and hits[0].cold
-    assert abs(hits[0].retrieval_score - scores[new_row]) < 1e-4
+    # Known only by its text, it takes the model's new-item offset; SimilarItems does not.
+    assert bundle.new_item_offset == 0.05 and bundle.index.shifted
+    assert abs(hits[0].retrieval_score - (scores[new_row] + 0.05)) < 1e-4
     assert not set(ahead) & {i.item_id for i in rec.items}
     # As history the new item is usable at once.
     assert len(client.recommend("someone-new", ["brand-new-item-1"], k=10).items) == 10

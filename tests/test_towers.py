@@ -53,6 +53,16 @@ def test_training_writes_weights_embeddings_logs_and_summary(synthetic_data, tmp
     model, catalog, _, _ = load_retrieval(str(out))
     np.testing.assert_allclose(model.item_embeddings(), embeddings, atol=1e-5)
 
+    # Embedded "as if cold", every item goes the new-item path; only items with an id change.
+    as_cold = model.item_embeddings(use_ids=False)
+    tower = model.item_tower
+    np.testing.assert_allclose(as_cold, model.content_embeddings(tower.content.numpy(), tower.category_ids.numpy()),
+                               atol=1e-5)
+    has_id = catalog.id_index > 0
+    assert has_id.any() and (~has_id).any()
+    np.testing.assert_allclose(as_cold[~has_id], embeddings[~has_id], atol=1e-5)
+    assert np.abs(as_cold[has_id] - embeddings[has_id]).max() > 1e-3
+
     # The weights kept are the epoch with the best validation HitRate@100, not the last epoch's.
     from tworec.evaluation.validation import ValidationHitRate
     from tworec.towers.features import Lookups
@@ -62,7 +72,23 @@ def test_training_writes_weights_embeddings_logs_and_summary(synthetic_data, tmp
     judge = ValidationHitRate(str(synthetic_data), catalog, Lookups(catalog.item_ids, catalog.user_vocab),
                               config.history_length)
     judge.set_model(model)
+    offset = model.new_item_offset
+    model.new_item_offset = 0.0  # the epochs were judged before the offset was fitted
     assert abs(judge.hitrate() - max(by_epoch)) < 1e-4, (judge.hitrate(), by_epoch)
+
+    # The new-item offset: the fitted table's best (ties to the offset nearest 0), kept in model.json
+    # and score_shift.npy, and scored through the model's shift exactly as the fit scored it.
+    fit = {float(o): v for o, v in summary["new_item_offset_fit"].items()}
+    assert len(fit) >= 11 and min(fit) == 0.0 and max(fit) == 0.1
+    from tworec.evaluation.validation import MIN_GAIN
+
+    best = max(fit, key=lambda o: (fit[o], -abs(o)))
+    assert offset == summary["new_item_offset"] == (best if fit[best] - fit[0.0] >= MIN_GAIN else 0.0), (offset, fit)
+    np.testing.assert_allclose(np.load(out / "score_shift.npy"), np.where(catalog.id_index == 0, offset, 0.0))
+    for tried in (0.1, 0.05):
+        model.new_item_offset = tried
+        assert abs(judge.hitrate() - fit[tried]) < 1e-4, (tried, judge.hitrate(), fit)
+    assert fit[0.1] != fit[0.0]  # the offset reaches the ranking: the id-less items move
 
 
 def test_never_seen_items_are_retrieved_for_a_user_into_their_topic(synthetic_data, tmp_path):

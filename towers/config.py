@@ -39,6 +39,10 @@ class RetrievalConfig:
     # sampled-softmax loss there, which on MovieLens-100K picked an epoch 0.026 HitRate@100 worse.
     selection: str = "hitrate@100"
     validation_queries: int = 10_000  # at most, for the HitRate selection: its cost per epoch
+    # Added to the retrieval score of items without an id embedding (cold, new). None: fitted on the
+    # validation split after training (content variant, temporal protocol; else 0); a number: used
+    # as given, e.g. to show new items more than validation would.
+    new_item_offset: float | None = None
     patience: int = 3  # early stopping on the selection metric, in epochs
     # Early stopping judges no epoch before this many optimizer steps. On a small dataset an epoch
     # is a few dozen steps and the validation loss is noisy, so a patience in epochs alone stops a

@@ -3,6 +3,10 @@
 Defaults follow ScaNN's guidance for the catalog size: brute force (exact) below ~20k items, a
 partitioned tree with asymmetric hashing and exact re-ranking above. ScaNN's docids carry the
 item ids, so ``upsert``/``delete`` work by id and a new item is found by the next search.
+
+A per-item score shift (the retrieval model's new-item offset) is stored as one extra coordinate
+of each item vector: a retrieval query carries 1 there, so ScaNN's dot product adds the shift to
+the item's score; an item-to-item query carries 0 and ranks by embedding similarity alone.
 """
 from __future__ import annotations
 
@@ -54,31 +58,53 @@ def build_searcher(embeddings: np.ndarray, item_ids, config: IndexConfig = Index
     return builder.build(docids=[str(i) for i in item_ids])
 
 
-class ItemIndex:
-    """ScaNN searcher + item ids; ``search`` returns (item ids, scores) best first."""
+def _with_column(vectors: np.ndarray, column) -> np.ndarray:
+    vectors = np.asarray(vectors, np.float32)
+    column = np.broadcast_to(np.asarray(column, np.float32), vectors.shape[:-1])[..., np.newaxis]
+    return np.ascontiguousarray(np.concatenate([vectors, column], axis=-1))
 
-    def __init__(self, searcher, config: IndexConfig, dimension: int):
+
+class ItemIndex:
+    """ScaNN searcher + item ids; ``search`` returns (item ids, scores) best first. ``dimension``
+    is the embeddings'; ``shifted`` says whether items carry a score shift."""
+
+    def __init__(self, searcher, config: IndexConfig, dimension: int, shifted: bool = False):
         self.searcher = searcher
         self.config = config
         self.dimension = dimension
+        self.shifted = shifted
 
     @classmethod
-    def build(cls, embeddings: np.ndarray, item_ids, config: IndexConfig = IndexConfig()) -> "ItemIndex":
-        return cls(build_searcher(embeddings, item_ids, config), config, embeddings.shape[1])
+    def build(cls, embeddings: np.ndarray, item_ids, config: IndexConfig = IndexConfig(),
+              score_shift: np.ndarray | None = None) -> "ItemIndex":
+        """``score_shift`` [items]: added to each item's score by ``search``; none (or all 0) keeps
+        the plain embeddings."""
+        shifted = score_shift is not None and bool(np.any(np.asarray(score_shift) != 0))
+        vectors = _with_column(embeddings, score_shift) if shifted else embeddings
+        return cls(build_searcher(vectors, item_ids, config), config, embeddings.shape[1], shifted)
 
-    def search(self, query: np.ndarray, k: int):
-        query = np.asarray(query, np.float32)
-        ids, scores = self.searcher.search(query, final_num_neighbors=k)
+    def _queries(self, queries: np.ndarray, with_shift: bool) -> np.ndarray:
+        queries = np.asarray(queries, np.float32)
+        return _with_column(queries, 1.0 if with_shift else 0.0) if self.shifted else queries
+
+    def search(self, query: np.ndarray, k: int, with_shift: bool = True):
+        """Best ``k`` items by query · item (+ the item's score shift unless ``with_shift`` is False:
+        item-to-item similarity)."""
+        ids, scores = self.searcher.search(self._queries(query, with_shift), final_num_neighbors=k)
         return [str(i) for i in ids], np.asarray(scores)
 
-    def search_batched(self, queries: np.ndarray, k: int):
-        ids, scores = self.searcher.search_batched(np.asarray(queries, np.float32), final_num_neighbors=k)
+    def search_batched(self, queries: np.ndarray, k: int, with_shift: bool = True):
+        ids, scores = self.searcher.search_batched(self._queries(queries, with_shift), final_num_neighbors=k)
         return [[str(i) for i in row] for row in ids], np.asarray(scores)
 
-    def upsert(self, item_ids, embeddings: np.ndarray):
+    def upsert(self, item_ids, embeddings: np.ndarray, score_shift=0.0):
+        """Adds or replaces items; ``score_shift`` (one per item, or one for all) is kept when the
+        index is shifted."""
         embeddings = np.asarray(embeddings, np.float32)
         if embeddings.shape[1] != self.dimension:
             raise ValueError(f"embedding dimension {embeddings.shape[1]} != index dimension {self.dimension}")
+        if self.shifted:
+            embeddings = _with_column(embeddings, score_shift)
         self.searcher.upsert([str(i) for i in item_ids], embeddings)
 
     def delete(self, item_ids):
@@ -97,7 +123,17 @@ class ItemIndex:
         self.searcher.searcher.serialize(str(path), True)
         (path / DOCIDS).write_text(json.dumps(list(self.searcher.docids)))
         (path / "tworec_index.json").write_text(json.dumps(
-            {"config": asdict(self.config), "dimension": self.dimension}, indent=2))
+            {"config": asdict(self.config), "dimension": self.dimension, "shifted": self.shifted}, indent=2))
+
+    @classmethod
+    def of_model(cls, model_dir: str, config: IndexConfig = IndexConfig()) -> "ItemIndex":
+        """The index of a trained retrieval model folder: its item embeddings and ids, and its score
+        shift (the new-item offset) where the folder has one."""
+        path = Path(model_dir)
+        item_ids = (path / "item_ids.txt").read_text().split("\n")[:-1]
+        shift = path / "score_shift.npy"
+        return cls.build(np.load(path / "item_embeddings.npy"), item_ids, config,
+                         np.load(shift) if shift.exists() else None)
 
     @classmethod
     def load(cls, directory: str) -> "ItemIndex":
@@ -109,4 +145,4 @@ class ItemIndex:
         assets = (path / "scann_assets.pbtxt").read_text()
         searcher = scann_ops_pybind.ScannSearcher(
             scann_ops_pybind.scann_pybind.ScannNumpy(os.fspath(path), assets), docids)
-        return cls(searcher, IndexConfig(**meta["config"]), meta["dimension"])
+        return cls(searcher, IndexConfig(**meta["config"]), meta["dimension"], meta.get("shifted", False))

@@ -86,7 +86,8 @@ class ItemTower(keras.layers.Layer):
         """Content vectors from token states of the frozen bottom layers (finetune mode)."""
         return mean_pool(run_layers(self.top_layers, states, mask, training=training), mask)
 
-    def call(self, rows, training=False):
+    def call(self, rows, training=False, use_ids=True):
+        """Embeddings of catalog rows; ``use_ids=False`` embeds every item as if it were cold."""
         rows = tf.maximum(tf.cast(rows, tf.int32), 0)
         content = None
         if self.uses_content and self.finetune:
@@ -95,7 +96,8 @@ class ItemTower(keras.layers.Layer):
         elif self.uses_content:
             content = tf.gather(self.content, rows)
         categories = tf.gather(self.category_ids, rows) if self.uses_content else None
-        return self.embed(content, tf.gather(self.id_index, rows), categories, training=training)
+        id_rows = tf.gather(self.id_index, rows) if use_ids else tf.zeros_like(rows)
+        return self.embed(content, id_rows, categories, training=training)
 
 
 class QueryTower(keras.layers.Layer):
@@ -162,6 +164,10 @@ class TwoTowerModel(tfrs.Model):
         self.item_tower = ItemTower(config, catalog, content, finetune, name="item_tower")
         self.query_tower = QueryTower(config, num_users, self.item_tower, name="query_tower")
         self.num_items = catalog.size
+        # Added to the score of every item embedded from content alone (no id embedding: cold, new
+        # and unknown items); fitted on the validation split after training (tworec.evaluation.
+        # validation.fit_new_item_offset). Training itself always runs with 0.
+        self.new_item_offset = 0.0
         self.log_q = tf.constant(catalog.sampling_probability())
         self.task = tfrs.tasks.Retrieval(
             loss=keras.losses.CategoricalCrossentropy(from_logits=True, reduction=keras.losses.Reduction.SUM),
@@ -206,9 +212,14 @@ class TwoTowerModel(tfrs.Model):
         ids = tf.zeros([tf.shape(content)[0]], tf.int32)
         return self.item_tower.embed(content, ids, tf.constant(category_ids, tf.int32)).numpy()
 
-    def item_embeddings(self, rows=None, batch_size: int = 4096) -> np.ndarray:
+    def score_shift(self) -> np.ndarray:
+        """[num_items] float32 added to query · item scores: the new-item offset on items without an
+        id embedding, 0 elsewhere."""
+        return np.where(self.item_tower.id_index.numpy() == 0, self.new_item_offset, 0.0).astype(np.float32)
+
+    def item_embeddings(self, rows=None, batch_size: int = 4096, use_ids: bool = True) -> np.ndarray:
         rows = np.arange(self.num_items) if rows is None else np.asarray(rows)
-        out = [self.item_tower(tf.constant(rows[i:i + batch_size], tf.int32)).numpy()
+        out = [self.item_tower(tf.constant(rows[i:i + batch_size], tf.int32), use_ids=use_ids).numpy()
                for i in range(0, len(rows), batch_size)]
         return np.concatenate(out) if out else np.zeros((0, self.config.embedding_dim), np.float32)
 

@@ -10,6 +10,8 @@ A trained model folder holds:
     backup/              only while training: lets an interrupted run resume where it stopped
     logs/                TensorBoard
     item_embeddings.npy  catalog embeddings, rows aligned with item_ids.txt
+    score_shift.npy      per item, added to its retrieval score: the new-item offset fitted on
+                         validation for items without an id embedding, else 0
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tworec.evaluation.validation import ValidationHitRate
+from tworec.evaluation.validation import ValidationHitRate, fit_new_item_offset
 from tworec.layout import DataLayout
 from tworec.tf_setup import keras, tf
 from tworec.towers.catalog import Catalog, load_catalog
@@ -119,8 +121,16 @@ def train_retrieval(data_dir: str, out_dir: str, config: RetrievalConfig = Retri
                         callbacks=cbs, verbose=verbosity(verbose))
     model.save_weights(str(out / "weights" / "model"))
     shutil.rmtree(out / "backup", ignore_errors=True)  # the run finished: nothing to resume
+    offset_fit = {}
+    if config.new_item_offset is not None:
+        model.new_item_offset = float(config.new_item_offset)
+    elif validation is not None and config.uses_content:
+        model.new_item_offset, offset_fit = fit_new_item_offset(
+            model, data_dir, catalog, lookups, config.history_length, config.selection_k or 100,
+            config.validation_queries)
     embeddings = model.item_embeddings()
     np.save(out / "item_embeddings.npy", embeddings)
+    np.save(out / "score_shift.npy", model.score_shift())
     (out / "item_ids.txt").write_text("".join(f"{i}\n" for i in catalog.item_ids))
     summary = {
         "variant": config.variant,
@@ -130,6 +140,9 @@ def train_retrieval(data_dir: str, out_dir: str, config: RetrievalConfig = Retri
         **fit_summary(strategy, history, monitor if validation is not None else None),
         "train_examples_per_second": round(throughput.per_second, 1),
         "seconds": round(time.time() - started, 1),
+        "new_item_offset": model.new_item_offset,
+        # validation HitRate@K per offset tried (K as the selection's)
+        "new_item_offset_fit": {f"{o:g}": round(v, 4) for o, v in offset_fit.items()},
     }
     (out / "model.json").write_text(json.dumps(summary, indent=2))
     return summary
@@ -194,4 +207,5 @@ def load_retrieval(model_dir: str, data_dir: str | None = None, catalog: Catalog
     catalog = catalog or load_catalog(data_dir, PROTOCOLS[config.protocol].train)
     model = build_model(config, catalog)
     model.load_weights(str(Path(model_dir) / "weights" / "model")).expect_partial()
+    model.new_item_offset = float(meta.get("new_item_offset", 0.0))
     return model, catalog, Lookups(catalog.item_ids, catalog.user_vocab), config

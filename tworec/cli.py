@@ -92,6 +92,9 @@ def _add_train_retrieval(sub):
     p.add_argument("--encoder", default=defaults.encoder, choices=("minilm", "tiny"))
     p.add_argument("--selection", default=defaults.selection, choices=SELECTIONS,
                    help="what keeps the best epoch and stops training: validation HitRate@K or loss")
+    p.add_argument("--new-item-offset", type=float, default=None,
+                   help="added to the retrieval score of items without an id embedding (cold, new); "
+                        "default: the offset with the best validation HitRate, from 0 to 0.1")
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.set_defaults(func=_run_train_retrieval)
 
@@ -106,11 +109,13 @@ def _run_train_retrieval(args, _):
         temperature=args.temperature, logq_correction=not args.no_logq,
         mixed_negatives=args.mixed_negatives, encoder=args.encoder, seed=args.seed,
         id_dropout=args.id_dropout, user_dropout=args.user_dropout,
-        content_dropout=args.content_dropout, content_hidden=args.content_hidden, selection=args.selection)
+        content_dropout=args.content_dropout, content_hidden=args.content_hidden, selection=args.selection,
+        new_item_offset=args.new_item_offset)
     summary = train_retrieval(args.data, args.out, config)
     print(f"trained {summary['variant']} ({summary['protocol']}) on {summary['replicas']} replica(s) "
           f"{summary['devices']}: {summary['epochs_run']} epochs, "
-          f"{summary['train_examples_per_second']:,.0f} examples/s → {args.out}")
+          f"{summary['train_examples_per_second']:,.0f} examples/s, new-item offset "
+          f"{summary['new_item_offset']:g} → {args.out}")
     return 0
 
 
@@ -123,19 +128,13 @@ def _add_index(sub):
 
 
 def _run_index(args, _):
-    from pathlib import Path
-
-    import numpy as np
-
     from tworec.towers.index import IndexConfig, ItemIndex
 
-    model = Path(args.model)
-    embeddings = np.load(model / "item_embeddings.npy")
-    item_ids = (model / "item_ids.txt").read_text().split("\n")[:-1]
-    index = ItemIndex.build(embeddings, item_ids, IndexConfig(num_neighbors=args.neighbors))
+    index = ItemIndex.of_model(args.model, IndexConfig(num_neighbors=args.neighbors))
     index.save(args.out)
-    kind = "brute force" if len(item_ids) < index.config.brute_force_below else "tree + AH"
-    print(f"indexed {len(item_ids):,} items ({embeddings.shape[1]} dims, {kind}) → {args.out}")
+    kind = "brute force" if index.size < index.config.brute_force_below else "tree + AH"
+    shift = ", new-item offset as an extra coordinate" if index.shifted else ""
+    print(f"indexed {index.size:,} items ({index.dimension} dims{shift}, {kind}) → {args.out}")
     return 0
 
 

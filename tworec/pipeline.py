@@ -80,13 +80,9 @@ def _retrieval(run, out, variant, config):
 
 
 def _index(run):
-    import numpy as np
-
     from tworec.towers.index import IndexConfig, ItemIndex
 
-    model = Path(run.retrieval)
-    ids = (model / "item_ids.txt").read_text().split("\n")[:-1]
-    ItemIndex.build(np.load(model / "item_embeddings.npy"), ids, IndexConfig(num_neighbors=200)).save(run.index)
+    ItemIndex.of_model(run.retrieval, IndexConfig(num_neighbors=200)).save(run.index)
 
 
 def _ranker(run, config):
