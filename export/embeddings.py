@@ -7,7 +7,8 @@ user's latest state, from one deployed version, as sharded TFRecord and Parquet 
             the version's query tower (the same call the gateway makes)
 
 Output (OUT/items/, OUT/users/): ``part-*.tfrecord.gz`` (tworec.contract.EMBEDDING_FEATURES) and
-``part-*.parquet`` (id: string, kind: string, embedding: list<float>, as_of: int64). Runs on any Beam
+``part-*.parquet`` (id: string, kind: string, embedding: list<float>, as_of: int64, score_shift:
+float; an item's retrieval score is query · embedding + score_shift, as in the served index). Runs on any Beam
 runner; the model files are read in each worker's ``setup``, so they must be on a filesystem the
 workers can read.
 """
@@ -41,6 +42,7 @@ class _VersionFiles:
         self.item_tower = str(layout.triton / "item_tower" / str(meta["triton"]["item_tower"]) / "model.savedmodel")
         self.history_length = meta["history_length"]
         self.max_text_length = meta["max_text_length"]
+        self.new_item_offset = float(meta.get("new_item_offset", 0.0))
 
 
 class _CatalogDoFn(beam.DoFn):
@@ -51,11 +53,12 @@ class _CatalogDoFn(beam.DoFn):
         with np.load(self.files.catalog, allow_pickle=False) as z:
             self.row_of = {str(i): r for r, i in enumerate(z["item_ids"])}
             self.embedding = z["item_embedding"].astype(np.float32)
+            self.has_id = z["item_row"] > 0
             self.categories = {str(c): i + 1 for i, c in enumerate(z["categories"])}
 
 
 class EmbedItemBatch(_CatalogDoFn):
-    """Batches of item records → (item id, embedding)."""
+    """Batches of item records → (item id, embedding, 0, score shift)."""
 
     def setup(self):
         super().setup()
@@ -71,8 +74,9 @@ class EmbedItemBatch(_CatalogDoFn):
     def process(self, batch):
         unseen = [r for r in batch if r["item_id"] not in self.row_of]
         for r in batch:
-            if r["item_id"] in self.row_of:
-                yield r["item_id"], self.embedding[self.row_of[r["item_id"]]]
+            row = self.row_of.get(r["item_id"])
+            if row is not None:
+                yield r["item_id"], self.embedding[row], 0, 0.0 if self.has_id[row] else self.files.new_item_offset
         if unseen:
             from tworec.tf_setup import tf
             from tworec.towers.tokenizer import tokenize
@@ -84,7 +88,7 @@ class EmbedItemBatch(_CatalogDoFn):
                                      attention_mask=tf.constant(tokens["attention_mask"]),
                                      item_category_rows=tf.constant(cats))
             for r, vector in zip(unseen, out[contract.ITEM_TOWER_OUTPUT.name].numpy()):
-                yield r["item_id"], vector
+                yield r["item_id"], vector, 0, self.files.new_item_offset
 
 
 class LatestState(beam.CombineFn):
@@ -109,7 +113,7 @@ class LatestState(beam.CombineFn):
 
 
 class EmbedUserBatch(_CatalogDoFn):
-    """Batches of (user id, latest interaction) → (user id, embedding, as_of)."""
+    """Batches of (user id, latest interaction) → (user id, embedding, as_of, 0)."""
 
     def setup(self):
         from tworec.tf_setup import tf
@@ -143,14 +147,15 @@ class EmbedUserBatch(_CatalogDoFn):
                          history_mask=tf.constant(mask), timestamp=tf.constant(now),
                          history_timestamps=tf.constant(ts))["query_embedding"].numpy()
         for (user, _), vector, t in zip(batch, out, now):
-            yield user, vector, int(t)
+            yield user, vector, int(t), 0.0
 
 
 def _record(kind: str):
-    """(id, vector) or (id, vector, as_of) → a row named as contract.EMBEDDING_FEATURES."""
+    """(id, vector, as_of, score shift) → a row named as contract.EMBEDDING_FEATURES."""
     def to_record(element):
-        id_, vector, as_of = (*element, 0) if len(element) == 2 else element
-        return {"id": id_, "kind": kind, "embedding": [float(x) for x in vector], "as_of": as_of}
+        id_, vector, as_of, shift = element
+        return {"id": id_, "kind": kind, "embedding": [float(x) for x in vector], "as_of": as_of,
+                "score_shift": float(shift)}
     return to_record
 
 
@@ -163,7 +168,8 @@ class WriteEmbeddings(beam.PTransform):
         import pyarrow as pa
 
         schema = pa.schema([("id", pa.string()), ("kind", pa.string()),
-                            ("embedding", pa.list_(pa.float32())), ("as_of", pa.int64())])
+                            ("embedding", pa.list_(pa.float32())), ("as_of", pa.int64()),
+                            ("score_shift", pa.float32())])
         prefix = f"{self.out_dir}/{self.kind}s/part"
         records = embeddings | "Record" >> beam.Map(_record(self.kind))
         _ = (records | "Example" >> beam.Map(lambda r: example_codec.encode(contract.EMBEDDING_FEATURES, r))

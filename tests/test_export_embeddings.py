@@ -30,11 +30,14 @@ def _parquet(pattern):
 
 def test_every_item_gets_its_served_embedding(exported, synthetic_data):
     from tworec import contract, example_codec
+    from tworec.serving.bundle import Bundle
     from tworec.tfrecord_io import read_records
 
     repo, out, version = exported
     with np.load(repo / "gateway" / str(version) / "catalog.npz") as z:
         served = dict(zip([str(i) for i in z["item_ids"]], z["item_embedding"]))
+        has_id = dict(zip([str(i) for i in z["item_ids"]], z["item_row"] > 0))
+    offset = Bundle(str(repo), version).new_item_offset
     catalog = {example_codec.decode(contract.ITEM_FEATURES, r)["item_id"]
                for r in read_records(str(synthetic_data / "items" / "part-*.tfrecord.gz"))}
     parquet = _parquet(str(out / "items" / "part-*.parquet"))
@@ -45,6 +48,10 @@ def test_every_item_gets_its_served_embedding(exported, synthetic_data):
         assert r["kind"] == "item"
         np.testing.assert_allclose(r["embedding"], served[r["id"]], atol=1e-6)
         np.testing.assert_allclose(parquet[r["id"]]["embedding"], served[r["id"]], atol=1e-6)
+        # The served index's score shift: the new-item offset on items without an id.
+        expected = 0.0 if has_id[r["id"]] else offset
+        assert abs(r["score_shift"] - expected) < 1e-6 and abs(parquet[r["id"]]["score_shift"] - expected) < 1e-6
+    assert offset > 0 and any(not v for v in has_id.values()) and any(has_id.values())
 
 
 def test_every_user_gets_the_query_of_their_latest_state(exported, synthetic_data):
@@ -70,4 +77,4 @@ def test_every_user_gets_the_query_of_their_latest_state(exported, synthetic_dat
         expected = bundle.query(bundle.user_rows.get(user, 0), [bundle.items.row_of[i] for i in items], times,
                                 r["timestamp"])
         np.testing.assert_allclose(users[user]["embedding"], expected, atol=1e-5)
-        assert users[user]["as_of"] == r["timestamp"]
+        assert users[user]["as_of"] == r["timestamp"] and users[user]["score_shift"] == 0.0

@@ -243,4 +243,8 @@ EMBEDDING_ID = Feature("id", DType.STRING, doc="item id or user id")
 EMBEDDING_KIND = Feature("kind", DType.STRING, doc='"item" or "user"')
 EMBEDDING_VALUES = Feature("embedding", DType.FLOAT32, varlen=True, doc="the tower's unit vector")
 EMBEDDING_TIMESTAMP = Feature("as_of", DType.INT64, doc="users: time of the state embedded; items: 0")
-EMBEDDING_FEATURES = (EMBEDDING_ID, EMBEDDING_KIND, EMBEDDING_VALUES, EMBEDDING_TIMESTAMP)
+EMBEDDING_SCORE_SHIFT = Feature(
+    "score_shift", DType.FLOAT32,
+    doc="items: added to query · embedding in retrieval (the new-item offset for items without an id "
+        "embedding, else 0); users: 0")
+EMBEDDING_FEATURES = (EMBEDDING_ID, EMBEDDING_KIND, EMBEDDING_VALUES, EMBEDDING_TIMESTAMP, EMBEDDING_SCORE_SHIFT)
