@@ -11,7 +11,8 @@ user's state at that moment, the full catalog, items the user had before exclude
    adds little: the cold gap is then how the content path generalises to text it never trained on;
 3. cold among cold: cold targets ranked against the cold items only (the protocol of DropoutNet's
    cold-start numbers), apart from how cold items compare with warm ones;
-4. a new-item offset added to every cold item's score: if HitRate over all targets stays flat
+4. a new-item offset added to every cold item's score (in place of the model's own, if it has
+   one): if HitRate over all targets stays flat
    while cold rises, the offset only moves hits from warm items to cold ones;
 5. an oracle: cold items' scores shifted by their popularity in the train period, which the model
    never sees (the held-out cold items' interactions there). What the text would be worth if it
@@ -56,9 +57,8 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
 
     from tworec.contract import Split
-    from tworec.evaluation.evaluate import BATCH, TestSet
+    from tworec.evaluation.evaluate import TestSet, two_tower_queries
     from tworec.towers.catalog import load_catalog
-    from tworec.towers.queries import split_queries
     from tworec.towers.train import load_retrieval
 
     data_dir = os.path.join(args.run, "data")
@@ -68,7 +68,7 @@ def main(argv=None) -> dict:
                                                catalog=catalog)
     if not config.uses_content:
         parser.error("the probe needs a content model: an id-only model has no cold path")
-    queries = split_queries(model, lookups, test.pattern, config.history_length, BATCH).query
+    queries = two_tower_queries(model, lookups, config.history_length, test)
     items = model.item_embeddings()
     cold = catalog.cold.astype(np.float32)
 
@@ -78,7 +78,7 @@ def main(argv=None) -> dict:
 
     results = {"run": args.run, "cold_items": int(catalog.cold.sum()), "catalog_items": catalog.size,
                "cold_queries": int(test.segments["cold"].sum()), "queries": len(test.targets)}
-    results["model"] = hitrates(test, scores(items))
+    results["model"] = hitrates(test, scores(items, model.score_shift()))  # with its new-item offset
     results["content_only"] = hitrates(test, scores(model.item_embeddings(use_ids=False)))
     only_cold = np.where(catalog.cold, 0.0, -np.inf)
     results["cold_among_cold"] = hitrates(test, scores(items, only_cold))["cold"]

@@ -151,17 +151,22 @@ def _reranked(scores, targets, first_ranks, rerank):
     return ranks, np.take_along_axis(rows, order, 1)
 
 
-def two_tower_scores(model, lookups, history_length: int, test: TestSet):
-    """A score function over ``test``'s examples for a two-tower model: each example's query
-    against every catalog item, plus the model's new-item offset on items without an id."""
+def two_tower_queries(model, lookups, history_length: int, test: TestSet) -> np.ndarray:
+    """[examples, dim] the query tower's output for each of ``test``'s examples."""
     from tworec.towers.queries import split_queries
 
-    items = model.item_embeddings()
     queries = split_queries(model, lookups, test.pattern, history_length, BATCH, limit=len(test.targets)).query
     if len(queries) != len(test.targets):
         raise RuntimeError("query and example counts differ: the split changed under eval, or an example's "
                            "item is not in the catalog")
-    shift = model.score_shift()
+    return queries
+
+
+def two_tower_scores(model, lookups, history_length: int, test: TestSet):
+    """A score function over ``test``'s examples for a two-tower model: each example's query
+    against every catalog item, plus the model's new-item offset on items without an id."""
+    queries, items, shift = two_tower_queries(model, lookups, history_length, test), model.item_embeddings(), \
+        model.score_shift()
     return lambda start, stop: queries[start:stop] @ items.T + shift
 
 

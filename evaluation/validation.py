@@ -17,28 +17,29 @@ only trades warm hits for cold ones.
 """
 from __future__ import annotations
 
-import numpy as np
-
 from tworec.contract import Split
-from tworec.evaluation.evaluate import TestSet, two_tower_scores
+from tworec.evaluation.evaluate import TestSet, two_tower_queries, two_tower_scores
 from tworec.tf_setup import keras
 
 
+def validation_set(data_dir: str, catalog, max_queries: int = 10_000) -> TestSet:
+    """The validation split judged as eval judges test. ``max_queries`` bounds the cost on large
+    datasets: the split's first examples in file order (all of them when fewer)."""
+    return TestSet(data_dir, "temporal", catalog, split=Split.VALID, limit=max_queries)
+
+
 class ValidationHitRate(keras.callbacks.Callback):
-    """Adds ``val_hitrate@K`` to the logs at every epoch's end. List it before the callbacks that
-    read it: Keras hands every callback the same logs, in order.
+    """Adds ``val_hitrate@K`` on ``queries`` (a ``validation_set``) to the logs at every epoch's
+    end. List it before the callbacks that read it: Keras hands every callback the same logs, in
+    order."""
 
-    ``max_queries`` bounds the cost on large datasets: the validation split's first examples in
-    file order (all of them when fewer)."""
-
-    def __init__(self, data_dir: str, catalog, lookups, history_length: int, k: int = 100,
-                 max_queries: int = 10_000):
+    def __init__(self, queries: TestSet, lookups, history_length: int, k: int = 100):
         super().__init__()
         self.k = k
         self.key = f"val_hitrate@{k}"  # what checkpoints and early stopping monitor
         self._lookups = lookups
         self._history_length = history_length
-        self._queries = TestSet(data_dir, "temporal", catalog, split=Split.VALID, limit=max_queries)
+        self._queries = queries
 
     def hitrate(self) -> float:
         scores = two_tower_scores(self.model, self._lookups, self._history_length, self._queries)
@@ -60,26 +61,20 @@ OFFSET_GRID = tuple(round(0.01 * i, 3) for i in range(11))  # 0 .. 0.10
 MIN_GAIN = 0.005
 
 
-def fit_new_item_offset(model, data_dir: str, catalog, lookups, history_length: int, k: int = 100,
-                        max_queries: int = 10_000, grid=OFFSET_GRID, min_gain: float = MIN_GAIN
-                        ) -> tuple[float, dict]:
-    """(offset, {offset: validation HitRate@K}): the grid's best offset, then half a grid step
-    either side of it (within the grid's range); 0 unless the best beats 0 by ``min_gain``. Ties go
-    to the offset nearest 0. Scores with the model's current offset left out."""
+def fit_new_item_offset(model, queries: TestSet, lookups, history_length: int, k: int = 100,
+                        grid=OFFSET_GRID, min_gain: float = MIN_GAIN) -> tuple[float, dict]:
+    """(offset, {offset: HitRate@K on ``queries``, a ``validation_set``}): the grid's best offset,
+    then half a grid step either side of it (within the grid's range); 0 unless the best beats 0 by
+    ``min_gain``. Ties go to the offset nearest 0. The model's own offset plays no part."""
     if 0.0 not in grid:
         raise ValueError("the offset grid must hold 0, the model as trained")
-    queries = TestSet(data_dir, "temporal", catalog, split=Split.VALID, limit=max_queries)
-    saved, model.new_item_offset = model.new_item_offset, 0.0
-    try:
-        base = two_tower_scores(model, lookups, history_length, queries)
-    finally:
-        model.new_item_offset = saved
-    content_only = (model.item_tower.id_index.numpy() == 0).astype(np.float32)
+    query, items = two_tower_queries(model, lookups, history_length, queries), model.item_embeddings()
     table = {}
 
     def hitrate(offset: float) -> float:
         if offset not in table:
-            metrics, _ = queries.evaluate(lambda start, stop: base(start, stop) + np.float32(offset) * content_only)
+            shift = model.score_shift(offset)
+            metrics, _ = queries.evaluate(lambda start, stop: query[start:stop] @ items.T + shift)
             table[offset] = metrics["all"][f"hitrate@{k}"]
         return table[offset]
 

@@ -64,13 +64,13 @@ def test_training_writes_weights_embeddings_logs_and_summary(synthetic_data, tmp
     assert np.abs(as_cold[has_id] - embeddings[has_id]).max() > 1e-3
 
     # The weights kept are the epoch with the best validation HitRate@100, not the last epoch's.
-    from tworec.evaluation.validation import ValidationHitRate
+    from tworec.evaluation.validation import ValidationHitRate, validation_set
     from tworec.towers.features import Lookups
 
     by_epoch = summary["val_hitrate@100"]
     assert len(by_epoch) == 4 and len(set(by_epoch)) > 1, by_epoch
-    judge = ValidationHitRate(str(synthetic_data), catalog, Lookups(catalog.item_ids, catalog.user_vocab),
-                              config.history_length)
+    judge = ValidationHitRate(validation_set(str(synthetic_data), catalog),
+                              Lookups(catalog.item_ids, catalog.user_vocab), config.history_length)
     judge.set_model(model)
     offset = model.new_item_offset
     model.new_item_offset = 0.0  # the epochs were judged before the offset was fitted

@@ -212,10 +212,11 @@ class TwoTowerModel(tfrs.Model):
         ids = tf.zeros([tf.shape(content)[0]], tf.int32)
         return self.item_tower.embed(content, ids, tf.constant(category_ids, tf.int32)).numpy()
 
-    def score_shift(self) -> np.ndarray:
-        """[num_items] float32 added to query · item scores: the new-item offset on items without an
-        id embedding, 0 elsewhere."""
-        return np.where(self.item_tower.id_index.numpy() == 0, self.new_item_offset, 0.0).astype(np.float32)
+    def score_shift(self, offset: float | None = None) -> np.ndarray:
+        """[num_items] float32 added to query · item scores: the new-item offset (``offset`` in place
+        of the model's, when given) on items without an id embedding, 0 elsewhere."""
+        offset = self.new_item_offset if offset is None else offset
+        return np.where(self.item_tower.id_index.numpy() == 0, offset, 0.0).astype(np.float32)
 
     def item_embeddings(self, rows=None, batch_size: int = 4096, use_ids: bool = True) -> np.ndarray:
         rows = np.arange(self.num_items) if rows is None else np.asarray(rows)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tworec.evaluation.validation import ValidationHitRate, fit_new_item_offset
+from tworec.evaluation.validation import ValidationHitRate, fit_new_item_offset, validation_set
 from tworec.layout import DataLayout
 from tworec.tf_setup import keras, tf
 from tworec.towers.catalog import Catalog, load_catalog
@@ -106,11 +106,14 @@ def train_retrieval(data_dir: str, out_dir: str, config: RetrievalConfig = Retri
     started = time.time()
     validation = dataset(protocol.valid, False) if protocol.valid else None
     # The TFRS protocol has no validation split: fixed epochs, no early stopping.
+    # The validation split as eval judges it: for the epoch selection and the new-item offset.
+    judged = None
+    if validation is not None and (config.selection_k or (config.uses_content and config.new_item_offset is None)):
+        judged = validation_set(data_dir, catalog, config.validation_queries)
     selection = []
     monitor = "val_loss"
     if validation is not None and config.selection_k:
-        selection = [ValidationHitRate(data_dir, catalog, lookups, config.history_length, config.selection_k,
-                                       config.validation_queries)]
+        selection = [ValidationHitRate(judged, lookups, config.history_length, config.selection_k)]
         monitor = selection[0].key
     cbs = [*selection,
            *training_callbacks(out, config.patience, validation is not None, config.min_steps_before_stopping,
@@ -124,10 +127,9 @@ def train_retrieval(data_dir: str, out_dir: str, config: RetrievalConfig = Retri
     offset_fit = {}
     if config.new_item_offset is not None:
         model.new_item_offset = float(config.new_item_offset)
-    elif validation is not None and config.uses_content:
+    elif judged is not None and config.uses_content:
         model.new_item_offset, offset_fit = fit_new_item_offset(
-            model, data_dir, catalog, lookups, config.history_length, config.selection_k or 100,
-            config.validation_queries)
+            model, judged, lookups, config.history_length, config.selection_k or 100)
     embeddings = model.item_embeddings()
     np.save(out / "item_embeddings.npy", embeddings)
     np.save(out / "score_shift.npy", model.score_shift())
