@@ -17,6 +17,12 @@ user's state at that moment, the full catalog, items the user had before exclude
 5. an oracle: cold items' scores shifted by their popularity in the train period, which the model
    never sees (the held-out cold items' interactions there). What the text would be worth if it
    told how popular an item is.
+6. live counts, which a serving system could keep: each item's interactions after the model's
+   training data and strictly before the query (the validation and test splits), decayed with a
+   half-life, added as ``weight × log(1 + count)`` to new items only (standing in for the
+   popularity an id embedding carries) or to every item (trending). With a ranker in RUN/ranker,
+   also retrieve → rank HitRate@10 with the live new-item term in retrieval, the ranker fed
+   either the scores it was trained on or the live ones.
 """
 from __future__ import annotations
 
@@ -34,6 +40,11 @@ def hitrates(test, score_batch) -> dict:
     return {segment: {k: round(m[k], 4) for k in ("hitrate@10", "hitrate@100")} for segment, m in metrics.items()}
 
 
+def hitrates_at10(test, score_batch, rerank) -> dict:
+    metrics, _ = test.evaluate(score_batch, rerank)
+    return {segment: round(m["hitrate@10"], 4) for segment, m in metrics.items()}
+
+
 def train_period_log_popularity(data_dir: str, catalog) -> np.ndarray:
     """log(1 + interactions in the train period) per catalog row, the held-out cold items' included."""
     from tworec.contract import Split
@@ -47,17 +58,45 @@ def train_period_log_popularity(data_dir: str, catalog) -> np.ndarray:
     return np.log1p(counts)
 
 
+def live_log_counts(data_dir: str, catalog, test, half_life_days: float) -> np.ndarray:
+    """[queries, items] log(1 + decayed interactions after the train period, strictly before each
+    query's timestamp), from the validation and test splits."""
+    from tworec.contract import Split
+    from tworec.evaluation.evaluate import _decoded
+    from tworec.layout import DataLayout
+
+    row = catalog.row_of()
+    events = sorted((e["timestamp"], row[e["item_id"]]) for split in (Split.VALID, Split.TEST)
+                    for e in _decoded(DataLayout(data_dir), split))
+    half_life = half_life_days * 86400.0
+    query_times = np.array([e["timestamp"] for e in test.examples])
+    out = np.zeros((len(query_times), catalog.size), np.float32)
+    counts, clock, j = np.zeros(catalog.size), None, 0
+    for q in np.argsort(query_times, kind="stable"):
+        while j < len(events) and events[j][0] < query_times[q]:
+            t, item = events[j]
+            if clock is not None:
+                counts *= 0.5 ** ((t - clock) / half_life)
+            clock, j = t, j + 1
+            counts[item] += 1
+        if clock is not None:
+            out[q] = counts * 0.5 ** ((query_times[q] - clock) / half_life)
+    return np.log1p(out)
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--run", default="runs/demo", help="run folder with data/ and retrieval/")
     parser.add_argument("--model", help="content two-tower folder (default RUN/retrieval)")
     parser.add_argument("--offsets", type=float, nargs="+", default=[0.01, 0.02, 0.03, 0.04, 0.05, 0.06])
     parser.add_argument("--oracle-weights", type=float, nargs="+", default=[0.02, 0.05, 0.1])
+    parser.add_argument("--live-weights", type=float, nargs="+", default=[0.01, 0.02, 0.03])
+    parser.add_argument("--live-half-life-days", type=float, default=7.0)
     add_output_options(parser)
     args = parser.parse_args(argv)
 
     from tworec.contract import Split
-    from tworec.evaluation.evaluate import TestSet, two_tower_queries
+    from tworec.evaluation.evaluate import TestSet, two_stage_scores, two_tower_queries
     from tworec.towers.catalog import load_catalog
     from tworec.towers.train import load_retrieval
 
@@ -72,9 +111,11 @@ def main(argv=None) -> dict:
     items = model.item_embeddings()
     cold = catalog.cold.astype(np.float32)
 
-    def scores(item_vectors, shift=None):
+    def scores(item_vectors, shift=None, per_query=None):
         shift = np.zeros(catalog.size, np.float32) if shift is None else shift.astype(np.float32)
-        return lambda start, stop: queries[start:stop] @ item_vectors.T + shift
+        if per_query is None:
+            return lambda start, stop: queries[start:stop] @ item_vectors.T + shift
+        return lambda start, stop: queries[start:stop] @ item_vectors.T + shift + per_query[start:stop]
 
     results = {"run": args.run, "cold_items": int(catalog.cold.sum()), "catalog_items": catalog.size,
                "cold_queries": int(test.segments["cold"].sum()), "queries": len(test.targets)}
@@ -86,12 +127,32 @@ def main(argv=None) -> dict:
     popularity = train_period_log_popularity(data_dir, catalog)
     centred = (popularity - popularity[catalog.cold].mean()) * cold
     results["oracle_popularity"] = {str(w): hitrates(test, scores(items, w * centred)) for w in args.oracle_weights}
+    live = live_log_counts(data_dir, catalog, test, args.live_half_life_days)
+    results["live_half_life_days"] = args.live_half_life_days
+    results["live_new_items"] = {str(w): hitrates(test, scores(items, model.score_shift(), w * live * cold))
+                                 for w in args.live_weights}
+    results["live_every_item"] = {str(w): hitrates(test, scores(items, model.score_shift(), w * live))
+                                  for w in args.live_weights}
+    ranker_dir = os.path.join(args.run, "ranker")
+    if os.path.exists(os.path.join(ranker_dir, "ranker.json")):
+        first, rerank = two_stage_scores(ranker_dir, data_dir, test)
+
+        def trained_scores(start, stop, rows, live_scores):  # what the ranker was trained on, -inf kept
+            static = np.take_along_axis(first(start, stop), rows, 1)
+            return rerank(start, stop, rows, np.where(np.isfinite(live_scores), static, live_scores))
+
+        results["two_stage_live_new_items"] = {}
+        for w in [0.0] + args.live_weights:
+            retrieve = lambda start, stop, w=w: first(start, stop) + w * live[start:stop] * cold
+            results["two_stage_live_new_items"][str(w)] = {
+                "ranker_fed_trained_scores": hitrates_at10(test, retrieve, trained_scores),
+                "ranker_fed_live_scores": hitrates_at10(test, retrieve, rerank)}
 
     def line(label, r):
         hr = {segment: v["hitrate@100"] for segment, v in r.items()}
         ratio = hr["cold"] / hr["warm"] if hr["warm"] else float("nan")
         print(f"  {label:<28} all {hr['all']:.3f}  warm {hr['warm']:.3f}  cold {hr['cold']:.3f}  "
-              f"(cold/warm {ratio:4.0%})  all HR@10 {r['all']['hitrate@10']:.3f}")
+              f"(cold/warm {ratio:4.0%})  tail {hr['tail']:.3f}  all HR@10 {r['all']['hitrate@10']:.3f}")
 
     print(f"{results['queries']:,} test queries, {results['cold_queries']:,} with a cold target; "
           f"{results['cold_items']} cold of {results['catalog_items']:,} items.  HR@100 unless marked:")
@@ -105,6 +166,15 @@ def main(argv=None) -> dict:
     print("oracle: cold items shifted by their unseen train-period log popularity (not available to a model):")
     for weight, r in results["oracle_popularity"].items():
         line(f"weight {weight}", r)
+    print(f"live counts after the train period, half-life {args.live_half_life_days:g} days, "
+          "weight × log(1 + count) added to:")
+    for which in ("new_items", "every_item"):
+        for weight, r in results[f"live_{which}"].items():
+            line(f"{which.replace('_', ' ')}, weight {weight}", r)
+    for weight, r in results.get("two_stage_live_new_items", {}).items():
+        for fed, hr in r.items():
+            print(f"  retrieve (live new items, weight {weight}) → rank, {fed.replace('_', ' ')}: HR@10 "
+                  f"all {hr['all']:.3f}  warm {hr['warm']:.3f}  cold {hr['cold']:.3f}  tail {hr['tail']:.3f}")
     return save(results, args.json, "cold_probe", args.results)
 
 
