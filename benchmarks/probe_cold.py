@@ -21,8 +21,8 @@ user's state at that moment, the full catalog, items the user had before exclude
    training data and strictly before the query (the validation and test splits), decayed with a
    half-life, added as ``weight × log(1 + count)`` to new items only (standing in for the
    popularity an id embedding carries) or to every item (trending). With a ranker in RUN/ranker,
-   also retrieve → rank HitRate@10 with the live new-item term in retrieval, the ranker fed
-   either the scores it was trained on or the live ones.
+   also retrieve → rank HitRate@10 with either live term in retrieval, the ranker fed either
+   the scores it was trained on or the live ones.
 """
 from __future__ import annotations
 
@@ -129,10 +129,10 @@ def main(argv=None) -> dict:
     results["oracle_popularity"] = {str(w): hitrates(test, scores(items, w * centred)) for w in args.oracle_weights}
     live = live_log_counts(data_dir, catalog, test, args.live_half_life_days)
     results["live_half_life_days"] = args.live_half_life_days
-    results["live_new_items"] = {str(w): hitrates(test, scores(items, model.score_shift(), w * live * cold))
-                                 for w in args.live_weights}
-    results["live_every_item"] = {str(w): hitrates(test, scores(items, model.score_shift(), w * live))
-                                  for w in args.live_weights}
+    applies_to = {"new_items": cold, "every_item": np.ones_like(cold)}  # where the live term is added
+    for which, mask in applies_to.items():
+        results[f"live_{which}"] = {str(w): hitrates(test, scores(items, model.score_shift(), w * live * mask))
+                                    for w in args.live_weights}
     ranker_dir = os.path.join(args.run, "ranker")
     if os.path.exists(os.path.join(ranker_dir, "ranker.json")):
         first, rerank = two_stage_scores(ranker_dir, data_dir, test)
@@ -141,12 +141,13 @@ def main(argv=None) -> dict:
             static = np.take_along_axis(first(start, stop), rows, 1)
             return rerank(start, stop, rows, np.where(np.isfinite(live_scores), static, live_scores))
 
-        results["two_stage_live_new_items"] = {}
-        for w in [0.0] + args.live_weights:
-            retrieve = lambda start, stop, w=w: first(start, stop) + w * live[start:stop] * cold
-            results["two_stage_live_new_items"][str(w)] = {
-                "ranker_fed_trained_scores": hitrates_at10(test, retrieve, trained_scores),
-                "ranker_fed_live_scores": hitrates_at10(test, retrieve, rerank)}
+        for which, mask in applies_to.items():
+            results[f"two_stage_live_{which}"] = {}
+            for w in [0.0] + args.live_weights:
+                retrieve = lambda start, stop, w=w, mask=mask: first(start, stop) + w * live[start:stop] * mask
+                results[f"two_stage_live_{which}"][str(w)] = {
+                    "ranker_fed_trained_scores": hitrates_at10(test, retrieve, trained_scores),
+                    "ranker_fed_live_scores": hitrates_at10(test, retrieve, rerank)}
 
     def line(label, r):
         hr = {segment: v["hitrate@100"] for segment, v in r.items()}
@@ -171,10 +172,12 @@ def main(argv=None) -> dict:
     for which in ("new_items", "every_item"):
         for weight, r in results[f"live_{which}"].items():
             line(f"{which.replace('_', ' ')}, weight {weight}", r)
-    for weight, r in results.get("two_stage_live_new_items", {}).items():
-        for fed, hr in r.items():
-            print(f"  retrieve (live new items, weight {weight}) → rank, {fed.replace('_', ' ')}: HR@10 "
-                  f"all {hr['all']:.3f}  warm {hr['warm']:.3f}  cold {hr['cold']:.3f}  tail {hr['tail']:.3f}")
+    for which in applies_to:
+        for weight, r in results.get(f"two_stage_live_{which}", {}).items():
+            for fed, hr in r.items():
+                print(f"  retrieve (live, {which.replace('_', ' ')}, weight {weight}) → rank, "
+                      f"{fed.replace('_', ' ')}: HR@10 all {hr['all']:.3f}  warm {hr['warm']:.3f}  "
+                      f"cold {hr['cold']:.3f}  tail {hr['tail']:.3f}")
     return save(results, args.json, "cold_probe", args.results)
 
 

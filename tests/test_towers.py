@@ -179,6 +179,20 @@ def test_finetune_mode_trains_the_top_encoder_layers_over_cached_states(syntheti
     np.testing.assert_allclose(model.item_embeddings(), np.load(out / "item_embeddings.npy"), atol=1e-5)
     new = embed_new_items(model, catalog, config, titles=["Orbit and Rocket Notes"], category_lists=[("Space",)])
     assert new.shape == (1, config.embedding_dim) and np.isfinite(new).all()
+    # The exported item tower (what Triton serves for upserts) runs the fine-tuned top layers too.
+    from tworec.export.savedmodels import export_item_tower
+    from tworec.text import compose_item_text
+    from tworec.tf_setup import tf
+    from tworec.towers.new_items import category_rows
+    from tworec.towers.tokenizer import tokenize
+
+    served = tf.saved_model.load(str(export_item_tower(model, config, tmp_path / "item_tower"))).signatures[
+        "serving_default"]
+    tokens = tokenize([compose_item_text(title="Orbit and Rocket Notes", description="", categories=("Space",))],
+                      config.max_text_length)
+    out_vector = served(input_ids=tf.constant(tokens["input_ids"]), attention_mask=tf.constant(tokens["attention_mask"]),
+                        item_category_rows=tf.constant(category_rows(catalog, [("Space",)])))
+    np.testing.assert_allclose(out_vector["item_embedding"].numpy(), new, atol=1e-5)
 
 
 def test_early_stopping_judges_no_epoch_before_its_minimum_steps():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 from pathlib import Path
 
 import numpy as np
@@ -17,15 +18,24 @@ def cache_dir() -> Path:
 
 
 def build_encoder(config: RetrievalConfig):
+    """The config's text encoder. Every build of one config is the same encoder: training's cached
+    outputs, new items embedded later and the exported item tower must agree."""
     from tworec.towers.text_encoder import EncoderConfig, TextEncoder, build, pretrained_minilm
-    from tworec.tf_setup import tf
+    from tworec.tf_setup import keras
 
     if config.encoder == "minilm":
         return pretrained_minilm()
     if config.encoder == "tiny":
-        tf.random.set_seed(config.seed)
-        encoder = TextEncoder(EncoderConfig.tiny(), name="tiny_encoder")
-        build(encoder)
+        # tf-keras draws unseeded initializer seeds from NumPy's global state: seed it for this build
+        # and give the caller's Python and NumPy random state back.
+        python_state, numpy_state = random.getstate(), np.random.get_state()
+        keras.utils.set_random_seed(config.seed)
+        try:
+            encoder = TextEncoder(EncoderConfig.tiny(), name="tiny_encoder")
+            build(encoder)
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)
         return encoder
     raise ValueError(f"unknown encoder {config.encoder!r}")
 

@@ -90,6 +90,11 @@ def _add_train_retrieval(sub):
     p.add_argument("--content-hidden", type=int, default=defaults.content_hidden,
                    help="hidden units of the content head (0: linear)")
     p.add_argument("--encoder", default=defaults.encoder, choices=("minilm", "tiny"))
+    p.add_argument("--encoder-mode", default=defaults.encoder_mode, choices=("frozen", "finetune"),
+                   help="frozen: cached encoder outputs and a trainable head (the CPU default); finetune: the "
+                        "encoder's top layers train too (for GPUs: each step runs them over the batch's items)")
+    p.add_argument("--finetune-layers", type=int, default=defaults.finetune_layers,
+                   help="with --encoder-mode finetune: how many top encoder layers train")
     p.add_argument("--selection", default=defaults.selection, choices=SELECTIONS,
                    help="what keeps the best epoch and stops training: validation HitRate@K or loss")
     p.add_argument("--new-item-offset", type=float, default=None,
@@ -107,7 +112,8 @@ def _run_train_retrieval(args, _):
         variant=args.variant, protocol=args.protocol, epochs=args.epochs, batch_size=args.batch_size,
         learning_rate=args.learning_rate, embedding_dim=args.embedding_dim,
         temperature=args.temperature, logq_correction=not args.no_logq,
-        mixed_negatives=args.mixed_negatives, encoder=args.encoder, seed=args.seed,
+        mixed_negatives=args.mixed_negatives, encoder=args.encoder, encoder_mode=args.encoder_mode,
+        finetune_layers=args.finetune_layers, seed=args.seed,
         id_dropout=args.id_dropout, user_dropout=args.user_dropout,
         content_dropout=args.content_dropout, content_hidden=args.content_hidden, selection=args.selection,
         new_item_offset=args.new_item_offset)
@@ -302,6 +308,9 @@ def _add_pipeline(sub):
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--synthetic-interactions", type=int, default=20_000)
     p.add_argument("--retrieval-epochs", type=int)
+    p.add_argument("--encoder-mode", default="frozen", choices=("frozen", "finetune"),
+                   help="the content model's text encoder: frozen (cached outputs) or finetune (top layers "
+                        "train; for GPUs)")
     p.add_argument("--ranker-epochs", type=int)
     p.set_defaults(func=_run_pipeline)
 
@@ -313,6 +322,7 @@ def _run_pipeline(args, beam_args):
     run_pipeline(args.out, PipelineConfig(dataset=args.dataset, input=args.input,
                                           synthetic_interactions=args.synthetic_interactions,
                                           retrieval_epochs=args.retrieval_epochs, ranker_epochs=args.ranker_epochs,
+                                          encoder_mode=args.encoder_mode,
                                           beam_args=beam_args))
     return 0
 

@@ -21,6 +21,7 @@ class PipelineConfig:
     input: str | None = None
     synthetic_interactions: int = 20_000
     retrieval_epochs: int | None = None  # None: RetrievalConfig's default
+    encoder_mode: str = "frozen"  # the content model's: frozen, or finetune (top encoder layers train)
     ranker_epochs: int | None = None
     beam_args: list = field(default_factory=list)
 
@@ -76,6 +77,8 @@ def _retrieval(run, out, variant, config):
     from tworec.towers.train import train_retrieval
 
     overrides = {"epochs": config.retrieval_epochs} if config.retrieval_epochs else {}
+    if variant == "content":
+        overrides["encoder_mode"] = config.encoder_mode
     train_retrieval(run.data.root, out, RetrievalConfig(variant=variant, **overrides))
 
 
