@@ -60,7 +60,7 @@ def train_period_log_popularity(data_dir: str, catalog) -> np.ndarray:
 
 def live_log_counts(data_dir: str, catalog, test, half_life_days: float) -> np.ndarray:
     """[queries, items] log(1 + decayed interactions after the train period, strictly before each
-    query's timestamp), from the validation and test splits."""
+    query's timestamp), from the validation and test splits. Dense: for catalogs of thousands."""
     from tworec.contract import Split
     from tworec.evaluation.evaluate import _decoded
     from tworec.layout import DataLayout
