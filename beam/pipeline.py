@@ -2,7 +2,8 @@
 
     BuildDataset   root → {"examples": {split: PCollection[Example]}, "items", "users",
                            "rejected", "read", "cutoffs", "cold_items"}
-    WriteDataset   that dict → TFRecords (gzip, sharded), dead letters, vocab/, popularity.tsv,
+    WriteDataset   that dict → TFRecords (gzip, sharded and ordered by user: the same on any
+                   runner, see beam/ordered_tfrecords.py), dead letters, vocab/, popularity.tsv,
                    cold_items.txt, stats.json   (paths from tworec.layout.DataLayout)
     run()          both, on any Beam runner chosen by standard pipeline options
 """
@@ -21,6 +22,7 @@ from tworec.beam import records
 from tworec.beam.artifacts import (
     SplitSummary, WriteFile, lines, popularity_quantiles, ranked, to_json,
 )
+from tworec.beam.ordered_tfrecords import WriteOrderedTFRecords
 from tworec.beam.sequences import (
     BuildExamples, DeduplicateById, UserSequence, item_counts as item_counts_of, items_of,
     keyed_by_user, timestamps_of,
@@ -40,7 +42,7 @@ class DataConfig:
     dataset: str = "synthetic"
     input: str | None = None  # folder of the raw files (movielens/amazon have defaults)
     history_length: int = contract.HISTORY_LENGTH
-    shards: int = 0  # TFRecord files per split; 0 lets the runner decide (no extra shuffle)
+    shards: int = 0  # TFRecord files per split; 0: one per 200k examples (beam/ordered_tfrecords.py)
     split: SplitConfig = field(default_factory=SplitConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     csv_ratings: RatingRange = field(default_factory=RatingRange)
@@ -165,9 +167,9 @@ class WriteDataset(beam.PTransform):
         summaries = []
         for name, pcoll in built["examples"].items():
             (pcoll
-             | f"Records_{name}" >> beam.FlatMap(lambda batch: batch.records)
-             | f"Write_{name}" >> beam.io.WriteToTFRecord(
-                 layout.split_prefix(name), file_name_suffix=".tfrecord.gz", num_shards=cfg.shards))
+             | f"Records_{name}" >> beam.FlatMap(
+                 lambda batch: (((batch.user_id, i), r) for i, r in enumerate(batch.records)))
+             | f"Write_{name}" >> WriteOrderedTFRecords(layout.split_prefix(name), cfg.shards))
             summaries.append(pcoll
                              | f"Summary_{name}" >> beam.CombineGlobally(SplitSummary())
                              | f"Name_{name}" >> beam.Map(lambda s, n=name: (n, s)))

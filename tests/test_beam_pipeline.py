@@ -162,11 +162,18 @@ def test_reconciliation_is_exact_with_injected_bad_rows(two_runs):
     assert splits["valid"]["last_timestamp"] < splits["test"]["first_timestamp"]
 
 
+def _files_in_order(out: Path, split: Split) -> dict:
+    return {path.name: read_records(str(path)) for path in sorted((out / split.value).glob("part-*.tfrecord.gz"))}
+
+
 def test_same_inputs_and_seed_give_the_same_dataset(two_runs):
+    """Both runs use two DirectRunner workers: the same records land in the same files, in the same
+    order (training reads them in order, so a rebuilt data folder trains the same model)."""
     a, b = two_runs
     for split in Split:
         records_a = _split_records(a, split)
         assert records_a == _split_records(b, split), split
+        assert _files_in_order(a, split) == _files_in_order(b, split), split
     assert len(_split_records(a, Split.TRAIN)) > 1000
     for name in ("users", "items", "categories"):
         assert (a / "vocab" / f"{name}.txt").read_text() == (b / "vocab" / f"{name}.txt").read_text()
@@ -185,3 +192,36 @@ def test_vocabularies_come_from_train_and_popularity_matches_it(two_runs):
     assert not cold & set(vocab)
     counts = [int(line.split("\t")[1]) for line in (out / "popularity.tsv").read_text().splitlines()]
     assert counts == sorted(counts, reverse=True) and sum(counts) == len(train)
+
+
+def test_ordered_tfrecords_do_not_depend_on_input_order(tmp_path):
+    """WriteOrderedTFRecords: the same keyed records in any order and bundling give the same files,
+    each shard in key order, readable by TensorFlow; an empty input still writes one shard."""
+    import random
+
+    from tworec.beam.ordered_tfrecords import WriteOrderedTFRecords, shard_of
+    from tworec.tf_setup import tf
+
+    keyed = [((f"user{u}", i), f"record {u}-{i}".encode()) for u in range(40) for i in range(3)]
+    shuffled = random.Random(0).sample(keyed, len(keyed))
+    outputs = {}
+    for name, records in (("sorted", keyed), ("shuffled", shuffled)):
+        with TestPipeline() as p:
+            paths = (p | beam.Create(records) | beam.Reshuffle()
+                     | WriteOrderedTFRecords(str(tmp_path / name / "part"), num_shards=3))
+            assert_that(paths | beam.Map(lambda path: Path(path).name),
+                        equal_to([f"part-0000{s}-of-00003.tfrecord.gz" for s in range(3)]))
+        outputs[name] = {path.name: read_records(str(path)) for path in sorted((tmp_path / name).glob("part-*"))}
+    assert outputs["sorted"] == outputs["shuffled"]
+    for name, records in outputs["sorted"].items():
+        shard = int(name.split("-")[1])
+        assert records == [r for k, r in sorted(keyed) if shard_of(k, 3) == shard]
+    read_by_tf = [r.numpy() for r in tf.data.TFRecordDataset(
+        sorted(str(p) for p in (tmp_path / "sorted").glob("part-*")), compression_type="GZIP")]
+    assert sorted(read_by_tf) == sorted(r for _, r in keyed)
+
+    with TestPipeline() as p:
+        _ = p | beam.Create([], reshuffle=False).with_output_types(tuple) | WriteOrderedTFRecords(
+            str(tmp_path / "empty" / "part"))
+    assert [path.name for path in (tmp_path / "empty").iterdir()] == ["part-00000-of-00001.tfrecord.gz"]
+    assert read_records(str(tmp_path / "empty" / "part-*")) == []

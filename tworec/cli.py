@@ -18,7 +18,7 @@ def _add_data(sub):
     p.add_argument("--input", help="folder of the raw files (defaults for movielens-100k/amazon-2018)")
     p.add_argument("--out", required=True, help="output folder (local path or any Beam filesystem)")
     p.add_argument("--history-length", type=int, default=None, help="max history items (default 50)")
-    p.add_argument("--shards", type=int, default=0, help="TFRecord files per split (0: runner decides)")
+    p.add_argument("--shards", type=int, default=0, help="TFRecord files per split (0: one per 200k examples)")
     p.add_argument("--seed", type=int, default=42, help="seed of the cold-item and TFRS splits")
     p.add_argument("--cold-item-fraction", type=float, default=0.1)
     p.add_argument("--train-fraction", type=float, default=0.8)
