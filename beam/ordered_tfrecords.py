@@ -8,7 +8,6 @@ written in key order.
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import struct
 import uuid
@@ -16,6 +15,8 @@ import uuid
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
+
+from tworec.beam.splits import unit_hash
 
 RECORDS_PER_SHARD = 200_000  # with num_shards 0: a shard is sorted in one worker's memory
 
@@ -46,7 +47,7 @@ def tfrecord_frame(record: bytes, crc32c=None) -> bytes:
 
 def shard_of(key, num_shards: int) -> int:
     """A shard for ``key`` that is the same in every process (Python's ``hash`` is salted)."""
-    return int.from_bytes(hashlib.sha256(repr(key).encode("utf-8")).digest()[:8], "big") % num_shards
+    return min(int(unit_hash(repr(key)) * num_shards), num_shards - 1)
 
 
 def shard_path(prefix: str, shard: int, num_shards: int, suffix: str) -> str:
