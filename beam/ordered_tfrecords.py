@@ -9,7 +9,6 @@ written in key order.
 from __future__ import annotations
 
 import math
-import struct
 import uuid
 
 import apache_beam as beam
@@ -17,32 +16,9 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from tworec.beam.splits import unit_hash
+from tworec.tfrecord_io import frame
 
 RECORDS_PER_SHARD = 200_000  # with num_shards 0: a shard is sorted in one worker's memory
-
-
-def _crc32c_function():
-    try:
-        import google_crc32c
-
-        return google_crc32c.value
-    except ImportError:  # apache-beam[tfrecord] brings crcmod
-        import crcmod.predefined
-
-        return crcmod.predefined.mkPredefinedCrcFun("crc-32c")
-
-
-def _masked_crc32c(data: bytes, crc32c=None) -> int:
-    crc = (crc32c or _crc32c_function())(data)
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def tfrecord_frame(record: bytes, crc32c=None) -> bytes:
-    """One record in TFRecord framing: length, its masked CRC32C, the data, the data's CRC."""
-    crc32c = crc32c or _crc32c_function()
-    length = struct.pack("<Q", len(record))
-    return b"".join([length, struct.pack("<I", _masked_crc32c(length, crc32c)), record,
-                     struct.pack("<I", _masked_crc32c(record, crc32c))])
 
 
 def shard_of(key, num_shards: int) -> int:
@@ -59,10 +35,9 @@ def _write_shard(shard: int, keyed_records, prefix: str, num_shards: int, suffix
     bundle writes the same bytes again."""
     path = shard_path(prefix, shard, num_shards, suffix)
     temporary = f"{path}.tmp-{uuid.uuid4().hex}"
-    crc32c = _crc32c_function()
     with FileSystems.create(temporary, compression_type=CompressionTypes.GZIP) as handle:
         for _, record in sorted(keyed_records):
-            handle.write(tfrecord_frame(record, crc32c))
+            handle.write(frame(record))
     if FileSystems.exists(path):
         FileSystems.delete([path])
     FileSystems.rename([temporary], [path])

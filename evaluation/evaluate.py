@@ -151,23 +151,33 @@ def _reranked(scores, targets, first_ranks, rerank):
     return ranks, np.take_along_axis(rows, order, 1)
 
 
-def two_tower_queries(model, lookups, history_length: int, test: TestSet) -> np.ndarray:
-    """[examples, dim] the query tower's output for each of ``test``'s examples."""
+def queries_of(model, lookups, history_length: int, test: TestSet):
+    """The retrieval model's view of each of ``test``'s examples (``towers.queries.SplitQueries``),
+    aligned with its targets."""
     from tworec.towers.queries import split_queries
 
-    queries = split_queries(model, lookups, test.pattern, history_length, BATCH, limit=len(test.targets)).query
+    queries = split_queries(model, lookups, test.pattern, history_length, BATCH, limit=len(test.targets))
     if len(queries) != len(test.targets):
         raise RuntimeError("query and example counts differ: the split changed under eval, or an example's "
                            "item is not in the catalog")
     return queries
 
 
-def two_tower_scores(model, lookups, history_length: int, test: TestSet):
-    """A score function over ``test``'s examples for a two-tower model: each example's query
-    against every catalog item, plus the model's new-item offset on items without an id."""
-    queries, items, shift = two_tower_queries(model, lookups, history_length, test), model.item_embeddings(), \
-        model.score_shift()
+def two_tower_queries(model, lookups, history_length: int, test: TestSet) -> np.ndarray:
+    """[examples, dim] the query tower's output for each of ``test``'s examples."""
+    return queries_of(model, lookups, history_length, test).query
+
+
+def retrieval_scores(queries: np.ndarray, items: np.ndarray, shift: np.ndarray):
+    """A score function over examples: each query against every item, plus the item's score shift
+    (the new-item offset on items without an id), as the served index scores them."""
     return lambda start, stop: queries[start:stop] @ items.T + shift
+
+
+def two_tower_scores(model, lookups, history_length: int, test: TestSet):
+    """A score function over ``test``'s examples for a two-tower model."""
+    return retrieval_scores(two_tower_queries(model, lookups, history_length, test), model.item_embeddings(),
+                            model.score_shift())
 
 
 def model_scores(model_dir: str, data_dir: str, test: TestSet):
@@ -184,16 +194,13 @@ def two_stage_scores(ranker_dir: str, data_dir: str, test: TestSet):
     from tworec.ranking.model import serving_signature
     from tworec.ranking.train import load_ranker
     from tworec.tf_setup import tf
-    from tworec.towers.queries import split_queries
     from tworec.towers.train import load_retrieval
 
     scorer, tables, meta = load_ranker(ranker_dir)
     model, _, lookups, config = load_retrieval(meta["retrieval"], data_dir, catalog=test.catalog)
     if config.protocol != "temporal":
         raise ValueError("the ranker is evaluated on the temporal protocol: its retrieval model must be temporal")
-    queries = split_queries(model, lookups, test.pattern, config.history_length, BATCH)
-    if len(queries) != len(test.targets):
-        raise RuntimeError("query and example counts differ: the test split changed under eval")
+    queries = queries_of(model, lookups, config.history_length, test)
     items, shift = tables.item_embedding, model.score_shift()
     serve = serving_signature(scorer, items.shape[1])
 
@@ -205,7 +212,7 @@ def two_stage_scores(ranker_dir: str, data_dir: str, test: TestSet):
         flat = {k: tf.constant(v.reshape((-1,) + v.shape[2:])) for k, v in features.items()}
         return serve(flat)["score"].numpy().reshape(rows.shape)
 
-    return (lambda start, stop: queries.query[start:stop] @ items.T + shift), rerank
+    return retrieval_scores(queries.query, items, shift), rerank
 
 
 def evaluate(data_dir: str, model_dirs, out_dir: str, ranker_dir: str | None = None) -> dict:

@@ -18,7 +18,7 @@ only trades warm hits for cold ones.
 from __future__ import annotations
 
 from tworec.contract import Split
-from tworec.evaluation.evaluate import TestSet, two_tower_queries, two_tower_scores
+from tworec.evaluation.evaluate import TestSet, retrieval_scores, two_tower_queries, two_tower_scores
 from tworec.tf_setup import keras
 
 
@@ -73,8 +73,7 @@ def fit_new_item_offset(model, queries: TestSet, lookups, history_length: int, k
 
     def hitrate(offset: float) -> float:
         if offset not in table:
-            shift = model.score_shift(offset)
-            metrics, _ = queries.evaluate(lambda start, stop: query[start:stop] @ items.T + shift)
+            metrics, _ = queries.evaluate(retrieval_scores(query, items, model.score_shift(offset)))
             table[offset] = metrics["all"][f"hitrate@{k}"]
         return table[offset]
 
