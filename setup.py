@@ -3,11 +3,11 @@
 The product's folders live at the repository root (beam/, towers/, ranking/, export/, serving/) so a
 newcomer finds a feature by its folder name; they install as subpackages of one import namespace,
 ``tworec.beam``, ``tworec.towers`` and so on. ``tworec/`` itself holds what crosses folders: the data
-contract, the run layout, item text composition and the command line.
+contract, the run layout, settings, item text composition; ``cli/`` holds the ``tworec`` command.
 """
 from setuptools import setup
 
-FOLDERS = ("beam", "towers", "ranking", "evaluation", "export", "serving", "report")
+FOLDERS = ("beam", "towers", "ranking", "evaluation", "export", "serving", "report", "cli")
 
 # Pinned to the stack known to resolve together (see BUILD.md). TFRS needs Keras 2 (tf-keras).
 INSTALL_REQUIRES = [

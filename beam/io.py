@@ -81,9 +81,9 @@ class _ParseDoFn(beam.DoFn):
         self._encoding = encoding
 
     def process(self, line: Line):
-        def reject(reason, detail, raw):
+        def reject(reason, detail, raw, value=None):
             return beam.pvalue.TaggedOutput(
-                records.REJECTED, records.Rejection(self._kind, reason.value, line.origin, detail, raw)
+                records.REJECTED, records.Rejection(self._kind, reason.value, line.origin, detail, raw, value)
             )
 
         try:
@@ -98,7 +98,7 @@ class _ParseDoFn(beam.DoFn):
         try:
             yield self._parse(text, line.origin)
         except Invalid as err:
-            yield reject(err.reason, err.detail, text)
+            yield reject(err.reason, err.detail, text, err.value)
 
 
 class ParseLines(beam.PTransform):

@@ -33,6 +33,7 @@ class Rejection(NamedTuple):
     origin: str
     detail: str
     raw: str
+    value: float | None = None  # the rejected field's parsed value, where there is one (a rating)
 
     def to_json(self) -> str:
         return json.dumps(self._asdict(), ensure_ascii=False, sort_keys=True)

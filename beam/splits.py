@@ -8,28 +8,13 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from dataclasses import dataclass
 
 import apache_beam as beam
 import numpy as np
 
+from tworec.beam.config import SplitConfig
+
 DAY = 86_400
-
-
-@dataclass(frozen=True)
-class SplitConfig:
-    train_fraction: float = 0.8
-    valid_fraction: float = 0.1  # test gets the rest
-    cold_item_fraction: float = 0.1
-    tfrs_train_fraction: float = 0.8
-    seed: int = 42
-
-    def __post_init__(self):
-        if not (0 < self.train_fraction and 0 <= self.valid_fraction
-                and self.train_fraction + self.valid_fraction < 1):
-            raise ValueError("need 0 < train, 0 <= valid and train + valid < 1")
-        if not 0 <= self.cold_item_fraction < 1 or not 0 < self.tfrs_train_fraction < 1:
-            raise ValueError("cold_item_fraction must be in [0, 1), tfrs_train_fraction in (0, 1)")
 
 
 def cut_ranks(total: int, config: SplitConfig) -> tuple[int, int]:

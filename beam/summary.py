@@ -1,9 +1,11 @@
-"""A readable summary of a data run's stats.json."""
+"""A readable summary of a data run's stats.json, and the check that stops a run which rejected
+too much of its input (the message says what to change)."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from tworec.contract import Split
+from tworec.contract import Reject, Split
+from tworec.errors import UserError
 
 
 def _day(ts) -> str:
@@ -42,3 +44,69 @@ def format_summary(stats: dict, out: str) -> str:
                                                       100 * pop["share_of_interactions_in_top_20pct_items"]))
     lines.append("vocabularies: " + ", ".join(f"{k} {v:,}" for k, v in sorted(stats["vocab_sizes"].items())))
     return "\n".join(lines)
+
+
+class TooManyRejected(UserError):
+    """The data job rejected more than its allowed share of some kind of row; ``stats`` is its
+    stats.json."""
+
+    def __init__(self, message: str, stats: dict):
+        super().__init__(message)
+        self.stats = stats
+
+
+_ID_RULE = "ids are 1-128 printable characters without spaces, commas, semicolons, |, tabs or quotes"
+# What fixes the input (or the command) for each reason.
+_FIXES = {
+    Reject.EMPTY_LINE: "remove the empty lines",
+    Reject.BAD_ENCODING: "save the files as UTF-8",
+    Reject.WRONG_COLUMN_COUNT: "one record per line; quote fields that contain the separator",
+    Reject.MALFORMED_RECORD: "one record per line, in the source's format (README: 'Your own data')",
+    Reject.BAD_USER_ID: _ID_RULE,
+    Reject.BAD_ITEM_ID: _ID_RULE,
+    Reject.BAD_TIMESTAMP: "timestamps are unix seconds or ISO 8601, between 1970 and 2100",
+    Reject.BAD_RATING: "ratings are numbers, or empty",
+    Reject.UNKNOWN_ITEM: "every interaction's item must be in the item catalog (items.csv)",
+    Reject.DUPLICATE: "each (user, item, timestamp) once",
+    Reject.DUPLICATE_ITEM: "each item id once in the catalog",
+    Reject.DUPLICATE_USER: "each user id once in users.csv",
+    Reject.MISSING_TEXT: "give each item a title or a text",
+}
+_PLURAL = {"interaction": "interactions", "item": "items", "user": "users"}
+
+
+def _fix(reason: str, summary: dict, stats: dict) -> str:
+    if reason == Reject.RATING_OUT_OF_RANGE.value and summary.get("values"):
+        allowed = stats["config"]["rating_range"]
+        low, high = min(allowed["low"], summary["values"][0]), max(allowed["high"], summary["values"][1])
+        return f"--rating-range {low:g},{high:g} accepts every rating read"
+    return _FIXES.get(Reject(reason), "see the dead letters") if reason in Reject._value2member_map_ else ""
+
+
+def rejection_problem(stats: dict, max_share: float) -> str | None:
+    """The message for every kind of row rejected above ``max_share`` of those read, or None."""
+    problems = []
+    for kind, plural in _PLURAL.items():
+        rec = stats["reconciliation"][plural]
+        if not rec["read"] or rec["rejected"] / rec["read"] <= max_share:
+            continue
+        problems.append(f"the data job rejected {rec['rejected']:,} of {rec['read']:,} {plural} "
+                        f"({rec['rejected'] / rec['read']:.1%}), more than --max-rejected-share {max_share:g}:")
+        reasons = sorted(stats["rejected"].get(kind, {}).items(), key=lambda kv: -kv[1])
+        for reason, n in reasons[:3]:
+            summary = stats.get("rejected_examples", {}).get(kind, {}).get(reason, {})
+            example = summary.get("example") or {}
+            problems.append(f"  {reason:<22}{n:>10,}   e.g. {example.get('origin', '?')}: "
+                            f"{example.get('raw', '')[:80]!r} ({example.get('detail', '')})")
+            fix = _fix(reason, summary, stats)
+            if fix:
+                problems.append(f"  {'':<22}{'':>10}   fix: {fix}")
+    return "\n".join(problems) if problems else None
+
+
+def check_rejections(stats: dict, config, layout) -> None:
+    """Raises TooManyRejected with ``rejection_problem``'s message."""
+    problem = rejection_problem(stats, config.max_rejected_share)
+    if problem:
+        raise TooManyRejected(f"{problem}\nEvery rejected row is in {layout.root}/dead_letter/; "
+                              f"stats.json has the counts.", stats)

@@ -3,23 +3,21 @@ with the rejection reason, so a parser turns any bad field into one dead letter.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from tworec.beam.config import RatingRange
 from tworec.contract import MAX_TIMESTAMP, MIN_TIMESTAMP, Reject, is_valid_id
 
 
 class Invalid(ValueError):
-    def __init__(self, reason: Reject, detail: str):
+    """A field that fails its rule; ``value`` is the parsed value where there is one (what the
+    data job's summary uses to suggest a fix, e.g. the rating range that would accept it)."""
+
+    def __init__(self, reason: Reject, detail: str, value: float | None = None):
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
-
-
-@dataclass(frozen=True)
-class RatingRange:
-    low: float = 0.0
-    high: float = 5.0
+        self.value = value
 
 
 def user_id(value: str) -> str:
@@ -64,10 +62,8 @@ def rating(value: str, allowed: RatingRange) -> float:
         raise Invalid(Reject.BAD_RATING, f"unparsable rating {text[:40]!r}") from None
     if not math.isfinite(parsed):
         raise Invalid(Reject.BAD_RATING, f"non-finite rating {text[:40]!r}")
-    if not allowed.low <= parsed <= allowed.high:
-        raise Invalid(
-            Reject.RATING_OUT_OF_RANGE, f"rating {parsed} outside [{allowed.low}, {allowed.high}]"
-        )
+    if parsed not in allowed:
+        raise Invalid(Reject.RATING_OUT_OF_RANGE, f"rating {parsed:g} outside {allowed}", value=parsed)
     return parsed
 
 

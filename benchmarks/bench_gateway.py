@@ -66,9 +66,9 @@ def main(argv=None) -> dict:
         for concurrency in args.concurrency:
             runs, shares = [], []
             for _ in range(args.repeats):
-                before = dict(service.recommender.timings)
+                before = service.recommender.timings.snapshot()
                 r = run_load(service.address, handle.name, concurrency, args.seconds)
-                after = service.recommender.timings
+                after = service.recommender.timings.snapshot()
                 delta = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
                 lat = np.array(r["latencies_ms"])
                 runs.append({"p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),

@@ -25,7 +25,7 @@ HOUR = 3600
 def members(bundle, category: str) -> np.ndarray:
     """[catalog items] bool: the items listing ``category``."""
     items = bundle.items
-    return (items.item_category_rows[:len(items.item_ids)] == bundle.categories[category]).any(axis=1)
+    return (items.tables.item_category_rows[:len(items.item_ids)] == bundle.categories[category]).any(axis=1)
 
 
 def probe(bundle, category: str, length: int, trials: int, rng) -> dict:

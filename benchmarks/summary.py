@@ -1,11 +1,24 @@
 """One Markdown table from the shared benchmark results (``make bench`` runs it last).
 
     python benchmarks/summary.py bench/results.json [--out bench/results.md]
+
+With ``--out``, the table replaces the "Latest make bench" section of that file; everything below
+the KEEP marker (the recorded experiments) stays as it is.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+
+HEADER = """# Measurements
+
+The latest `make bench` table comes first (benchmarks/summary.py writes it); below the marker,
+recorded experiments, each with the command and data it was measured on (their history is in
+the commit log). Machine: the 2-core, 24 GiB development machine unless a line says otherwise;
+its speed drifts 2-3x over an hour, so latencies are compared within one interleaved run.
+"""
+KEEP = "<!-- recorded experiments: benchmarks/summary.py keeps everything below this line -->"
 
 
 def _rows(name: str, r: dict) -> list:
@@ -78,8 +91,14 @@ def main(argv=None) -> str:
     with open(args.results) as handle:
         text = markdown(json.load(handle))
     if args.out:
+        kept = ""
+        if os.path.exists(args.out):
+            with open(args.out) as handle:
+                previous = handle.read()
+            if KEEP in previous:
+                kept = previous[previous.index(KEEP):]
         with open(args.out, "w") as handle:
-            handle.write(text)
+            handle.write(f"{HEADER}\n## Latest `make bench`\n\n{text}\n{kept}")
     print(text)
     return text
 

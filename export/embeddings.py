@@ -14,9 +14,6 @@ workers can read.
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import apache_beam as beam
 import numpy as np
 
@@ -28,21 +25,18 @@ EMBED_BATCH = 256
 
 
 class _VersionFiles:
-    """The files of one deployed version a worker needs (paths only: picklable)."""
+    """What a worker needs of one deployed version (paths and sizes only: picklable)."""
 
     def __init__(self, repo: str, version: int):
-        from tworec.export.repository import RepoLayout
+        from tworec.export.artifact import ITEM_TOWER_MODEL, DeploymentRepository
 
-        layout = RepoLayout(repo)
-        bundle_dir = layout.gateway(version)
-        meta = json.loads((bundle_dir / "bundle.json").read_text())
-        self.catalog = str(bundle_dir / "catalog.npz")
-        self.users = str(bundle_dir / "users.txt")
-        self.query_tower = str(bundle_dir / "query_tower.savedmodel")
-        self.item_tower = str(layout.triton / "item_tower" / str(meta["triton"]["item_tower"]) / "model.savedmodel")
-        self.history_length = meta["history_length"]
-        self.max_text_length = meta["max_text_length"]
-        self.new_item_offset = float(meta.get("new_item_offset", 0.0))
+        repository = DeploymentRepository(repo)
+        self.gateway = repository.gateway(version)
+        self.item_tower = str(repository.triton_savedmodel(ITEM_TOWER_MODEL, self.gateway.triton[ITEM_TOWER_MODEL]))
+        self.query_tower = str(self.gateway.query_tower_savedmodel)
+        self.history_length = self.gateway.history_length
+        self.max_text_length = self.gateway.max_text_length
+        self.new_item_offset = self.gateway.new_item_offset
 
 
 class _CatalogDoFn(beam.DoFn):
@@ -50,11 +44,11 @@ class _CatalogDoFn(beam.DoFn):
         self.files = files
 
     def setup(self):
-        with np.load(self.files.catalog, allow_pickle=False) as z:
-            self.row_of = {str(i): r for r, i in enumerate(z["item_ids"])}
-            self.embedding = z["item_embedding"].astype(np.float32)
-            self.has_id = z["item_row"] > 0
-            self.categories = {str(c): i + 1 for i, c in enumerate(z["categories"])}
+        catalog, tables = self.files.gateway.catalog(), self.files.gateway.tables()
+        self.row_of = {item: r for r, item in enumerate(catalog.item_ids)}
+        self.embedding = tables.item_embedding
+        self.has_id = tables.item_row > 0
+        self.categories = {c: i + 1 for i, c in enumerate(catalog.categories)}
 
 
 class EmbedItemBatch(_CatalogDoFn):
@@ -119,7 +113,7 @@ class EmbedUserBatch(_CatalogDoFn):
         from tworec.tf_setup import tf
 
         super().setup()
-        users = Path(self.files.users).read_text(encoding="utf-8").split("\n")[:-1]
+        users = self.files.gateway.users()
         self.user_rows = {u: i + 1 for i, u in enumerate(users)}
         self.query = tf.saved_model.load(self.files.query_tower).signatures["serving_default"]
 
@@ -204,11 +198,9 @@ class ExportEmbeddings(beam.PTransform):
 
 def export_embeddings(data_dir: str, repo: str, out_dir: str, version: int | None = None, pipeline_args=()):
     from tworec.beam.pipeline import pipeline_options
-    from tworec.export.repository import read_manifest
+    from tworec.export.artifact import DeploymentRepository
 
-    version = version or read_manifest(repo)["current"]
-    if version is None:
-        raise FileNotFoundError(f"{repo} has no exported version: run `tworec export` first")
+    version = version or DeploymentRepository(repo).current_version()
     with beam.Pipeline(options=pipeline_options(list(pipeline_args))) as p:
         _ = p | "Export" >> ExportEmbeddings(data_dir, repo, int(version), out_dir)
     return version

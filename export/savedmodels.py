@@ -7,8 +7,8 @@ item tower   (input_ids, attention_mask, item_category_rows) → item_embedding:
              and the content path of the item tower, for items the model never saw.
 Only the layers each signature uses are saved (not the catalog's cached encoder outputs).
 
-The gateway runs the query tower from its TensorFlow Lite conversion (serving/query_tower.py says
-why); ``query_tower_tflite`` gives it only after it matched the SavedModel on sample requests.
+The gateway runs the query tower from its TensorFlow Lite conversion (export/tflite_query_tower.py
+says why); ``query_tower_tflite`` gives it only after it matched the SavedModel on sample requests.
 Triton's Python backend runs the ranker from its conversion too (``row_model_tflite``, checked
 the same way; export/triton_python_model.py says why).
 """
@@ -69,10 +69,10 @@ def convert_to_tflite(savedmodel) -> bytes:
 def tflite_difference(savedmodel, model: bytes, requests: int = 8, seed: int = 0) -> float:
     """Largest absolute difference between the SavedModel's and the TFLite model's query
     embeddings over random requests (history lengths from empty to full)."""
-    from tworec.serving.query_tower import QueryTower
+    from tworec.export.tflite_query_tower import TfliteQueryTower
 
     signature = tf.saved_model.load(str(savedmodel)).signatures["serving_default"]
-    tower = QueryTower(model)
+    tower = TfliteQueryTower(model)
     rng = np.random.default_rng(seed)
     worst = 0.0
     for j in range(requests):

@@ -14,7 +14,7 @@ dtype. A call pads its rows up to the nearest bucket (larger batches run in chun
 one), so serving never compiles. For a small model most of the plain signature's time is
 TensorFlow's per-call and per-argument overhead in Python, which this removes. With the parameter
 ``tflite_model`` too, naming a TFLite conversion in the version folder, the buckets run that
-instead (``PackedTflite``); without the file, XLA.
+instead (``PackedTflite``).
 """
 import ctypes
 import json
@@ -55,8 +55,8 @@ class TritonPythonModel:
         tflite = os.path.join(version_dir, params["tflite_model"]) if params.get("tflite_model") else None
         self._compiled = None
         name = f"{config['name']} v{args['model_version']}"
-        if buckets and self._batched and tflite and os.path.exists(tflite):
-            with open(tflite, "rb") as f:
+        if buckets and self._batched and tflite:
+            with open(tflite, "rb") as f:  # named by the config: a version without it is incomplete
                 self._compiled = PackedTflite(tf, f.read(), self._inputs, self._outputs, buckets)
             pb_utils.Logger.log_info(f"{name}: TFLite {os.path.basename(tflite)} for rows {buckets}")
         elif buckets and self._batched:
@@ -77,37 +77,43 @@ class TritonPythonModel:
         result = self._fn(**{k: tf.constant(v) for k, v in feeds.items()})
         return {name: result[name].numpy() for name in self._outputs}
 
-    @staticmethod
-    def _response(outputs: dict):
-        return pb_utils.InferenceResponse(output_tensors=[output_tensor(name, array) for name, array in outputs.items()])
-
-    @staticmethod
-    def _error(err):
-        return pb_utils.InferenceResponse(output_tensors=[],
-                                          error=pb_utils.TritonError(f"{type(err).__name__}: {err}"))
+    def _run_merged(self, feeds: list):
+        """Every request's outputs from one call over their concatenated rows, or None when their
+        shapes differ or the merged call fails (then each runs alone, with its own error)."""
+        if not self._batched or len(feeds) < 2 or any(isinstance(f, Exception) for f in feeds) or not all(
+                f[n].shape[1:] == feeds[0][n].shape[1:] for f in feeds for n in self._inputs):
+            return None
+        try:
+            merged = self._run({n: np.concatenate([f[n] for f in feeds]) for n in self._inputs})
+        except Exception:  # noqa: BLE001 - fall back to one call per request, errors per request
+            return None
+        bounds = np.cumsum([0, *(len(f[self._inputs[0]]) for f in feeds)])
+        return [{k: v[bounds[i]:bounds[i + 1]] for k, v in merged.items()} for i in range(len(feeds))]
 
     def execute(self, requests):
-        try:
-            feeds = [self._feeds(r) for r in requests]
-        except Exception as err:  # noqa: BLE001 - reported to the callers, not fatal to Triton
-            return [self._error(err) for _ in requests]
-        if self._batched and len(feeds) > 1 and all(
-                f[n].shape[1:] == feeds[0][n].shape[1:] for f in feeds for n in self._inputs):
-            try:
-                sizes = [len(f[self._inputs[0]]) for f in feeds]
-                merged = self._run({n: np.concatenate([f[n] for f in feeds]) for n in self._inputs})
-                bounds = np.cumsum([0, *sizes])
-                return [self._response({k: v[bounds[i]:bounds[i + 1]] for k, v in merged.items()})
-                        for i in range(len(feeds))]
-            except Exception:  # noqa: BLE001 - fall back to one call per request, errors per request
-                pass
-        responses = []
-        for f in feeds:
-            try:
-                responses.append(self._response(self._run(f)))
-            except Exception as err:  # noqa: BLE001
-                responses.append(self._error(err))
-        return responses
+        """One response per request, in order; requests batched together run as one call."""
+        feeds = [_or_error(self._feeds, r) for r in requests]
+        outputs = self._run_merged(feeds) or [_or_error(self._run, f) for f in feeds]
+        return [_response(o) for o in outputs]
+
+
+def _or_error(function, argument):
+    """``function(argument)``, or the exception it raised (or that ``argument`` already is): a failed
+    request is reported to its caller, never fatal to Triton or to the other requests of its batch."""
+    if isinstance(argument, Exception):
+        return argument
+    try:
+        return function(argument)
+    except Exception as err:  # noqa: BLE001
+        return err
+
+
+def _response(outputs):
+    """The response for a request's outputs (name → array) or for its error."""
+    if isinstance(outputs, Exception):
+        return pb_utils.InferenceResponse(output_tensors=[],
+                                          error=pb_utils.TritonError(f"{type(outputs).__name__}: {outputs}"))
+    return pb_utils.InferenceResponse(output_tensors=[output_tensor(name, array) for name, array in outputs.items()])
 
 
 # PyCapsule_SetName keeps the pointer it is given: the name must live as long as the module.
@@ -123,8 +129,8 @@ def output_tensor(name: str, array: np.ndarray):
 
     The stub takes ownership of the DLPack capsule (it calls the deleter when the tensor goes) but
     renames it "used_dlpack" instead of the protocol's "used_dltensor". numpy's capsule destructor
-    then reports a ValueError traceback to the log, once per output: ~0.3 ms a call and a log
-    line flood at serving rates. Marking the capsule consumed the standard way keeps both away."""
+    then reports a ValueError traceback to the log, once per output: a cost per call and a log
+    flood at serving rates. Marking the capsule consumed the standard way keeps both away."""
     capsule = np.ascontiguousarray(array).__dlpack__()
     tensor = pb_utils.Tensor.from_dlpack(name, capsule)
     _set_capsule_name(capsule, _USED_CAPSULE)
@@ -211,10 +217,8 @@ class PackedXla(RowBuckets):
 class PackedTflite(RowBuckets):
     """The model's TensorFlow Lite conversion (``tworec export`` checks it against the SavedModel),
     one interpreter per bucket, sized at load. It is leaner than the XLA-compiled signature, which
-    matters most when the CPU serves other processes between two calls, as at one request at a
-    time: the ranker's 200 rows took 0.85 against 1.04 ms of Triton's compute time a request (4
-    alternating runs), and in process 0.50 against 0.65 ms back to back, 1.1 against 1.55 ms with
-    4 ms of sleep between calls."""
+    matters most when the CPU serves other processes between two calls (the comparison is in
+    bench/results.md)."""
 
     def __init__(self, tf, model: bytes, inputs: list, outputs: list, buckets: list):
         import warnings
@@ -253,8 +257,8 @@ class PackedTflite(RowBuckets):
 def flat_caller(tf, concrete, example_args):
     """``concrete`` called with its flat tensors, returning its flat outputs.
 
-    ``ConcreteFunction.__call__`` binds Python arguments to its signature on every call (~0.2-0.5
-    ms in TF 2.20). The graph function under it (``_inference_function``; no captured inputs once
+    ``ConcreteFunction.__call__`` binds Python arguments to its signature on every call, a cost
+    that dominates a small model's call. The graph function under it (``_inference_function``; no captured inputs once
     frozen) takes the flat tensors directly. That is TensorFlow internals, so the direct path is
     used only when it exists and gives the public call's answer on ``example_args``."""
     public = lambda *args: tf.nest.flatten(concrete(*args))  # noqa: E731

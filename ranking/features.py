@@ -14,7 +14,15 @@ from tworec.towers.catalog import Catalog, padded_rows
 
 @dataclass
 class RankerTables:
-    """Per catalog row and per user row, what a ranker row needs besides the request itself."""
+    """Per catalog row and per user row, what a ranker row needs besides the request itself.
+
+    Saved as one ``.npz`` file (``FILE``, read without pickle), the only format of these tables:
+    the ranker folder and every gateway version hold one. Item rows are only appended (live
+    upserts) or overwritten, never reordered."""
+
+    FILE = "tables.npz"
+    VERSION = 1
+    _ITEM_ARRAYS = ("item_row", "item_category_rows", "item_embedding", "item_log_popularity")
 
     item_row: np.ndarray  # [num_items] int32: id-embedding row, 0 = cold/unknown
     item_category_rows: np.ndarray  # [num_items, MAX_ITEM_CATEGORIES] int32
@@ -26,6 +34,37 @@ class RankerTables:
     @property
     def num_item_ids(self) -> int:
         return int(self.item_row.max()) + 1 if len(self.item_row) else 1
+
+    def save(self, folder) -> None:
+        from pathlib import Path
+
+        np.savez(Path(folder) / self.FILE, format_version=np.int64(self.VERSION),
+                 **{name: getattr(self, name) for name in self._ITEM_ARRAYS},
+                 user_attribute_rows=self.user_attribute_rows, attributes=np.array(self.attributes, dtype=str))
+
+    @classmethod
+    def load(cls, folder) -> "RankerTables":
+        from pathlib import Path
+
+        from tworec.artifacts import ArtifactError
+
+        path = Path(folder) / cls.FILE
+        if not path.exists():
+            raise ArtifactError(f"{folder} has no ranker tables ({cls.FILE}): retrain the ranker")
+        with np.load(path, allow_pickle=False) as z:
+            if "format_version" not in z.files or int(z["format_version"]) != cls.VERSION:
+                raise ArtifactError(f"{path} is not ranker tables format {cls.VERSION}: retrain the ranker")
+            return cls(*(z[name].copy() for name in cls._ITEM_ARRAYS), z["user_attribute_rows"].copy(),
+                       [str(a) for a in z["attributes"]])
+
+    def with_new_items(self, count: int) -> "RankerTables":
+        """These tables with ``count`` zero rows appended to every per-item array (new items: no id
+        embedding, no categories yet, no popularity). Arrays are replaced, not grown in place, so a
+        reader holding the old ones stays consistent."""
+        grown = {name: np.concatenate([getattr(self, name),
+                                       np.zeros((count, *getattr(self, name).shape[1:]), getattr(self, name).dtype)])
+                 for name in self._ITEM_ARRAYS}
+        return RankerTables(**grown, user_attribute_rows=self.user_attribute_rows, attributes=self.attributes)
 
 
 def user_attributes(data_dir: str) -> dict:
@@ -54,8 +93,7 @@ def build_tables(catalog: Catalog, item_embeddings: np.ndarray, attributes_by_us
 def ranker_rows(items, user_row, user_attribute_rows, query_embedding, history_count, hours_since_last,
                 candidate_rows, retrieval_scores) -> dict:
     """Rows for one request (user-level scalars, candidates [C]) or many (user-level [B],
-    candidates [B, C]). ``items`` has the per-item arrays (RankerTables, or the gateway's growing
-    item table); ``candidate_rows`` index them. Returns contract-named arrays with the
+    candidates [B, C]). ``items``: the RankerTables whose item rows ``candidate_rows`` index. Returns contract-named arrays with the
     candidates' shape as leading dims."""
     candidate_rows = np.asarray(candidate_rows)
     shape = candidate_rows.shape

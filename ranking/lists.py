@@ -10,6 +10,7 @@ import numpy as np
 from tworec.ranking.config import RankerConfig
 from tworec.ranking.features import RankerTables
 from tworec.towers.queries import SplitQueries
+from tworec.towers.scoring import top_candidates
 
 
 @dataclass
@@ -37,22 +38,6 @@ def repeat_new_item_positives(lists: RankingLists, item_row: np.ndarray, repeats
         return lists
     new = np.nonzero(item_row[lists.candidates[:, 0]] == 0)[0]
     return lists.subset(np.concatenate([np.arange(len(lists)), np.repeat(new, repeats - 1)]))
-
-
-def top_candidates(query: np.ndarray, item_embeddings: np.ndarray, history_rows: np.ndarray, k: int,
-                   score_shift: np.ndarray | None = None):
-    """Retrieval's top ``k`` catalog rows per query, items in the history excluded: (rows, scores).
-    ``score_shift`` [items] is added to every query's scores (the retrieval model's new-item offset)."""
-    scores = query @ item_embeddings.T
-    if score_shift is not None:
-        scores += score_shift
-    seen = history_rows >= 0
-    scores[np.nonzero(seen)[0], history_rows[seen]] = -np.inf
-    k = min(k, scores.shape[1])
-    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    order = np.argsort(-np.take_along_axis(scores, top, 1), axis=1, kind="stable")
-    rows = np.take_along_axis(top, order, 1)
-    return rows, np.take_along_axis(scores, rows, 1)
 
 
 def mine_lists(queries: SplitQueries, item_embeddings: np.ndarray, config: RankerConfig,

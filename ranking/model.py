@@ -165,3 +165,36 @@ def packed_serving_signature(scorer: RankingScorer, embedding_dim: int):
         return {contract.RANKER_OUTPUT.name: scorer(unpack_rows(packed, embedding_dim), training=False)}
 
     return serve
+
+
+# The SavedModel's signatures: serving_default takes the packed matrices (what Triton serves);
+# this one takes RANKER_INPUTS by name, for callers outside the gateway.
+ROWS_SIGNATURE = "rows"
+
+
+def build_scorer(config: RankerConfig, tables, num_users: int, num_categories: int,
+                 retrieval_temperature: float) -> RankingScorer:
+    """The scorer for ``tables`` (ranking.features.RankerTables), seeded by ``config``."""
+    keras.utils.set_random_seed(config.seed)
+    return RankingScorer(config, num_users=num_users, num_items=tables.num_item_ids - 1,
+                         num_categories=num_categories, num_attributes=len(tables.attributes),
+                         retrieval_temperature=retrieval_temperature, name="ranking_scorer")
+
+
+def save_scorer(scorer: RankingScorer, embedding_dim: int, path) -> None:
+    """The scorer as a SavedModel with both signatures; the folder is replaced whole, never
+    half-written."""
+    import os
+    import shutil
+    from pathlib import Path
+
+    module = tf.Module()
+    module.scorer = scorer
+    module.serve = packed_serving_signature(scorer, embedding_dim)
+    module.serve_rows = serving_signature(scorer, embedding_dim)
+    path = Path(path)
+    tmp = Path(f"{path}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serve, ROWS_SIGNATURE: module.serve_rows})
+    shutil.rmtree(path, ignore_errors=True)
+    os.replace(tmp, path)

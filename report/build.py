@@ -1,9 +1,9 @@
 """``tworec report --run DIR``: one HTML page per run that says how it compares and where it fails.
 
-Reads the run's evaluation (``eval/metrics.json`` + ``eval/details.npz``), its catalog, its item
-embeddings and, when present, the last ``make bench`` results; writes ``report/index.html``,
-``report/metrics.json`` (the evaluation's metrics, same shape), ``report/figures.json`` (the
-numbers behind every figure) and the PNG figures.
+Reads the run's evaluation (``EvalResults``), its catalog, its item embeddings and, when
+present, the last ``make bench`` results; writes ``report/index.html``, the evaluation's metrics
+(same file and shape as the eval folder's), ``report/figures.json`` (the numbers behind every
+figure) and the PNG figures.
 """
 from __future__ import annotations
 
@@ -11,40 +11,21 @@ import datetime as dt
 import json
 import os
 from collections import Counter
-from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 
 import numpy as np
 
+from tworec.evaluation.artifact import EvalResults
 from tworec.layout import RunLayout
+from tworec.report.config import ReportConfig
 from tworec.report import figures, html
 
+# The report folder's files (written only here).
+REPORT_PAGE = "index.html"
+REPORT_FIGURES = "figures.json"  # the numbers behind every figure
 CURVE_DEPTH = 200
 SEGMENT_ORDER = ("all", "warm", "cold", "tail")
-DEFAULT_BENCH = os.path.join("bench", "results.json")
-
-
-@dataclass(frozen=True)
-class ReportConfig:
-    run: str
-    out: str | None = None  # default: RUN/report
-    bench: str | None = None  # default: RUN/bench/results.json, then ./bench/results.json, if present
-    examples: int = 4
-    scann_queries: int = 200
-    seed: int = 0
-
-    @property
-    def output(self) -> Path:
-        return Path(self.out or RunLayout(self.run).report)
-
-    def bench_results(self) -> dict | None:
-        candidates = [self.bench] if self.bench else [os.path.join(self.run, DEFAULT_BENCH), DEFAULT_BENCH]
-        for path in candidates:
-            if path and os.path.exists(path):
-                with open(path) as handle:
-                    return json.load(handle)
-        return None
 
 
 def hitrate_curve(ranks: np.ndarray, depth: int = CURVE_DEPTH) -> list:
@@ -104,9 +85,11 @@ def _scann_curve(config: ReportConfig, bench: dict | None):
     curves = []
     if bench and bench.get("scann", {}).get("curve"):
         curves.append(("make bench, synthetic catalog", bench["scann"]["curve"]))
-    items_path = Path(RunLayout(config.run).retrieval) / "item_embeddings.npy"
-    if items_path.exists():
-        items = np.load(items_path)
+    from tworec.towers.artifact import RetrievalArtifact
+
+    retrieval = RunLayout(config.run).retrieval
+    if RetrievalArtifact.exists(retrieval):
+        items = RetrievalArtifact.load(retrieval).item_embeddings
         rng = np.random.default_rng(config.seed)
         queries = items[rng.choice(len(items), min(config.scann_queries, len(items)), replace=False)]
         curves.append(("this run's item embeddings", recall_speed_curve(items, queries, k=10)))
@@ -114,15 +97,14 @@ def _scann_curve(config: ReportConfig, bench: dict | None):
 
 
 def build_report(config: ReportConfig) -> Path:
-    from tworec.evaluation.evaluate import DETAILS, Details
-    from tworec.evaluation.metrics import head_items
+    from tworec.metrics import head_items
     from tworec.towers.catalog import load_catalog
 
     run = RunLayout(config.run)
     out = config.output
     out.mkdir(parents=True, exist_ok=True)
-    metrics = json.loads((Path(run.eval) / "metrics.json").read_text())
-    details = Details.load(Path(run.eval) / DETAILS)
+    results = EvalResults.load(run.eval)
+    metrics, details = results.metrics, results.details()
     catalog = load_catalog(run.data.root)
     bench = config.bench_results()
     stats_path = Path(run.data.stats)
@@ -167,14 +149,14 @@ def build_report(config: ReportConfig) -> Path:
     sections.append(("Retrieval index: ScaNN vs brute force", "".join(scann_html) or "<p>no item embeddings in this run</p>"))
     sections.append(("Serving latency", _latency_html(bench, out, numbers)))
 
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
-    (out / "figures.json").write_text(json.dumps(numbers, indent=2))
+    (out / EvalResults.METRICS).write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    (out / REPORT_FIGURES).write_text(json.dumps(numbers, indent=2))
     meta = (f"dataset <strong>{escape(dataset)}</strong> · {catalog.size:,} items "
             f"({int(catalog.cold.sum()):,} cold) · {len(details.targets):,} test queries · run "
             f"<code>{escape(os.path.abspath(config.run))}</code> · written "
             f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC")
-    (out / "index.html").write_text(html.page(f"tworec evaluation report: {dataset}", meta, sections), encoding="utf-8")
-    return out / "index.html"
+    (out / REPORT_PAGE).write_text(html.page(f"tworec evaluation report: {dataset}", meta, sections), encoding="utf-8")
+    return out / REPORT_PAGE
 
 
 def _accuracy_html(metrics: dict, segments) -> str:

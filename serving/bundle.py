@@ -1,46 +1,42 @@
 """One deployed version as the gateway holds it in memory: the query tower, the live ScaNN index,
-the item table (embeddings and ranker features, growing as items are upserted) and the user
-vocabulary. Requests take a reference to the current bundle, so a reload never changes the
-version under a request in flight."""
+the item table (the ranker's feature tables plus ids and titles, growing as items are upserted)
+and the user vocabulary, all loaded through ``GatewayArtifact``. Requests take a reference to the
+current bundle, so a reload never changes the version under a request in flight."""
 from __future__ import annotations
 
-import json
 import logging
 import threading
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from tworec import contract
-from tworec.export.repository import (
-    ITEM_TOWER_MODEL, RANKER_INPUTS_PACKED, RANKER_MODEL, RepoLayout, read_manifest,
-)
+from tworec.artifacts import ArtifactError
+from tworec.errors import UserError
+from tworec.export.artifact import ITEM_TOWER_MODEL, RANKER_MODEL, DeploymentRepository, GatewayArtifact
+from tworec.ranking.features import RankerTables
 from tworec.towers.catalog import padded_rows
 
 log = logging.getLogger("tworec.gateway")
 
 
-class ConfigError(RuntimeError):
+class ConfigError(UserError, RuntimeError):
     """The deployment repository is missing or inconsistent; the message says how to fix it."""
 
 
-@dataclass
 class ItemTable:
-    """Items by row: ids, titles, cold flags and the ranker's per-item features. Rows are only
-    appended (upserts of new ids) or overwritten (upserts of known ids), never reordered."""
+    """Items by row: ids, titles, cold flags and the ranker's per-item features (``tables``). Rows
+    are only appended (upserts of new ids) or overwritten (upserts of known ids), never reordered."""
 
-    item_ids: list
-    titles: list
-    cold: np.ndarray
-    item_embedding: np.ndarray  # named as in the ranker's tables: ranker_rows reads either
-    item_row: np.ndarray
-    item_category_rows: np.ndarray
-    item_log_popularity: np.ndarray
-    row_of: dict = field(default_factory=dict)
+    def __init__(self, item_ids: list, titles: list, cold: np.ndarray, tables: RankerTables):
+        self.item_ids = item_ids
+        self.titles = titles
+        self.cold = cold
+        self.tables = tables
+        self.row_of = {item: i for i, item in enumerate(item_ids)}
 
-    def __post_init__(self):
-        self.row_of = {item: i for i, item in enumerate(self.item_ids)}
+    @property
+    def item_embedding(self) -> np.ndarray:
+        return self.tables.item_embedding
 
     def put(self, ids, titles, embeddings, category_rows):
         """Adds or replaces items (new ones: no id embedding, no popularity, cold)."""
@@ -49,12 +45,7 @@ class ItemTable:
         if m:
             # Arrays are replaced whole (readers holding the old ones stay consistent), and the id
             # map is updated last.
-            self.item_embedding = np.concatenate(
-                [self.item_embedding, np.zeros((m, self.item_embedding.shape[1]), np.float32)])
-            self.item_row = np.concatenate([self.item_row, np.zeros(m, np.int32)])
-            self.item_category_rows = np.concatenate(
-                [self.item_category_rows, np.zeros((m, self.item_category_rows.shape[1]), np.int32)])
-            self.item_log_popularity = np.concatenate([self.item_log_popularity, np.zeros(m, np.float32)])
+            self.tables = self.tables.with_new_items(m)
             self.cold = np.concatenate([self.cold, np.ones(m, bool)])
             self.item_ids = self.item_ids + new
             self.titles = self.titles + [""] * m
@@ -62,67 +53,47 @@ class ItemTable:
         row_of.update({item: n + j for j, item in enumerate(new)})
         for item, title, vector, cats in zip(ids, titles, embeddings, category_rows):
             r = row_of[item]
-            self.item_embedding[r] = vector
-            self.item_category_rows[r] = cats
+            self.tables.item_embedding[r] = vector
+            self.tables.item_category_rows[r] = cats
             self.titles[r] = title
-            if item in new:
-                self.item_row[r] = 0
         self.row_of = row_of
-
-
-def _query_tower_model(path: Path) -> bytes:
-    """The version's TFLite query tower; one exported before there was one is converted now."""
-    tflite = path / "query_tower.tflite"
-    if tflite.exists():
-        return tflite.read_bytes()
-    from tworec.export.savedmodels import query_tower_tflite
-
-    log.warning("%s has no query_tower.tflite (exported by an earlier tworec): converting its SavedModel "
-                "at load; re-export to skip this", path)
-    return query_tower_tflite(path / "query_tower.savedmodel")
 
 
 class Bundle:
     def __init__(self, repo: str, version: int):
-        from tworec.serving.query_tower import QueryTower  # TensorFlow: imported when a bundle loads
-        from tworec.towers.index import ItemIndex
+        from tworec.export.tflite_query_tower import TfliteQueryTower  # TensorFlow: imported when a bundle loads
 
-        path = RepoLayout(repo).gateway(version)
-        if not (path / "bundle.json").exists():
-            raise ConfigError(f"{path} is not an exported gateway version: run `tworec export` into {repo}")
-        meta = json.loads((path / "bundle.json").read_text())
-        if meta.get("ranker_inputs") != RANKER_INPUTS_PACKED:
-            raise ConfigError(f"{path} was exported for a gateway that sends the ranker ten named inputs; this one "
-                              f"sends them packed ({RANKER_INPUTS_PACKED!r}): re-export it with `tworec export`")
+        try:
+            artifact = DeploymentRepository(repo).gateway(version)
+            index, tables, catalog, users = artifact.index(), artifact.tables(), artifact.catalog(), artifact.users()
+            query_tower = TfliteQueryTower(artifact.query_tower_tflite())
+        except (ArtifactError, OSError) as err:
+            raise ConfigError(f"version {version} of {repo} cannot be loaded: {err}") from err
         self.version = version
-        self.meta = meta
-        self.dim = meta["embedding_dim"]
-        self.history_length = meta["history_length"]
-        # What an item embedded from its text alone (an upsert) adds to its retrieval score.
-        self.new_item_offset = float(meta.get("new_item_offset", 0.0))
-        self.max_text_length = meta["max_text_length"]
-        self.triton_versions = meta["triton"]
+        self.artifact = artifact
+        self.dim = artifact.embedding_dim
+        self.history_length = artifact.history_length
+        self.new_item_offset = artifact.new_item_offset
+        self.max_text_length = artifact.max_text_length
+        self.triton_versions = artifact.triton
         self.ranker_model, self.item_tower_model = RANKER_MODEL, ITEM_TOWER_MODEL
-        self._query = QueryTower(_query_tower_model(path))
-        self.index = ItemIndex.load(str(path / "index"))
-        with np.load(path / "catalog.npz", allow_pickle=False) as z:
-            self.items = ItemTable(
-                item_ids=[str(i) for i in z["item_ids"]], titles=[str(t) for t in z["titles"]],
-                cold=z["cold"].copy(), item_embedding=z["item_embedding"].astype(np.float32),
-                item_row=z["item_row"].astype(np.int32), item_category_rows=z["item_category_rows"].astype(np.int32),
-                item_log_popularity=z["item_log_popularity"].astype(np.float32))
-            self.categories = {str(c): i + 1 for i, c in enumerate(z["categories"])}
-            self.attributes = {str(a): i + 1 for i, a in enumerate(z["attributes"])}
-            self.user_attribute_rows = z["user_attribute_rows"].astype(np.int32)
-            counts = z["train_counts"]
-        if self.index.dimension != self.dim or self.items.item_embedding.shape[1] != self.dim:
-            raise ConfigError(f"{path}: index dimension {self.index.dimension}, item embeddings "
-                              f"{self.items.item_embedding.shape[1]} and query tower {self.dim} differ: re-export it")
-        self.user_rows = {u: i + 1 for i, u in
-                          enumerate((path / "users.txt").read_text(encoding="utf-8").split("\n")[:-1])}
-        self.popular = [self.items.item_ids[i] for i in np.argsort(-counts, kind="stable")[:1000] if counts[i] > 0]
+        self._query = query_tower
+        self.index = index
+        self.items = ItemTable(catalog.item_ids, catalog.titles, catalog.train_counts == 0, tables)
+        self.categories = {c: i + 1 for i, c in enumerate(catalog.categories)}
+        self.attributes = {a: i + 1 for i, a in enumerate(tables.attributes)}
+        if index.dimension != self.dim or tables.item_embedding.shape[1] != self.dim:
+            raise ConfigError(f"{artifact.path}: index dimension {index.dimension}, item embeddings "
+                              f"{tables.item_embedding.shape[1]} and query tower {self.dim} differ: re-export it")
+        self.user_rows = {u: i + 1 for i, u in enumerate(users)}
+        counts = catalog.train_counts
+        self.popular = [catalog.item_ids[i] for i in np.argsort(-counts, kind="stable")[:1000] if counts[i] > 0]
         self.lock = threading.Lock()  # index and item-table mutations vs searches
         self.removed: set = set()
+
+    @property
+    def user_attribute_rows(self) -> np.ndarray:
+        return self.items.tables.user_attribute_rows
 
     def query(self, user_row: int, history_rows: list, history_ts: list, now: int) -> np.ndarray:
         n = self.history_length
@@ -168,11 +139,7 @@ class Bundle:
 
 
 def current_version(repo: str) -> int:
-    if not Path(repo).is_dir():
-        raise ConfigError(f"model repository {repo} does not exist: run `tworec export --repo {repo}` "
-                          f"(or `tworec pipeline`) first")
-    manifest = read_manifest(repo)
-    if manifest.get("current") is None:
-        raise ConfigError(f"{repo} has no {RepoLayout(repo).manifest.name} with a current version: "
-                          f"run `tworec export --repo {repo}`")
-    return int(manifest["current"])
+    try:
+        return DeploymentRepository(repo).current_version()
+    except ArtifactError as err:
+        raise ConfigError(str(err)) from err

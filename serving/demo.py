@@ -6,9 +6,6 @@ items are its neighbours; the health service.
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 from tworec.serving.client import RecommenderClient, format_table
 from tworec.serving.server import ServeConfig, Service
 
@@ -31,8 +28,9 @@ def _recent_items_of_a_user(data_dir: str, n: int = 5):
 
 
 def run_demo(repo: str, out=print) -> int:
-    manifest = json.loads((Path(repo) / "manifest.json").read_text())
-    data_dir = manifest["versions"][str(manifest["current"])]["data"]["path"]
+    from tworec.export.artifact import DeploymentRepository
+
+    data_dir = DeploymentRepository(repo).data_folder()
     with Service(ServeConfig(repo=repo)) as service, RecommenderClient(service.address, timeout_s=5.0) as client:
         out(f"gateway on {service.address} (Triton on {service.models.address}); health: {client.health()}")
         user, history = _recent_items_of_a_user(data_dir)

@@ -21,21 +21,13 @@ import numpy as np
 from tworec.ranking.features import ranker_rows
 from tworec.serving import protos
 from tworec.serving.bundle import Bundle
+from tworec.serving.config import GatewayConfig
 from tworec.serving.triton_models import ModelUnavailable, TritonModels
 from tworec.serving.validation import InvalidRequest, check_id, check_ids, check_k, check_recommend, check_text, \
     check_upsert, MAX_REMOVE_ITEMS
 
 log = logging.getLogger("tworec.gateway")
 pb, pb_grpc = protos.load()
-
-
-@dataclass(frozen=True)
-class GatewayConfig:
-    candidates: int = 200  # retrieved per request and re-ranked
-    ranker_budget_s: float = 0.25  # Triton gets at most this long before the answer degrades
-    item_tower_budget_s: float = 5.0
-    deadline_margin_s: float = 0.002  # kept for building the response after the ranker
-    cold_start_share: float = 0.2  # of a no-signal answer, new items (the rest: popular ones)
 
 
 class Counters:
@@ -55,6 +47,50 @@ class Counters:
         return self.snapshot().get(name, 0)
 
 
+class StageTimings:
+    """Seconds spent in each stage of Recommend, summed over requests, and the request count;
+    thread-safe (the gateway's worker threads all add to it)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._seconds = collections.Counter()
+
+    def add(self, **seconds: float):
+        with self._lock:
+            self._seconds.update(seconds)
+            self._seconds["count"] += 1
+
+    def snapshot(self) -> dict:
+        with self._lock:
+            return dict(self._seconds)
+
+
+@dataclass
+class UserState:
+    """What a Recommend request knows of its user: the user's model row (0: unknown), recent
+    items as catalog rows with their times (most recent first), the items never to return, now."""
+
+    user_row: int
+    history: list
+    history_ts: list
+    excluded: set
+    now: int
+    attributes: dict
+
+    @property
+    def has_signal(self) -> bool:
+        return self.user_row > 0 or bool(self.history)
+
+
+@dataclass
+class Candidates:
+    """Retrieval's answer: the query vector and the candidates' ids and scores, best first."""
+
+    query: np.ndarray
+    ids: list
+    scores: np.ndarray
+
+
 class Recommender(pb_grpc.RecommenderServicer):
     def __init__(self, bundle_source, triton: TritonModels, config: GatewayConfig = GatewayConfig()):
         """``bundle_source()`` → the current Bundle (it changes when a new version loads)."""
@@ -63,11 +99,10 @@ class Recommender(pb_grpc.RecommenderServicer):
         self.config = config
         self.live_changes = LiveChanges()
         self.counters = Counters()
-        self.timings = collections.defaultdict(float)  # seconds per stage, for the load benchmark
+        self.timings = StageTimings()  # seconds per Recommend stage, for the load benchmark
+        self._last_warning = 0.0
 
     # --- helpers ----------------------------------------------------------------------------------
-    _last_warning = 0.0
-
     def _warn_degraded(self, err):
         """At most one log line per 10 s: a Triton outage must not flood the log."""
         now = time.monotonic()
@@ -96,7 +131,7 @@ class Recommender(pb_grpc.RecommenderServicer):
                 title=table.titles[r] if r is not None else "", cold=bool(table.cold[r]) if r is not None else False))
         return out
 
-    # --- Recommend --------------------------------------------------------------------------------
+    # --- Recommend: parse → state → retrieve → rank or degrade → respond --------------------------
     def Recommend(self, request, context):
         started = time.perf_counter()
         self.counters.add("recommend")
@@ -105,8 +140,35 @@ class Recommender(pb_grpc.RecommenderServicer):
         except InvalidRequest as err:
             return self._fail(context, grpc.StatusCode.INVALID_ARGUMENT, str(err))
         bundle = self._bundle()
+        state = self._user_state(bundle, request, parsed)
+        if not state.has_signal:
+            items = self._no_signal(bundle, request.k, state.excluded)
+            return pb.RecommendResponse(items=items, model_version=str(bundle.version), known_user=False)
+        t0 = time.perf_counter()
+        query = bundle.query(state.user_row, state.history, state.history_ts, state.now)
+        t1 = time.perf_counter()
+        candidates = self._retrieve(bundle, state, query)
+        t2 = time.perf_counter()
+        ranked = self._rank(bundle, state, candidates, context)
+        t3 = time.perf_counter()
+        k = min(request.k, len(candidates.ids))
+        if ranked is None:
+            self.counters.add("degraded")
+            items = self._items(bundle, candidates.ids[:k], candidates.scores[:k], pb.RETRIEVAL, candidates.scores[:k])
+        else:
+            order = np.argsort(-ranked, kind="stable")[:k]
+            items = self._items(bundle, [candidates.ids[j] for j in order], ranked[order], pb.RANKER,
+                                candidates.scores[order])
+        response = pb.RecommendResponse(items=items, degraded=ranked is None, model_version=str(bundle.version),
+                                        known_user=state.user_row > 0)
+        self.timings.add(query_tower=t1 - t0, scann=t2 - t1, triton=t3 - t2, total=time.perf_counter() - started)
+        return response
+
+    @staticmethod
+    def _user_state(bundle: Bundle, request, parsed: dict) -> UserState:
+        """The request's user and recent items as the bundle knows them (unknown and removed items
+        are dropped from the history but still excluded from the answer)."""
         now = parsed["now"] or int(time.time())
-        user_row = bundle.user_rows.get(request.user_id, 0)
         table = bundle.items
         history, history_ts, seen = [], [], set()
         for j, item in enumerate(request.recent_item_ids):
@@ -115,52 +177,38 @@ class Recommender(pb_grpc.RecommenderServicer):
                 history.append(r)
                 history_ts.append(request.recent_timestamps[j] if j < len(request.recent_timestamps) else now)
             seen.add(item)
-        excluded = seen | set(request.exclude_item_ids) | bundle.removed
-        if user_row == 0 and not history:
-            items = self._no_signal(bundle, request.k, excluded)
-            return pb.RecommendResponse(items=items, model_version=str(bundle.version), known_user=False)
+        return UserState(bundle.user_rows.get(request.user_id, 0), history, history_ts,
+                         seen | set(request.exclude_item_ids) | bundle.removed, now, parsed["attributes"])
 
-        t0 = time.perf_counter()
-        query = bundle.query(user_row, history, history_ts, now)
-        t1 = time.perf_counter()
-        ids, scores = bundle.search(query, self.config.candidates + len(excluded))
-        keep = [j for j, item in enumerate(ids) if item not in excluded][: self.config.candidates]
-        ids, scores = [ids[j] for j in keep], np.asarray(scores, np.float32)[keep]
-        t2 = time.perf_counter()
-        self.timings["query_tower"] += t1 - t0
-        self.timings["scann"] += t2 - t1
-        k = min(request.k, len(ids))
-        budget = min(self.config.ranker_budget_s, self._remaining(context) - self.config.deadline_margin_s)
-        degraded = False
+    def _retrieve(self, bundle: Bundle, state: UserState, query: np.ndarray) -> Candidates:
+        """ScaNN's top ``candidates`` items for the query vector, excluded items left out."""
+        ids, scores = bundle.search(query, self.config.candidates + len(state.excluded))
+        keep = [j for j, item in enumerate(ids) if item not in state.excluded][: self.config.candidates]
+        return Candidates(query, [ids[j] for j in keep], np.asarray(scores, np.float32)[keep])
+
+    def _rank(self, bundle: Bundle, state: UserState, candidates: Candidates, context):
+        """The ranker's scores for the candidates within its budget (capped by the caller's deadline), or None: degrade
+        to retrieval order. Aborts DEADLINE_EXCEEDED when the deadline already passed."""
+        remaining = self._remaining(context)
+        budget = min(self.config.ranker_budget_s, remaining - self.config.deadline_margin_s)
         if budget <= 0:
-            if self._remaining(context) <= 0:
-                return self._fail(context, grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed during retrieval")
-            degraded = True
-        else:
-            rows = self._ranker_rows(bundle, user_row, parsed["attributes"], query, len(history),
-                                     (now - history_ts[0]) / 3600.0 if history else 0.0, ids, scores)
-            try:
-                ranked = self.triton.rank(bundle.triton_versions[bundle.ranker_model], rows, budget)
-            except ModelUnavailable as err:
-                self._warn_degraded(err)
-                degraded = True
-            self.timings["triton"] += time.perf_counter() - t2
-        if degraded:
-            self.counters.add("degraded")
-            items = self._items(bundle, ids[:k], scores[:k], pb.RETRIEVAL, scores[:k])
-        else:
-            order = np.argsort(-ranked, kind="stable")[:k]
-            items = self._items(bundle, [ids[j] for j in order], ranked[order], pb.RANKER, scores[order])
-        self.timings["total"] += time.perf_counter() - started
-        self.timings["count"] += 1
-        return pb.RecommendResponse(items=items, degraded=degraded, model_version=str(bundle.version),
-                                    known_user=user_row > 0)
+            if remaining <= 0:
+                self._fail(context, grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed during retrieval")
+            return None
+        hours = (state.now - state.history_ts[0]) / 3600.0 if state.history else 0.0
+        rows = self._ranker_rows(bundle, state.user_row, state.attributes, candidates.query, len(state.history),
+                                 hours, candidates.ids, candidates.scores)
+        try:
+            return self.triton.rank(bundle.triton_versions[bundle.ranker_model], rows, budget)
+        except ModelUnavailable as err:
+            self._warn_degraded(err)
+            return None
 
     @staticmethod
     def _ranker_rows(bundle, user_row, attributes, query, history_count, hours, ids, scores) -> dict:
         """The request as ranker rows (tworec.contract.RANKER_INPUTS), one per candidate."""
         rows = np.array([bundle.items.row_of[i] for i in ids], np.int64)
-        return ranker_rows(bundle.items, np.int32(user_row), bundle.attribute_rows(user_row, attributes),
+        return ranker_rows(bundle.items.tables, np.int32(user_row), bundle.attribute_rows(user_row, attributes),
                            query, history_count, max(hours, 0.0), rows, scores)
 
     def _no_signal(self, bundle: Bundle, k: int, excluded: set):

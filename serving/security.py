@@ -7,44 +7,37 @@ load balancers and orchestrators can probe without a secret. Tokens are compared
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+
+from tworec.serving.config import SecurityConfig
 
 # Health checks stay open: probes carry no credentials. Everything else needs a token when tokens are set.
 OPEN_METHODS = frozenset({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"})
 
 
-@dataclass(frozen=True)
-class SecurityConfig:
-    tls_cert: str | None = None  # PEM server certificate chain
-    tls_key: str | None = None  # PEM private key
-    tls_client_ca: str | None = None  # PEM CA bundle: require client certificates it signed (mTLS)
-    tokens_file: str | None = None  # accepted bearer tokens, one per line
+def server_credentials(config: SecurityConfig):
+    """gRPC server credentials for ``config`` (None: plaintext); ValueError when it is incomplete."""
+    if not config.tls:
+        if config.tls_client_ca:
+            raise ValueError("a client CA (mutual TLS) needs a server certificate and key too")
+        return None
+    if not (config.tls_cert and config.tls_key):
+        raise ValueError("TLS needs both a certificate (--tls-cert) and a private key (--tls-key)")
+    client_ca = Path(config.tls_client_ca).read_bytes() if config.tls_client_ca else None
+    return grpc.ssl_server_credentials([(Path(config.tls_key).read_bytes(), Path(config.tls_cert).read_bytes())],
+                                       root_certificates=client_ca, require_client_auth=client_ca is not None)
 
-    @property
-    def tls(self) -> bool:
-        return bool(self.tls_cert or self.tls_key)
 
-    def server_credentials(self):
-        if not self.tls:
-            if self.tls_client_ca:
-                raise ValueError("a client CA (mutual TLS) needs a server certificate and key too")
-            return None
-        if not (self.tls_cert and self.tls_key):
-            raise ValueError("TLS needs both a certificate (--tls-cert) and a private key (--tls-key)")
-        client_ca = Path(self.tls_client_ca).read_bytes() if self.tls_client_ca else None
-        return grpc.ssl_server_credentials([(Path(self.tls_key).read_bytes(), Path(self.tls_cert).read_bytes())],
-                                           root_certificates=client_ca, require_client_auth=client_ca is not None)
-
-    def tokens(self) -> frozenset:
-        if not self.tokens_file:
-            return frozenset()
-        tokens = frozenset(t.strip() for t in Path(self.tokens_file).read_text().splitlines() if t.strip())
-        if not tokens:
-            raise ValueError(f"{self.tokens_file} holds no token")
-        return tokens
+def accepted_tokens(config: SecurityConfig) -> frozenset:
+    """The bearer tokens of ``config.tokens_file`` (empty: no token check)."""
+    if not config.tokens_file:
+        return frozenset()
+    tokens = frozenset(t.strip() for t in Path(config.tokens_file).read_text().splitlines() if t.strip())
+    if not tokens:
+        raise ValueError(f"{config.tokens_file} holds no token")
+    return tokens
 
 
 class BearerTokenInterceptor(grpc.ServerInterceptor):

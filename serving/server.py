@@ -14,17 +14,18 @@ import logging
 import threading
 import time
 from concurrent import futures
-from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from tworec.export.repository import RepoLayout, read_manifest
+from tworec.artifacts import ArtifactError
+from tworec.export.artifact import DeploymentRepository
 from tworec.serving.bundle import Bundle, ConfigError, current_version
-from tworec.serving.gateway import GatewayConfig, Recommender, pb
+from tworec.serving.config import ServeConfig
+from tworec.serving.gateway import Recommender, pb
 from tworec.serving.handlers import add_recommender
-from tworec.serving.security import BearerTokenInterceptor, SecurityConfig
+from tworec.serving.security import BearerTokenInterceptor, accepted_tokens, server_credentials
 from tworec.serving.triton import TritonConfig, TritonError, TritonServer
 from tworec.serving.triton_models import TritonModels
 
@@ -33,42 +34,26 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Recommender"].full_name
 MAX_MESSAGE_BYTES = 4 << 20
 
 
-@dataclass(frozen=True)
-class ServeConfig:
-    repo: str
-    host: str = "127.0.0.1"  # loopback unless told otherwise
-    port: int = 0  # 0: a free port
-    triton_address: str | None = None  # an already running Triton; None: start one on loopback
-    triton_binary: str | None = None  # None: the one in the nvidia-pytriton wheel
-    security: SecurityConfig = field(default_factory=SecurityConfig)
-    workers: int = 16
-    reload_poll_s: float = 1.0
-    model_ready_timeout_s: float = 120.0
-    grace_s: float = 10.0
-    gateway: GatewayConfig = field(default_factory=GatewayConfig)
-    tf_threads: int = 1  # the gateway's TensorFlow threads (the query tower runs on request threads)
-    # Ranker rows to the Triton this service starts through shared memory, not inside gRPC messages
-    # (an external Triton, ``triton_address``, may be on another host: it always gets messages).
-    ranker_shared_memory: bool = True
-
-
 class Service:
     def __init__(self, config: ServeConfig):
         self.config = config
-        self.triton_server: TritonServer | None = None
-        self.server = None
-        self.bundle: Bundle | None = None
-        self.port = None
+        self.triton_server: TritonServer | None = None  # None when config.triton_address names one
+        self.models: TritonModels | None = None  # the gateway's client of Triton's models
+        self.bundle: Bundle | None = None  # the version being served
+        self.recommender: Recommender | None = None
+        self.server: grpc.Server | None = None
+        self.health: health.HealthServicer | None = None
+        self.port: int | None = None
         self._stop = threading.Event()
-        self._watcher = None
+        self._watcher: threading.Thread | None = None
 
     @property
     def address(self) -> str:
         return f"{self.config.host}:{self.port}"
 
-    def _wait_models(self, models: TritonModels, bundle_meta: dict, timeout_s: float):
+    def _wait_models(self, models: TritonModels, bundle: Bundle, timeout_s: float):
         deadline = time.monotonic() + timeout_s
-        pending = dict(bundle_meta["triton"])
+        pending = dict(bundle.triton_versions)
         while pending and time.monotonic() < deadline:
             pending = {m: v for m, v in pending.items() if not models.ready(m, v)}
             if pending:
@@ -85,23 +70,23 @@ class Service:
         if not limit_threads(c.tf_threads):
             log.debug("TensorFlow already running: its thread pools keep their sizes")
         try:
-            credentials, tokens = c.security.server_credentials(), c.security.tokens()
+            credentials, tokens = server_credentials(c.security), accepted_tokens(c.security)
         except (OSError, ValueError) as err:
             raise ConfigError(f"security settings: {err}") from err
-        layout = RepoLayout(c.repo)
-        if not layout.triton.is_dir():
-            raise ConfigError(f"{layout.triton} is missing: the repository is incomplete, re-run `tworec export`")
+        repository = DeploymentRepository(c.repo)
+        if not repository.triton.is_dir():
+            raise ConfigError(f"{repository.triton} is missing: the repository is incomplete, re-run `tworec export`")
         try:
             if c.triton_address is None:
                 # Triton only ever listens on loopback: the gateway is the service's front door.
-                self.triton_server = TritonServer(TritonConfig(str(layout.triton), binary=c.triton_binary))
+                self.triton_server = TritonServer(TritonConfig(str(repository.triton), binary=c.triton_binary))
                 self.triton_server.start()
                 address = self.triton_server.grpc_address
             else:
                 address = c.triton_address
             self.models = TritonModels(address, shared_memory=c.ranker_shared_memory and c.triton_address is None)
             bundle = Bundle(c.repo, version)
-            self._wait_models(self.models, bundle.meta, c.model_ready_timeout_s)
+            self._wait_models(self.models, bundle, c.model_ready_timeout_s)
             self._warm_up(bundle)
             self.bundle = bundle
             self.recommender = Recommender(lambda: self.bundle, self.models, c.gateway)
@@ -147,7 +132,7 @@ class Service:
         replacement = TritonServer(dataclasses.replace(server.config, **server.ports))
         replacement.start()
         try:
-            self._wait_models(self.models, self.bundle.meta, self.config.model_ready_timeout_s)
+            self._wait_models(self.models, self.bundle, self.config.model_ready_timeout_s)
             self._warm_up(self.bundle)
         except BaseException:
             replacement.stop()
@@ -166,8 +151,8 @@ class Service:
             except Exception as err:  # noqa: BLE001 - keep serving degraded, try again next round
                 log.error("restarting tritonserver failed: %s", err)
             try:
-                current = read_manifest(self.config.repo).get("current")
-            except (OSError, ValueError) as err:
+                current = DeploymentRepository(self.config.repo).manifest().get("current")
+            except (OSError, ValueError, ArtifactError) as err:
                 log.warning("cannot read the manifest: %s", err)
                 continue
             if current is None or current == self.bundle.version or current == failed:
@@ -196,7 +181,7 @@ class Service:
 
     def load_version(self, version: int):
         bundle = Bundle(self.config.repo, version)
-        self._wait_models(self.models, bundle.meta, self.config.model_ready_timeout_s)
+        self._wait_models(self.models, bundle, self.config.model_ready_timeout_s)
         self._warm_up(bundle)
         self.recommender.replay_live_changes(bundle)
         self.bundle = bundle  # one reference swap: requests already running keep their bundle
@@ -214,7 +199,7 @@ class Service:
             self.server = None
         if self._watcher is not None:
             self._watcher.join(timeout=5)
-        if getattr(self, "models", None) is not None:
+        if self.models is not None:
             self.models.close()
             self.models = None
         if self.triton_server is not None:

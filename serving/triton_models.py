@@ -17,8 +17,8 @@ from tworec import contract
 from tworec.ranking.features import pack_ranker_rows
 
 _TRITON_DTYPE = {"float32": "FP32", "int32": "INT32", "int64": "INT64"}
-# A call's gRPC deadline is at least this: a spent budget still gets a positive deadline (which
-# expires before any answer: a loopback round trip alone takes ~0.3-0.7 ms).
+# A call's gRPC deadline is at least this: a spent budget still gets a positive deadline, one that
+# expires before any answer could come back.
 _MIN_TIMEOUT_S = 1e-4
 # Reconnect quickly after Triton restarts: gRPC's default backoff grows to minutes.
 _CHANNEL_ARGS = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 100),

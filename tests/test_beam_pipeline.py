@@ -12,7 +12,7 @@ from pathlib import Path
 
 import apache_beam as beam
 import pytest
-from apache_beam.testing.test_pipeline import TestPipeline
+from beam_helpers import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from datasets import movielens_slice
@@ -88,7 +88,7 @@ def _decoded(batch):
 
 def test_history_never_leaks_and_cold_items_never_reach_train(raw_folder):
     config = DataConfig(**{**CONFIG.__dict__, "input": str(raw_folder)})
-    with TestPipeline() as p:
+    with test_pipeline() as p:
         built = p | BuildDataset(config)
         examples = {
             name: batches | f"Decode_{name}" >> beam.FlatMap(_decoded)
@@ -206,7 +206,7 @@ def test_ordered_tfrecords_do_not_depend_on_input_order(tmp_path):
     shuffled = random.Random(0).sample(keyed, len(keyed))
     outputs = {}
     for name, records in (("sorted", keyed), ("shuffled", shuffled)):
-        with TestPipeline() as p:
+        with test_pipeline() as p:
             paths = (p | beam.Create(records) | beam.Reshuffle()
                      | WriteOrderedTFRecords(str(tmp_path / name / "part"), num_shards=3))
             assert_that(paths | beam.Map(lambda path: Path(path).name),
@@ -220,7 +220,7 @@ def test_ordered_tfrecords_do_not_depend_on_input_order(tmp_path):
         sorted(str(p) for p in (tmp_path / "sorted").glob("part-*")), compression_type="GZIP")]
     assert sorted(read_by_tf) == sorted(r for _, r in keyed)
 
-    with TestPipeline() as p:
+    with test_pipeline() as p:
         _ = p | beam.Create([], reshuffle=False).with_output_types(tuple) | WriteOrderedTFRecords(
             str(tmp_path / "empty" / "part"))
     assert [path.name for path in (tmp_path / "empty").iterdir()] == ["part-00000-of-00001.tfrecord.gz"]

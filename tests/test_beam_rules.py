@@ -1,6 +1,6 @@
 """The split and history rules on hand-made sequences, checked exactly."""
 import apache_beam as beam
-from apache_beam.testing.test_pipeline import TestPipeline
+from beam_helpers import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from tworec import contract, example_codec
@@ -54,7 +54,7 @@ def test_user_sequence_rejects_unknown_items_and_duplicates_keeping_the_first():
 def test_time_cutoffs_are_exact_and_keep_ties_together():
     # 100 interactions: one per second for 70 s on day 0, then 30 at one instant on day 2.
     batches = [[t] for t in range(70)] + [[2 * DAY + 5] * 30]
-    with TestPipeline() as p:
+    with test_pipeline() as p:
         cutoffs = p | beam.Create(batches) | TimeCutoffs(SplitConfig(train_fraction=0.6, valid_fraction=0.1))
         # rank 60 → second 60; rank 70 falls in the tie at 2 days + 5 s.
         assert_that(cutoffs, equal_to([{"total": 100, "valid_start": 60, "test_start": 2 * DAY + 5}]))

@@ -1,7 +1,7 @@
 """Each source is a composite PTransform: checked with TestPipeline and assert_that."""
 import apache_beam as beam
 import pytest
-from apache_beam.testing.test_pipeline import TestPipeline
+from beam_helpers import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to, is_not_empty
 
 from datasets import amazon_slice, movielens_slice
@@ -19,7 +19,7 @@ def _counts(pcoll, label):
 
 def test_movielens_reads_ratings_items_in_latin1_and_users(tmp_path):
     folder = movielens_slice(tmp_path / "ml", ratings=300)
-    with TestPipeline() as p:
+    with test_pipeline() as p:
         data = p | MovieLens100K(str(folder))
         assert_that(_counts(data["interactions"], "N"), equal_to([300]), label="ratings")
         assert_that(data["read"], equal_to([("interaction", 300), ("item", 1682), ("user", 943)]),
@@ -43,7 +43,7 @@ def test_movielens_reads_ratings_items_in_latin1_and_users(tmp_path):
 
 def test_amazon_cleans_text_and_duplicates_are_counted(tmp_path):
     folder = amazon_slice(tmp_path / "amz", ratings=400)
-    with TestPipeline() as p:
+    with test_pipeline() as p:
         data = p | Amazon2018(str(folder))
         assert_that(_counts(data["interactions"], "N"), equal_to([400]), label="ratings")
         items = data["items"] | DeduplicateById("item", Reject.DUPLICATE_ITEM)
@@ -71,7 +71,7 @@ def test_csv_source_parses_headers_quotes_iso_times_and_rejects_bad_rows(tmp_pat
         'a,"Knitting, Vol. 2",Wool &amp; needles,Crafts|Hobbies\n'
         'b,Zen,,\n', encoding="utf-8")
     (tmp_path / "users.csv").write_text("user_id,country\nu1,DE\n", encoding="utf-8")
-    with TestPipeline() as p:
+    with test_pipeline() as p:
         data = p | CsvFiles(str(tmp_path))
         assert_that(data["interactions"] | beam.Map(lambda r: (r.user_id, r.item_id, r.timestamp, r.rating)),
                     equal_to([("u1", "a", 1700000000, 4.0), ("u1", "b", 1704164645, 5.0)]),
@@ -92,13 +92,13 @@ def test_csv_source_names_missing_columns(tmp_path):
     (tmp_path / "interactions.csv").write_text("user,item_id,timestamp\n")
     (tmp_path / "items.csv").write_text("item_id,title\n")
     with pytest.raises(CsvFormatError, match="missing user_id"):
-        with TestPipeline() as p:
+        with test_pipeline() as p:
             _ = p | CsvFiles(str(tmp_path))
 
 
 def test_synthetic_is_exact_in_size_deterministic_and_readable():
     config = SyntheticConfig(interactions=3000, seed=3)
-    with TestPipeline() as p:
+    with test_pipeline() as p:
         data = p | Synthetic(config)
         assert_that(_counts(data["interactions"], "N"), equal_to([3000]), label="exact size")
         assert_that(_counts(data["items"], "NI"), equal_to([config.num_items]), label="items")
@@ -138,7 +138,7 @@ def test_a_truncated_gzip_fails_the_job_naming_file_and_line(tmp_path):
     (tmp_path / "meta_Test.json.gz").write_bytes(data[: len(data) // 2])
     (tmp_path / "Test.csv").write_text("B0001,u1,5.0,1005177600\n")
     with pytest.raises(Exception) as failure:
-        with TestPipeline() as p:
+        with test_pipeline() as p:
             _ = p | Amazon2018(str(tmp_path))
     message = str(failure.value)
     assert "meta_Test.json.gz" in message and "cannot read past line" in message, message

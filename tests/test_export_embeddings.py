@@ -33,10 +33,13 @@ def test_every_item_gets_its_served_embedding(exported, synthetic_data):
     from tworec.serving.bundle import Bundle
     from tworec.tfrecord_io import read_records
 
+    from tworec.export.artifact import DeploymentRepository
+
     repo, out, version = exported
-    with np.load(repo / "gateway" / str(version) / "catalog.npz") as z:
-        served = dict(zip([str(i) for i in z["item_ids"]], z["item_embedding"]))
-        has_id = dict(zip([str(i) for i in z["item_ids"]], z["item_row"] > 0))
+    gateway = DeploymentRepository(repo).gateway(version)
+    ids, tables = gateway.catalog().item_ids, gateway.tables()
+    served = dict(zip(ids, tables.item_embedding))
+    has_id = dict(zip(ids, tables.item_row > 0))
     offset = Bundle(str(repo), version).new_item_offset
     catalog = {example_codec.decode(contract.ITEM_FEATURES, r)["item_id"]
                for r in read_records(str(synthetic_data / "items" / "part-*.tfrecord.gz"))}

@@ -37,11 +37,13 @@ def test_mined_lists_put_the_positive_first_and_never_use_seen_items(synthetic_d
     from tworec.contract import Split
     from tworec.layout import DataLayout
     from tworec.ranking.config import RankerConfig
-    from tworec.ranking.lists import mine_lists, repeat_new_item_positives, top_candidates
+    from tworec.ranking.lists import mine_lists, repeat_new_item_positives
+    from tworec.towers.artifact import RetrievalArtifact
     from tworec.towers.queries import split_queries
-    from tworec.towers.train import load_retrieval
+    from tworec.towers.scoring import top_candidates
 
-    model, catalog, lookups, config = load_retrieval(str(tiny_retrieval))
+    restored = RetrievalArtifact.load(tiny_retrieval).restore()
+    model, catalog, lookups, config = restored.model, restored.catalog, restored.lookups, restored.config
     queries = split_queries(model, lookups, DataLayout(str(synthetic_data)).split_pattern(Split.VALID),
                             config.history_length)
     items = model.item_embeddings()
@@ -84,14 +86,15 @@ def test_serving_signature_accepts_unknown_users_and_items_and_survives_a_savedm
     """Both exported signatures (named rows, and the packed one Triton serves) give the in-memory
     scorer's scores."""
     from tworec.ranking.features import pack_ranker_rows
-    from tworec.ranking.model import serving_signature
-    from tworec.ranking.train import ROWS_SIGNATURE, SAVEDMODEL, load_ranker
+    from tworec.ranking.artifact import RankerArtifact
+    from tworec.ranking.model import ROWS_SIGNATURE, serving_signature
     from tworec.tf_setup import tf
 
-    scorer, tables, meta = load_ranker(str(tiny_ranker))
-    dim = meta["embedding_dim"]
+    ranker = RankerArtifact.load(tiny_ranker)
+    scorer, tables = ranker.restore()
+    dim = ranker.embedding_dim
     rng = np.random.default_rng(0)
-    signatures = tf.saved_model.load(str(tiny_ranker / SAVEDMODEL)).signatures
+    signatures = tf.saved_model.load(str(ranker.savedmodel)).signatures
     loaded, packed = signatures[ROWS_SIGNATURE], signatures["serving_default"]
     assert sorted(packed.structured_input_signature[1]) == ["ranker_float32", "ranker_int32"]
     in_memory = serving_signature(scorer, dim)
@@ -119,5 +122,12 @@ def test_ranker_trains_under_mirrored_strategy_on_two_logical_cpus(synthetic_dat
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert summary["replicas"] == 2 and len(summary["devices"]) == 2
     assert summary["epochs_run"] == 2 and np.isfinite(summary["loss"]).all()
-    for path in ("weights", "tables.npz", "savedmodel", "ranker.json", "logs"):
+    from tworec.ranking.artifact import RankerArtifact
+    from tworec.ranking.features import RankerTables
+
+    from tworec.training import TrainingFolder as T
+
+    A = RankerArtifact
+    for path in (T.WEIGHTS + ".index", RankerTables.FILE, A.SAVEDMODEL, A.DESCRIPTION, T.LOGS):
         assert (out / path).exists(), path
+    assert RankerArtifact.load(out).summary["replicas"] == 2

@@ -27,7 +27,8 @@ def run_dir(synthetic_data, tiny_retrieval, tiny_ranker, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def report(run_dir):
-    from tworec.report.build import ReportConfig, build_report
+    from tworec.report.build import build_report
+    from tworec.report.config import ReportConfig
 
     no_bench = os.path.join(run_dir.root, "no-bench-results.json")  # the report must do without one
     return build_report(ReportConfig(run=run_dir.root, bench=no_bench, scann_queries=50))
@@ -70,7 +71,9 @@ def test_every_figure_loads_and_the_table_is_there_in_chromium(report, run_dir, 
     pngs = sorted(p.name for p in report.parent.glob("*.png"))
     assert sorted(i["src"] for i in state["images"]) == pngs and len(pngs) >= 3
     assert all(i["loaded"] and i["width"] > 300 for i in state["images"]), state["images"]
-    metrics = json.loads((Path(run_dir.eval) / "metrics.json").read_text())["temporal"]
+    from tworec.evaluation.artifact import EvalResults
+
+    metrics = EvalResults.load(run_dir.eval).metrics["temporal"]
     rows = sum(len(segments) for segments in metrics.values())  # one row per model × segment
     assert state["metricRows"] >= rows and state["bestCells"] >= 4  # ≥ one best per metric column
     for heading in ("Accuracy", "HitRate@K curves", "Popularity bias", "Example users"):
@@ -87,17 +90,19 @@ def test_a_missing_figure_is_caught_by_the_browser_check(report, browser, tmp_pa
 
 
 def test_report_numbers_agree_with_the_evaluation(report, run_dir):
-    from tworec.evaluation.evaluate import DETAILS, Details
+    from tworec.evaluation.artifact import EvalResults
+    from tworec.report.build import REPORT_FIGURES
 
-    numbers = json.loads((report.parent / "figures.json").read_text())
-    metrics = json.loads((report.parent / "metrics.json").read_text())
-    assert metrics == json.loads((Path(run_dir.eval) / "metrics.json").read_text())
+    results = EvalResults.load(run_dir.eval)
+    numbers = json.loads((report.parent / REPORT_FIGURES).read_text())
+    metrics = json.loads((report.parent / EvalResults.METRICS).read_text())
+    assert metrics == results.metrics
     for segment, by_model in numbers["hitrate_curves"].items():
         for model, curve in by_model.items():
             assert len(curve) == 200 and all(np.diff(curve) >= 0)
             expected = metrics["temporal"][model][segment]
             assert curve[9] == pytest.approx(expected["hitrate@10"]) and curve[99] == pytest.approx(expected["hitrate@100"])
-    details = Details.load(Path(run_dir.eval) / DETAILS)
+    details = results.details()
     for model, outcome in details.outcomes.items():
         top = outcome.top
         assert all(len(set(row)) == len(row) for row in top)  # no item twice in a top 10

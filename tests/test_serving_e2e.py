@@ -38,9 +38,10 @@ def _known_user_and_history(service):
 
 
 def test_repository_layout_and_manifest(repo):
-    import json
+    from tworec.export.artifact import DeploymentRepository, GatewayArtifact
+    from tworec.ranking.features import RankerTables
 
-    manifest = json.loads((repo / "manifest.json").read_text())
+    manifest = DeploymentRepository(repo).manifest()
     assert manifest["current"] == 1
     entry = manifest["versions"]["1"]
     assert entry["triton"] == {"ranker": 1, "item_tower": 1} and entry["created"] and entry["data"]["path"]
@@ -52,7 +53,8 @@ def test_repository_layout_and_manifest(repo):
     assert (repo / "triton" / "ranker" / "1" / "model.tflite").exists()  # what the Python backend runs
     assert 'key: "tflite_model" value: { string_value: "model.tflite" }' in \
         (repo / "triton" / "ranker" / "config.pbtxt").read_text()
-    for part in ("bundle.json", "query_tower.savedmodel", "query_tower.tflite", "index", "catalog.npz", "users.txt"):
+    G = GatewayArtifact
+    for part in (G.DESCRIPTION, G.QUERY_TOWER, G.QUERY_TOWER_TFLITE, G.INDEX, G.ITEMS, G.USERS, RankerTables.FILE):
         assert (repo / "gateway" / "1" / part).exists(), part
 
 
@@ -90,7 +92,7 @@ def test_the_history_in_the_request_changes_the_answer(service, client):
     _, warm = _known_user_and_history(service)
     by_category = {}
     for item in warm:
-        by_category.setdefault(int(table.item_category_rows[table.row_of[item]][0]), []).append(item)
+        by_category.setdefault(int(table.tables.item_category_rows[table.row_of[item]][0]), []).append(item)
     (_, a), (_, b) = sorted(by_category.items(), key=lambda kv: -len(kv[1]))[:2]
     first = client.recommend("someone-new", a[:3], k=50).items
     second = client.recommend("someone-new", b[:3], k=50).items
@@ -191,8 +193,8 @@ def test_unknown_item_is_not_found_only_where_asked_for(client):
 
 def test_ranker_scores_match_the_ranker_model_offline(service, client, tiny_ranker):
     """What Triton returns is the trained ranker's score, not some other number."""
+    from tworec.ranking.artifact import RankerArtifact
     from tworec.ranking.model import serving_signature
-    from tworec.ranking.train import load_ranker
     from tworec.tf_setup import tf
 
     user, warm = _known_user_and_history(service)
@@ -203,8 +205,9 @@ def test_ranker_scores_match_the_ranker_model_offline(service, client, tiny_rank
     ids, scores = bundle.search(query, 30)
     rows = gw._ranker_rows(bundle, bundle.user_rows[user], {}, query, 4, 100 / 3600, ids, np.asarray(scores))
     via_triton = gw.triton.rank(1, rows, 5.0)
-    scorer, _, meta = load_ranker(str(tiny_ranker))
-    offline = serving_signature(scorer, meta["embedding_dim"])({k: tf.constant(v) for k, v in rows.items()})
+    ranker = RankerArtifact.load(tiny_ranker)
+    scorer, _ = ranker.restore()
+    offline = serving_signature(scorer, ranker.embedding_dim)({k: tf.constant(v) for k, v in rows.items()})
     np.testing.assert_allclose(via_triton, offline["score"].numpy(), rtol=1e-5, atol=1e-5)
 
 
@@ -304,23 +307,18 @@ def test_a_new_version_rolls_out_under_load_without_failed_requests(service, rep
     assert sum(degraded for _, degraded, _ in versions) <= len(versions) // 10
 
 
-def test_the_gateway_query_tower_matches_its_savedmodel(service, repo, tmp_path):
+def test_the_gateway_query_tower_matches_its_savedmodel(service):
     """The gateway's TFLite query tower answers what the exported signature answers, for requests
     one after another and from several threads at once (each thread has its own interpreter, so no
-    request may see another's inputs); so does the one a version exported without a .tflite gets,
-    converted at load."""
-    import shutil
+    request may see another's inputs)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from tworec.export.repository import RepoLayout
-    from tworec.serving.bundle import Bundle
     from tworec.tf_setup import tf
 
     bundle = service.bundle
     user, warm = _known_user_and_history(service)
     n, dim = bundle.history_length, bundle.dim
-    signature = tf.saved_model.load(str(RepoLayout(service.config.repo).gateway(
-        bundle.version) / "query_tower.savedmodel")).signatures["serving_default"]
+    signature = tf.saved_model.load(str(bundle.artifact.query_tower_savedmodel)).signatures["serving_default"]
 
     def plain(user_row, history, times, now):
         emb, mask, ts = np.zeros((1, n, dim), np.float32), np.zeros((1, n), np.float32), np.zeros((1, n), np.int64)
@@ -344,10 +342,3 @@ def test_the_gateway_query_tower_matches_its_savedmodel(service, repo, tmp_path)
     for got, want in zip(answers, expected * 20):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     assert np.abs(expected[0] - expected[2]).max() > 1e-3  # the inputs matter
-
-    older = tmp_path / "repo"
-    shutil.copytree(repo, older, ignore=shutil.ignore_patterns("triton"))
-    (RepoLayout(str(older)).gateway(bundle.version) / "query_tower.tflite").unlink()
-    converted = Bundle(str(older), bundle.version)
-    for request, want in zip(requests, expected):
-        np.testing.assert_allclose(converted.query(*request), want, rtol=1e-5, atol=1e-5)

@@ -25,7 +25,7 @@ def repo(tiny_repo, tmp_path_factory):
 def secure(repo, tmp_path_factory):
     from certs import make_certs
 
-    from tworec.serving.security import SecurityConfig
+    from tworec.serving.config import SecurityConfig
     from tworec.serving.server import ServeConfig, Service
 
     folder = tmp_path_factory.mktemp("certs")
@@ -113,7 +113,9 @@ def test_a_missing_repository_refuses_to_start_with_one_clear_line(tmp_path):
 def test_a_dimension_mismatch_refuses_to_start(repo, tmp_path):
     broken = tmp_path / "repo"
     shutil.copytree(repo, broken)
-    meta_path = broken / "gateway" / "1" / "index" / "tworec_index.json"
+    from tworec.towers.index import ItemIndex
+
+    meta_path = broken / "gateway" / "1" / "index" / ItemIndex.DESCRIPTION
     meta = json.loads(meta_path.read_text())
     meta["dimension"] += 1
     meta_path.write_text(json.dumps(meta))
@@ -123,17 +125,19 @@ def test_a_dimension_mismatch_refuses_to_start(repo, tmp_path):
     assert len(lines) == 1 and "dimension" in lines[0] and "re-export" in lines[0]
 
 
-def test_a_version_exported_for_named_ranker_inputs_refuses_to_start(repo, tmp_path):
+def test_a_version_of_another_format_refuses_to_start(repo, tmp_path):
+    from tworec.export.artifact import GatewayArtifact
+
     old = tmp_path / "repo"
     shutil.copytree(repo, old)
-    meta_path = old / "gateway" / "1" / "bundle.json"
+    meta_path = old / "gateway" / "1" / GatewayArtifact.DESCRIPTION
     meta = json.loads(meta_path.read_text())
-    del meta["ranker_inputs"]
+    meta["format"]["version"] = 0
     meta_path.write_text(json.dumps(meta))
     done = _serve(["--repo", str(old)])
     assert done.returncode == 2
     lines = done.stdout.strip().splitlines()
-    assert len(lines) == 1 and "packed" in lines[0] and "re-export" in lines[0]
+    assert len(lines) == 1 and "format 0" in lines[0] and "re-export" in lines[0], done.stdout
 
 
 def test_a_triton_that_cannot_start_refuses_to_start(repo):

@@ -36,21 +36,29 @@ def test_without_gathering_negatives_the_loss_changes_with_replicas(synthetic_da
 
 
 def test_training_writes_weights_embeddings_logs_and_summary(synthetic_data, tmp_path):
+    from tworec.towers.artifact import RetrievalArtifact
     from tworec.towers.config import RetrievalConfig
-    from tworec.towers.train import load_retrieval, train_retrieval
+    from tworec.towers.train import train_retrieval
 
     out = tmp_path / "model"
     config = RetrievalConfig.tiny(epochs=4, patience=4, min_steps_before_stopping=0)
-    summary = train_retrieval(str(synthetic_data), str(out), config, verbose=0)
+    artifact = train_retrieval(str(synthetic_data), str(out), config, verbose=0)
+    summary = artifact.summary
     assert summary["replicas"] == 1 and summary["epochs_run"] == 4
     assert np.isfinite(summary["loss"]).all() and np.isfinite(summary["val_loss"]).all()
     assert summary["train_examples_per_second"] > 0
-    for path in ("weights", "checkpoints", "logs", "item_embeddings.npy", "item_ids.txt", "model.json"):
+    from tworec.training import TrainingFolder as T
+
+    A = RetrievalArtifact
+    for path in (T.WEIGHTS + ".index", T.CHECKPOINT + ".index", T.LOGS, A.ITEM_EMBEDDINGS, A.ITEM_IDS, A.DESCRIPTION):
         assert (out / path).exists(), path
-    assert not (out / "backup").exists()  # removed after a finished run
-    embeddings = np.load(out / "item_embeddings.npy")
+    assert not (out / T.BACKUP).exists()  # removed after a finished run
+    loaded = RetrievalArtifact.load(out)
+    assert loaded.config == config and loaded.summary == summary
+    embeddings = loaded.item_embeddings
     assert np.allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-4)
-    model, catalog, _, _ = load_retrieval(str(out))
+    restored = loaded.restore()
+    model, catalog = restored.model, restored.catalog
     np.testing.assert_allclose(model.item_embeddings(), embeddings, atol=1e-5)
 
     # Embedded "as if cold", every item goes the new-item path; only items with an id change.
@@ -64,27 +72,28 @@ def test_training_writes_weights_embeddings_logs_and_summary(synthetic_data, tmp
     assert np.abs(as_cold[has_id] - embeddings[has_id]).max() > 1e-3
 
     # The weights kept are the epoch with the best validation HitRate@100, not the last epoch's.
-    from tworec.evaluation.validation import ValidationHitRate, validation_set
     from tworec.towers.features import Lookups
+    from tworec.towers.selection import ValidationHitRate, validation_split
 
     by_epoch = summary["val_hitrate@100"]
     assert len(by_epoch) == 4 and len(set(by_epoch)) > 1, by_epoch
-    judge = ValidationHitRate(validation_set(str(synthetic_data), catalog),
+    judge = ValidationHitRate(validation_split(str(synthetic_data), catalog),
                               Lookups(catalog.item_ids, catalog.user_vocab), config.history_length)
     judge.set_model(model)
     offset = model.new_item_offset
     model.new_item_offset = 0.0  # the epochs were judged before the offset was fitted
     assert abs(judge.hitrate() - max(by_epoch)) < 1e-4, (judge.hitrate(), by_epoch)
 
-    # The new-item offset: the fitted table's best (ties to the offset nearest 0), kept in model.json
-    # and score_shift.npy, and scored through the model's shift exactly as the fit scored it.
+    # The new-item offset: the fitted table's best (ties to the offset nearest 0), kept in the
+    # artifact's description and score shifts, and scored through the model's shift exactly as the
+    # fit scored it.
     fit = {float(o): v for o, v in summary["new_item_offset_fit"].items()}
     assert len(fit) >= 11 and min(fit) == 0.0 and max(fit) == 0.1
-    from tworec.evaluation.validation import MIN_GAIN
+    from tworec.towers.selection import MIN_GAIN
 
     best = max(fit, key=lambda o: (fit[o], -abs(o)))
-    assert offset == summary["new_item_offset"] == (best if fit[best] - fit[0.0] >= MIN_GAIN else 0.0), (offset, fit)
-    np.testing.assert_allclose(np.load(out / "score_shift.npy"), np.where(catalog.id_index == 0, offset, 0.0))
+    assert offset == loaded.new_item_offset == (best if fit[best] - fit[0.0] >= MIN_GAIN else 0.0), (offset, fit)
+    np.testing.assert_allclose(loaded.score_shift, np.where(catalog.id_index == 0, offset, 0.0))
     for tried in (0.1, 0.05):
         model.new_item_offset = tried
         assert abs(judge.hitrate() - fit[tried]) < 1e-4, (tried, judge.hitrate(), fit)
@@ -112,13 +121,13 @@ def test_never_seen_items_are_retrieved_for_a_user_into_their_topic(synthetic_da
     from tworec.tf_setup import tf
     from tworec.towers.config import RetrievalConfig
     from tworec.towers.new_items import embed_new_items
-    from tworec.towers.train import load_retrieval, train_retrieval
+    from tworec.towers.train import train_retrieval
 
     out = tmp_path / "content"
-    train_retrieval(str(synthetic_data), str(out),
-                    RetrievalConfig(history_length=10, batch_size=64, epochs=8, patience=10,
-                                    max_text_length=48), verbose=0)
-    model, catalog, _, config = load_retrieval(str(out))
+    restored = train_retrieval(str(synthetic_data), str(out),
+                               RetrievalConfig(history_length=10, batch_size=64, epochs=8, patience=10,
+                                               max_text_length=48), verbose=0).restore()
+    model, catalog, config = restored.model, restored.catalog, restored.config
     new = embed_new_items(
         model, catalog, config,
         titles=["The Complete Galaxy Handbook", "Rockets and Orbits Explained", "A Telescope Journal",
@@ -164,19 +173,20 @@ def test_finetune_mode_trains_the_top_encoder_layers_over_cached_states(syntheti
     from tworec.towers.config import RetrievalConfig
     from tworec.towers.encoder_cache import build_encoder
     from tworec.towers.new_items import embed_new_items
-    from tworec.towers.train import load_retrieval, train_retrieval
+    from tworec.towers.train import train_retrieval
 
     config = RetrievalConfig.tiny(encoder_mode="finetune", finetune_layers=1, epochs=1, steps_per_epoch=20)
     out = tmp_path / "finetuned"
-    summary = train_retrieval(str(synthetic_data), str(out), config, verbose=0)
-    assert np.isfinite(summary["loss"]).all()
-    model, catalog, _, config = load_retrieval(str(out))
+    artifact = train_retrieval(str(synthetic_data), str(out), config, verbose=0)
+    assert np.isfinite(artifact.summary["loss"]).all()
+    restored = artifact.restore()
+    model, catalog, config = restored.model, restored.catalog, restored.config
     top = model.item_tower.top_layers[0]
     assert top.trainable_weights and all(w.trainable for w in top.trainable_weights)
     pretrained = build_encoder(config).blocks[-1]
     moved = [np.abs(a.numpy() - b.numpy()).max() for a, b in zip(top.weights, pretrained.weights)]
     assert max(moved) > 1e-4  # training changed the top layer; the bottom comes from the cache
-    np.testing.assert_allclose(model.item_embeddings(), np.load(out / "item_embeddings.npy"), atol=1e-5)
+    np.testing.assert_allclose(model.item_embeddings(), artifact.item_embeddings, atol=1e-5)
     new = embed_new_items(model, catalog, config, titles=["Orbit and Rocket Notes"], category_lists=[("Space",)])
     assert new.shape == (1, config.embedding_dim) and np.isfinite(new).all()
     # The exported item tower (what Triton serves for upserts) runs the fine-tuned top layers too.
@@ -199,7 +209,7 @@ def test_early_stopping_judges_no_epoch_before_its_minimum_steps():
     """Validation loss that only gets worse: plain early stopping ends after the patience; with a
     minimum of optimizer steps it trains on until that many steps have run."""
     from tworec.tf_setup import keras
-    from tworec.towers.train import EarlyStoppingAfterSteps
+    from tworec.training import EarlyStoppingAfterSteps
 
     def epochs_run(min_steps):
         model = keras.Sequential([keras.layers.Dense(1, input_shape=(2,))])

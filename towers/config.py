@@ -1,69 +1,66 @@
-"""Typed configuration of the two-tower retrieval model and its training."""
+"""Typed configuration of the two-tower retrieval model and its training: every setting once,
+with its reason; the command line and saved configs derive from it (tworec.settings)."""
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
-from tworec.contract import PROTOCOLS
+from tworec import settings
+from tworec.contract import HISTORY_LENGTH, PROTOCOLS
+from tworec.settings import setting
 
 VARIANTS = ("content", "id_only")
 SELECTIONS = ("hitrate@100", "hitrate@50", "hitrate@10", "val_loss")
+ENCODERS = ("minilm", "tiny")
+ENCODER_MODES = ("frozen", "finetune")
 
 
 @dataclass(frozen=True)
 class RetrievalConfig:
-    variant: str = "content"  # content: text + id + categories (the product); id_only: baseline
-    protocol: str = "temporal"  # temporal: train on train, stop on valid; tfrs: train on tfrs_train
-    embedding_dim: int = 64
-    id_dim: int = 32
-    category_dim: int = 16
-    content_hidden: int = 256  # 0: a linear content head
-    user_dim: int = 32
-    history_length: int = 50
-    id_dropout: float = 0.5  # DropoutNet: drop an item's id embedding, learn to rely on content
-    user_dropout: float = 0.2  # drop the user id: learn to serve unknown users from history
-    # Dropout on the text vector: the content head must generalise (to cold items) rather than
-    # memorise each warm item's vector, which the id embedding is there for.
-    content_dropout: float = 0.0
-    temperature: float = 0.05
-    logq_correction: bool = True  # correct in-batch softmax for train popularity (sampling bias)
-    mixed_negatives: int = 0  # extra negatives sampled uniformly from the catalog per batch
-    remove_accidental_hits: bool = True
-    # Gather in-batch negatives from every replica, so the loss is the same on any number of GPUs.
-    cross_replica_negatives: bool = True
-    batch_size: int = 256  # global: split across replicas by MirroredStrategy
-    learning_rate: float = 0.003
-    epochs: int = 15
-    # What picks the epoch kept and stops training: "hitrate@100" (also @10, @50) is the temporal
-    # protocol's HitRate on the validation split (tworec.evaluation.validation), "val_loss" the
-    # sampled-softmax loss there, which on MovieLens-100K picked an epoch 0.026 HitRate@100 worse.
-    selection: str = "hitrate@100"
-    validation_queries: int = 10_000  # at most, for the HitRate selection: its cost per epoch
-    # Added to the retrieval score of items without an id embedding (cold, new). None: fitted on the
-    # validation split after training (content variant, temporal protocol; else 0); a number: used
-    # as given, e.g. to show new items more than validation would.
-    new_item_offset: float | None = None
-    patience: int = 3  # early stopping on the selection metric, in epochs
-    # Early stopping judges no epoch before this many optimizer steps. On a small dataset an epoch
-    # is a few dozen steps and the validation loss is noisy, so a patience in epochs alone stops a
-    # model that has barely trained (the synthetic demo stopped after 126 steps).
-    min_steps_before_stopping: int = 1000
-    encoder: str = "minilm"  # minilm (pretrained) or tiny (random, for tests)
-    encoder_mode: str = "frozen"  # frozen: cached encoder outputs; finetune: top layers trainable
-    finetune_layers: int = 2
-    max_text_length: int = 64
-    seed: int = 1
-    steps_per_epoch: int = 0  # 0: one pass over train
+    variant: str = setting("content", "content: text + id + categories (the product); id_only: the no-text baseline",
+                           choices=VARIANTS)
+    protocol: str = setting("temporal", "temporal: train on train, select on valid; tfrs: the TFRS tutorials' "
+                                        "random 80/20", choices=tuple(PROTOCOLS))
+    embedding_dim: int = setting(64, "size of the query and item vectors the index holds")
+    id_dim: int = setting(32, "item-id embedding size")
+    category_dim: int = setting(16, "category embedding size")
+    content_hidden: int = setting(256, "hidden units of the content head over the text vector (0: linear)")
+    user_dim: int = setting(32, "user-id embedding size")
+    history_length: int = setting(HISTORY_LENGTH, "recent items the query tower reads")
+    id_dropout: float = setting(0.5, "share of training examples whose item id is hidden (DropoutNet), so the "
+                                     "content path learns to serve cold items")
+    user_dropout: float = setting(0.2, "share of training examples whose user id is hidden, so unknown users are "
+                                       "served from their history")
+    content_dropout: float = setting(0.0, "dropout on the text vector: makes the content head generalise rather "
+                                          "than memorise warm items")
+    temperature: float = setting(0.05, "softmax temperature of the in-batch loss")
+    logq_correction: bool = setting(True, "correct the in-batch softmax for train popularity (sampling bias)")
+    mixed_negatives: int = setting(0, "extra negatives sampled uniformly from the catalog per batch")
+    remove_accidental_hits: bool = setting(True, "a batch's other copies of the positive are not negatives")
+    cross_replica_negatives: bool = setting(True, "gather in-batch negatives from every replica, so the loss is "
+                                                  "the same on any number of devices")
+    batch_size: int = setting(256, "global batch, split across replicas")
+    learning_rate: float = setting(0.003, "Adam learning rate")
+    epochs: int = setting(15, "most epochs; early stopping may end sooner")
+    selection: str = setting("hitrate@100", "what keeps the best epoch and stops training: the temporal "
+                                            "protocol's validation HitRate@K, or the sampled-softmax val_loss "
+                                            "(which tracks the ranking poorly)", choices=SELECTIONS)
+    validation_queries: int = setting(10_000, "validation queries the HitRate selection scores (its cost per epoch)")
+    new_item_offset: float | None = setting(None, "added to the retrieval score of items without an id embedding "
+                                                  "(cold, new); none: fitted on validation after training")
+    patience: int = setting(3, "early stopping: epochs without improvement")
+    min_steps_before_stopping: int = setting(1000, "early stopping judges no epoch before this many optimizer steps "
+                                                   "(small datasets have noisy early epochs)")
+    encoder: str = setting("minilm", "text encoder: minilm (pretrained) or tiny (random, for tests)", choices=ENCODERS)
+    encoder_mode: str = setting("frozen", "frozen: cached encoder outputs and a trainable head (the CPU default); "
+                                          "finetune: the encoder's top layers train too (for GPUs)",
+                                choices=ENCODER_MODES)
+    finetune_layers: int = setting(2, "with encoder_mode finetune: how many top encoder layers train")
+    max_text_length: int = setting(64, "tokens of item text the encoder reads")
+    seed: int = setting(1, "seed of initialisation, dropout and shuffling")
+    steps_per_epoch: int = setting(0, "0: one pass over train")
 
     def __post_init__(self):
-        if self.variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {VARIANTS}, not {self.variant!r}")
-        if self.protocol not in PROTOCOLS:
-            raise ValueError(f"protocol must be one of {sorted(PROTOCOLS)}")
-        if self.encoder_mode not in ("frozen", "finetune"):
-            raise ValueError("encoder_mode must be frozen or finetune")
-        if self.selection not in SELECTIONS:
-            raise ValueError(f"selection must be one of {SELECTIONS}, not {self.selection!r}")
+        settings.check(self)
 
     @property
     def selection_k(self) -> int | None:
@@ -73,14 +70,6 @@ class RetrievalConfig:
     @property
     def uses_content(self) -> bool:
         return self.variant == "content"
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> "RetrievalConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in json.loads(text).items() if k in known})
 
     @classmethod
     def tiny(cls, **overrides) -> "RetrievalConfig":

@@ -13,25 +13,27 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-BRUTE_FORCE_BELOW = 20_000
-DOCIDS = "item_ids.json"
+from tworec import settings
+from tworec.artifacts import DescribedFolder
+from tworec.settings import setting
 
 
 @dataclass(frozen=True)
 class IndexConfig:
-    num_neighbors: int = 100
-    brute_force_below: int = BRUTE_FORCE_BELOW
-    num_leaves: int = 0  # 0: about sqrt(n)
-    leaves_to_search: int = 0  # 0: a fifth of the leaves (recall@10 ~0.97 on clustered data)
-    reorder: int = 500
-    training_sample: int = 250_000
-    dimensions_per_block: int = 2
-    anisotropic_threshold: float = 0.2
+    num_neighbors: int = setting(200, "results per search by default: the gateway's candidates")
+    brute_force_below: int = setting(20_000, "catalogs smaller than this are searched exactly")
+    num_leaves: int = setting(0, "tree partitions; 0: about sqrt(items)")
+    leaves_to_search: int = setting(0, "partitions searched per query; 0: a fifth of them")
+    reorder: int = setting(500, "candidates re-scored exactly after the quantized search")
+    training_sample: int = setting(250_000, "items the partitioning and quantization are trained on")
+    dimensions_per_block: int = setting(2, "asymmetric hashing: dimensions per codebook block")
+    anisotropic_threshold: float = setting(0.2, "anisotropic quantization's threshold (ScaNN's advice for "
+                                                "dot-product search)")
 
     def leaves(self, n: int) -> int:
         return self.num_leaves or max(1, int(math.sqrt(n)))
@@ -64,9 +66,20 @@ def _with_column(vectors: np.ndarray, column) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate([vectors, column], axis=-1))
 
 
-class ItemIndex:
+class ItemIndex(DescribedFolder):
     """ScaNN searcher + item ids; ``search`` returns (item ids, scores) best first. ``dimension``
-    is the embeddings'; ``shifted`` says whether items carry a score shift."""
+    is the embeddings'; ``shifted`` says whether items carry a score shift.
+
+    The index folder, owned by this class: ``index.json`` (kind, format version, config), ScaNN's
+    assets (``scann_assets.pbtxt`` and the arrays it names, with relative paths) and the item ids
+    as JSON (``item_ids.json``)."""
+
+    KIND = "tworec item index"
+    VERSION = 1
+    REMEDY = "rebuild it with `tworec index`"
+    DESCRIPTION = "index.json"
+    DOCIDS = "item_ids.json"
+    SCANN_ASSETS = "scann_assets.pbtxt"
 
     def __init__(self, searcher, config: IndexConfig, dimension: int, shifted: bool = False):
         self.searcher = searcher
@@ -121,28 +134,27 @@ class ItemIndex:
         path = Path(directory)
         path.mkdir(parents=True, exist_ok=True)
         self.searcher.searcher.serialize(str(path), True)
-        (path / DOCIDS).write_text(json.dumps(list(self.searcher.docids)))
-        (path / "tworec_index.json").write_text(json.dumps(
-            {"config": asdict(self.config), "dimension": self.dimension, "shifted": self.shifted}, indent=2))
+        (path / self.DOCIDS).write_text(json.dumps(list(self.searcher.docids)))
+        self.describe(path, {
+            "config": settings.to_dict(self.config), "dimension": self.dimension, "shifted": self.shifted})
 
     @classmethod
     def of_model(cls, model_dir: str, config: IndexConfig = IndexConfig()) -> "ItemIndex":
-        """The index of a trained retrieval model folder: its item embeddings and ids, and its score
-        shift (the new-item offset) where the folder has one."""
-        path = Path(model_dir)
-        item_ids = (path / "item_ids.txt").read_text().split("\n")[:-1]
-        shift = path / "score_shift.npy"
-        return cls.build(np.load(path / "item_embeddings.npy"), item_ids, config,
-                         np.load(shift) if shift.exists() else None)
+        """The index of a trained retrieval model folder: its item embeddings, ids and score shift
+        (the new-item offset)."""
+        from tworec.towers.artifact import RetrievalArtifact
+
+        model = RetrievalArtifact.load(model_dir)
+        return cls.build(model.item_embeddings, model.item_ids, config, model.score_shift)
 
     @classmethod
     def load(cls, directory: str) -> "ItemIndex":
         from scann.scann_ops.py import scann_ops_pybind
 
         path = Path(directory)
-        meta = json.loads((path / "tworec_index.json").read_text())
-        docids = json.loads((path / DOCIDS).read_text())
-        assets = (path / "scann_assets.pbtxt").read_text()
+        meta = cls.described(path)
+        docids = json.loads((path / cls.DOCIDS).read_text())
+        assets = (path / cls.SCANN_ASSETS).read_text()
         searcher = scann_ops_pybind.ScannSearcher(
             scann_ops_pybind.scann_pybind.ScannNumpy(os.fspath(path), assets), docids)
-        return cls(searcher, IndexConfig(**meta["config"]), meta["dimension"], meta.get("shifted", False))
+        return cls(searcher, settings.from_dict(IndexConfig, meta["config"]), meta["dimension"], meta["shifted"])

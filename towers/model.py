@@ -9,7 +9,7 @@ QueryTower  (user, recent history, time) → unit vector. The history's items ar
 TwoTowerModel  in-batch softmax (tfrs.tasks.Retrieval) with temperature, log-Q correction from
             train popularity, optional uniformly sampled extra negatives and accidental-hit
             removal. Under MirroredStrategy the candidates of all replicas are gathered, so the
-            loss does not change with the number of devices (tensorflow/recommenders#561).
+            loss does not change with the number of devices.
 """
 from __future__ import annotations
 
@@ -134,9 +134,9 @@ class QueryTower(keras.layers.Layer):
 
     def from_history_embeddings(self, user_row, history, history_mask, timestamp, history_timestamps):
         """The tower from already-embedded history items [B, N, D] and their mask [B, N]: what
-        serving calls, with embeddings from its live item table (new items included). The user-id
-        dropout of training happens in ``call``, before the history's item-tower ops, which keeps the
-        random op order (and so the seeded training run) the same as when both lived in ``call``."""
+        serving calls, with embeddings from its live item table (new items included). Training's
+        user-id dropout happens in ``call``, before the history's item-tower ops: that random op
+        order is part of what a seeded run reproduces."""
         user = tf.cast(user_row, tf.int32)
         mask = tf.cast(history_mask, tf.float32)[..., tf.newaxis]  # [B, N, 1]
         items = history * mask
@@ -165,10 +165,11 @@ class TwoTowerModel(tfrs.Model):
         self.query_tower = QueryTower(config, num_users, self.item_tower, name="query_tower")
         self.num_items = catalog.size
         # Added to the score of every item embedded from content alone (no id embedding: cold, new
-        # and unknown items); fitted on the validation split after training (tworec.evaluation.
-        # validation.fit_new_item_offset). Training itself always runs with 0.
+        # and unknown items); fitted on the validation split after training
+        # (towers/selection.py). Training itself always runs with 0.
         self.new_item_offset = 0.0
-        self.log_q = tf.constant(catalog.sampling_probability())
+        # How likely each item is to be an in-batch candidate: the log-Q correction divides it out.
+        self.sampling_probability = tf.constant(catalog.sampling_probability())
         self.task = tfrs.tasks.Retrieval(
             loss=keras.losses.CategoricalCrossentropy(from_logits=True, reduction=keras.losses.Reduction.SUM),
             temperature=config.temperature,
@@ -191,7 +192,7 @@ class TwoTowerModel(tfrs.Model):
         queries = self.query_tower(features, training=training)
         rows = tf.cast(features["item_row"], tf.int32)
         candidates = self.item_tower(rows, training=training)
-        probability = tf.gather(self.log_q, rows)
+        probability = tf.gather(self.sampling_probability, rows)
         rows, candidates, probability, global_batch = _gather_across_replicas(
             rows, candidates, probability, cfg.cross_replica_negatives)
         if cfg.mixed_negatives:

@@ -211,9 +211,9 @@ class PackedInput:
 @functools.lru_cache(maxsize=None)  # called per request by the gateway; the layout is fixed per dim
 def ranker_packed_inputs(embedding_dim: int) -> tuple:
     """How the ranker's inputs travel to Triton: one matrix per dtype (``ranker_int32``,
-    ``ranker_float32``) instead of ten tensors. Each tensor costs the Triton Python backend and
-    its client a round of bookkeeping on every request; with two, a 200-row call is ~10% faster
-    (benchmarks/bench_ranker.py prints both). The ranker's SavedModel serves this packed
+    ``ranker_float32``) instead of ten tensors: each tensor costs the Triton Python backend and
+    its client a round of bookkeeping on every request (benchmarks/bench_ranker.py compares
+    both). The ranker's SavedModel serves this packed
     signature as ``serving_default``; the named one (``rows``) stays for other callers."""
     packed = []
     for dtype in ("int32", "float32"):

@@ -69,6 +69,16 @@ class DataLayout:
     def stats(self) -> str:
         return _join(self.root, "stats.json")
 
+    def split_examples(self, split: Split | str) -> int | None:
+        """Examples the data job wrote to ``split`` (stats.json), or None without stats."""
+        import json
+
+        try:
+            with open(self.stats) as handle:
+                return json.load(handle)["splits"][Split(split).value]["examples"]
+        except (OSError, KeyError, ValueError):
+            return None
+
     @property
     def dead_letter_prefix(self) -> str:
         return _join(self.root, "dead_letter", "part")

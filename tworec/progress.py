@@ -29,11 +29,13 @@ def spinner(label: str, stream=None, interval: float = 0.5):
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
+    outcome = "failed after"
     try:
         yield
+        outcome = "done in"
     finally:
         done.set()
         thread.join()
-        status = f"{label} done in {time.time() - started:.1f}s"
+        status = f"{label} {outcome} {time.time() - started:.1f}s"
         stream.write(("\r" + status + " " * 10 + "\n") if tty else status + "\n")
         stream.flush()

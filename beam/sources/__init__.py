@@ -6,7 +6,7 @@
     rejected:     PCollection[Rejection]     rows that failed parsing or validation
     read:         PCollection[(kind, n)]     rows read per kind, counted before parsing
 
-``SOURCES`` maps the ``--dataset`` names to their transform classes.
+``tworec.beam.config.SOURCES`` maps the ``--dataset`` names to their transform classes.
 """
 from __future__ import annotations
 
@@ -61,17 +61,12 @@ def assemble(pbegin, interactions, items, users=None, rejected=(), read=()):
 
 
 def get_source(name: str):
-    from tworec.beam.sources.amazon import Amazon2018
-    from tworec.beam.sources.csv_files import CsvFiles
-    from tworec.beam.sources.movielens import MovieLens100K
-    from tworec.beam.sources.synthetic import Synthetic
+    """The source transform class of a ``--dataset`` name (``tworec.beam.config.SOURCES``)."""
+    import importlib
 
-    sources = {
-        "movielens-100k": MovieLens100K,
-        "amazon-2018": Amazon2018,
-        "csv": CsvFiles,
-        "synthetic": Synthetic,
-    }
-    if name not in sources:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(sorted(sources))}")
-    return sources[name]
+    from tworec.beam.config import SOURCES
+
+    if name not in SOURCES:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(sorted(SOURCES))}")
+    module, cls = SOURCES[name].split(":")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), cls)

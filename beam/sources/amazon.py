@@ -10,12 +10,13 @@ import apache_beam as beam
 
 from tworec import text as item_text
 from tworec.beam import validate
+from tworec.beam.config import RatingRange
 from tworec.beam.records import Interaction, Item
 from tworec.beam.sources import assemble, delimited_interaction, read_and_parse
 from tworec.contract import Reject
 
 DEFAULT_PATH = os.path.join("..", "shared", "data", "amazon-2018-magazine-subscriptions")
-RATINGS = validate.RatingRange(1.0, 5.0)
+RATINGS = RatingRange(1.0, 5.0)
 
 
 COLUMNS = {"item": 0, "user": 1, "rating": 2, "timestamp": 3}

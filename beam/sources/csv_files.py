@@ -15,15 +15,17 @@ from apache_beam.io.filesystems import FileSystems
 
 from tworec import text as item_text
 from tworec.beam import validate
+from tworec.beam.config import RatingRange
 from tworec.beam.records import Interaction, Item, User
 from tworec.beam.sources import assemble, read_and_parse
 from tworec.contract import Reject
+from tworec.errors import UserError
 
 INTERACTION_COLUMNS = ("user_id", "item_id", "timestamp")
 ITEM_COLUMNS = ("item_id", "title")
 
 
-class CsvFormatError(ValueError):
+class CsvFormatError(UserError, ValueError):
     pass
 
 
@@ -49,7 +51,7 @@ def _fields(text: str, columns: dict) -> list:
 
 
 class _InteractionParser:
-    def __init__(self, columns: dict, ratings: validate.RatingRange):
+    def __init__(self, columns: dict, ratings: RatingRange):
         self.columns, self.ratings = columns, ratings
 
     def __call__(self, text: str, origin: str) -> Interaction:
@@ -97,13 +99,13 @@ class _UserParser:
 
 
 class CsvFiles(beam.PTransform):
-    def __init__(self, path: str, ratings: validate.RatingRange | None = None):
+    def __init__(self, path: str, ratings: RatingRange | None = None):
         super().__init__()
         if not path:
             raise CsvFormatError("--input is required for --dataset csv (a folder with "
                                  "interactions.csv and items.csv)")
         self._path = path
-        self._ratings = ratings or validate.RatingRange(0.0, 5.0)
+        self._ratings = ratings or RatingRange(0.0, 5.0)
 
     def expand(self, pbegin):
         join = lambda name: FileSystems.join(self._path, name)  # noqa: E731

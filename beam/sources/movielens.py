@@ -7,6 +7,7 @@ import apache_beam as beam
 
 from tworec import text as item_text
 from tworec.beam import validate
+from tworec.beam.config import RatingRange
 from tworec.beam.records import Interaction, Item, User
 from tworec.beam.sources import assemble, delimited_interaction, read_and_parse
 
@@ -17,7 +18,7 @@ GENRES = (
     "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi",
     "Thriller", "War", "Western",
 )
-RATINGS = validate.RatingRange(1.0, 5.0)
+RATINGS = RatingRange(1.0, 5.0)
 
 
 COLUMNS = {"user": 0, "item": 1, "rating": 2, "timestamp": 3}

@@ -13,13 +13,13 @@ random stream, so any runner produces the same records.
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import dataclass
 
 import apache_beam as beam
 import numpy as np
 
 from tworec import text as item_text
+from tworec.beam.config import SyntheticConfig
 from tworec.beam.records import Interaction, Item, User
 from tworec.beam.sources import assemble
 from tworec.beam.sources.synthetic_words import (
@@ -27,32 +27,6 @@ from tworec.beam.sources.synthetic_words import (
 )
 
 DAY = 86_400
-
-
-@dataclass(frozen=True)
-class SyntheticConfig:
-    interactions: int = 20_000
-    seed: int = 7
-    users: int = 0  # 0: interactions // 30
-    items: int = 0  # 0: 6 * sqrt(interactions), at least 200
-    days: int = 365
-    start: int = 1_704_067_200  # 2024-01-01 00:00 UTC
-    back_catalog_share: float = 0.6
-    zipf_exponent: float = 1.05
-    explore_share: float = 0.1  # interactions drawn by global popularity, off-topic
-    interactions_per_shard: int = 50_000
-
-    @property
-    def num_users(self) -> int:
-        return self.users or max(20, self.interactions // 30)
-
-    @property
-    def num_items(self) -> int:
-        return self.items or max(200, int(6 * math.sqrt(self.interactions)))
-
-    @property
-    def num_shards(self) -> int:
-        return max(1, min(self.num_users, math.ceil(self.interactions / self.interactions_per_shard)))
 
 
 TOPIC_NAMES = tuple(TOPICS)

@@ -13,5 +13,5 @@ from tworec.ranking.train import train_ranker  # noqa: E402
 
 data_dir, retrieval_dir, out_dir = sys.argv[1:4]
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-summary = train_ranker(data_dir, retrieval_dir, out_dir, RankerConfig.tiny(epochs=2), strategy=strategy, verbose=0)
+summary = train_ranker(data_dir, retrieval_dir, out_dir, RankerConfig.tiny(epochs=2), strategy=strategy, verbose=0).summary
 print(json.dumps(summary))

@@ -1,11 +1,11 @@
-"""The exported query tower as the gateway calls it: once per request, batch 1.
+"""The exported query tower's TensorFlow Lite conversion, as the gateway calls it: once per
+request, batch 1.
 
-The gateway runs the TensorFlow Lite conversion of the query tower's SavedModel
-(``query_tower.tflite``, written by ``tworec export`` once it has checked that the conversion answers
-what the SavedModel answers; export/savedmodels.py). A request is a few thousand multiply-adds: through TensorFlow's runtime, even
-XLA-compiled and called flat, each call costs ~0.3-0.6 ms of per-call overhead, while the TFLite
-interpreter's invoke costs ~0.05 ms (benchmarks/bench_gateway.py shows the share). An interpreter
-is not thread-safe, so each gateway thread gets its own, over the same model bytes.
+A request is a few thousand multiply-adds, so TensorFlow's per-call overhead would dominate it;
+the TFLite interpreter's invoke is an order of magnitude cheaper (benchmarks/bench_gateway.py
+shows the share). ``tworec export`` writes the conversion only once it answers what the
+SavedModel answers (export/savedmodels.py). An interpreter is not thread-safe, so each gateway
+thread gets its own, over the same model bytes.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def _interpreter(model: bytes):
         return tf.lite.Interpreter(model_content=model, num_threads=1)
 
 
-class QueryTower:
+class TfliteQueryTower:
     def __init__(self, model: bytes | str | Path):
         """``model``: the TFLite flatbuffer, or the path of a ``.tflite`` file."""
         self._model = model if isinstance(model, bytes) else Path(model).read_bytes()

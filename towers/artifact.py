@@ -1,0 +1,102 @@
+"""A trained retrieval model folder, owned by ``RetrievalArtifact``: the only code that names or
+reads its files.
+
+    model.json           kind and format version, config, data folder, training summary,
+                         new-item offset (written last: its presence means the folder is complete)
+    weights/, checkpoints/, backup/, logs/   training's state (tworec/training.py TrainingFolder):
+                         the final weights are the best epoch's once early stopping judged one
+    item_ids.txt         catalog rows' item ids, one per line
+    item_embeddings.npy  [items, dim] float32, rows aligned with item_ids.txt
+    score_shift.npy      [items] float32 added to each item's retrieval score: the new-item offset
+                         for items without an id embedding, else 0
+"""
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tworec import settings
+from tworec.artifacts import DescribedFolder
+from tworec.contract import PROTOCOLS
+from tworec.towers.config import RetrievalConfig
+from tworec.training import TrainingFolder
+
+
+@dataclass
+class RestoredRetrieval:
+    """A retrieval artifact with its Keras model rebuilt: what scoring and exporting need."""
+
+    model: object  # towers.model.TwoTowerModel, weights loaded
+    catalog: object  # towers.catalog.Catalog of the model's protocol
+    lookups: object  # towers.features.Lookups
+    config: RetrievalConfig
+
+
+class RetrievalArtifact(DescribedFolder):
+    KIND = "tworec retrieval model"
+    VERSION = 1
+    REMEDY = "train it with `tworec train-retrieval`"
+    DESCRIPTION = "model.json"
+    ITEM_IDS = "item_ids.txt"
+    ITEM_EMBEDDINGS = "item_embeddings.npy"
+    SCORE_SHIFT = "score_shift.npy"
+
+    def __init__(self, path: str | Path, config: RetrievalConfig, data: str, summary: dict,
+                 new_item_offset: float):
+        self.path = Path(path)
+        self.config = config
+        self.data = data  # the data folder it was trained on
+        self.summary = summary
+        self.new_item_offset = new_item_offset
+
+    # --- training writes ----------------------------------------------------------------------
+    @classmethod
+    def save(cls, path: str | Path, model, catalog, config: RetrievalConfig, data: str, summary: dict):
+        """Writes the trained ``model`` (its weights, its catalog's embeddings and score shifts), then
+        the description last; removes the resume state."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        TrainingFolder.finish(path, model)
+        np.save(path / cls.ITEM_EMBEDDINGS, model.item_embeddings())
+        np.save(path / cls.SCORE_SHIFT, model.score_shift())
+        (path / cls.ITEM_IDS).write_text("".join(f"{i}\n" for i in catalog.item_ids))
+        cls.describe(path, {
+            "config": settings.to_dict(config), "data": os.path.abspath(data),
+            "new_item_offset": float(model.new_item_offset), "summary": summary})
+        return cls(path, config, os.path.abspath(data), summary, float(model.new_item_offset))
+
+    # --- reading ----------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | Path) -> "RetrievalArtifact":
+        described = cls.described(path)
+        return cls(path, settings.from_dict(RetrievalConfig, described["config"]), described["data"],
+                   described["summary"], float(described["new_item_offset"]))
+
+    @functools.cached_property
+    def item_ids(self) -> list:
+        return (self.path / self.ITEM_IDS).read_text(encoding="utf-8").split("\n")[:-1]
+
+    @functools.cached_property
+    def item_embeddings(self) -> np.ndarray:
+        return np.load(self.path / self.ITEM_EMBEDDINGS)
+
+    @functools.cached_property
+    def score_shift(self) -> np.ndarray:
+        return np.load(self.path / self.SCORE_SHIFT)
+
+    def restore(self, data_dir: str | None = None, catalog=None) -> RestoredRetrieval:
+        """The Keras model with its trained weights over ``catalog`` (loaded from ``data_dir``, by
+        default the data folder it was trained on, for the model's protocol)."""
+        from tworec.towers.catalog import load_catalog
+        from tworec.towers.features import Lookups
+        from tworec.towers.train import build_model
+
+        catalog = catalog or load_catalog(data_dir or self.data, PROTOCOLS[self.config.protocol].train)
+        model = build_model(self.config, catalog)
+        TrainingFolder.restore(self.path, model)
+        model.new_item_offset = self.new_item_offset
+        return RestoredRetrieval(model, catalog, Lookups(catalog.item_ids, catalog.user_vocab), self.config)

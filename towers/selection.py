@@ -1,0 +1,84 @@
+"""Model selection by what retrieval is judged on.
+
+``ValidationHitRate`` judges the validation split the way ``tworec eval`` judges test
+(towers/scoring.py: full catalog, items the user had before excluded, a repeat is a miss) and adds
+HitRate@K to each epoch's logs, so checkpoints and early stopping monitor it rather than the
+sampled-softmax validation loss, which tracks the ranking poorly.
+
+``fit_new_item_offset`` picks, after training, the score offset of items embedded from content
+alone (no id embedding) by the same validation HitRate: such items compete with warm items whose
+id embedding sharpens their score, and how far to trust a new item's score against theirs
+differs by catalog and by model.
+"""
+from __future__ import annotations
+
+from tworec.contract import Split
+from tworec.tf_setup import keras
+from tworec.towers.scoring import JudgedSplit, RetrievalScorer
+
+
+def validation_split(data_dir: str, catalog, max_queries: int = 10_000) -> JudgedSplit:
+    """The validation split judged as eval judges test; ``max_queries`` bounds the cost on large
+    datasets: the split's first examples in file order (all of them when fewer)."""
+    return JudgedSplit(data_dir, "temporal", catalog, split=Split.VALID, limit=max_queries)
+
+
+class ValidationHitRate(keras.callbacks.Callback):
+    """Adds ``val_hitrate@K`` on ``judged`` (a ``validation_split``) to the logs at every epoch's
+    end. List it before the callbacks that read it: Keras hands every callback the same logs, in
+    order."""
+
+    def __init__(self, judged: JudgedSplit, lookups, history_length: int, k: int = 100):
+        super().__init__()
+        self.k = k
+        self.key = f"val_hitrate@{k}"  # what checkpoints and early stopping monitor
+        self._lookups = lookups
+        self._history_length = history_length
+        self._judged = judged
+
+    def hitrate(self) -> float:
+        scorer = RetrievalScorer.of_model(self.model, self._lookups, self._history_length, self._judged)
+        metrics, _ = self._judged.evaluate(scorer)
+        return metrics["all"][f"hitrate@{self.k}"]
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:  # the progress bar, TensorBoard and History show it too
+            logs[self.key] = self.hitrate()
+
+
+# In cosine units (scores are dot products of unit vectors). Not below 0: the offset is there to
+# let items known only by their text compete, not to bury them.
+OFFSET_GRID = tuple(round(0.01 * i, 3) for i in range(11))  # 0 .. 0.10
+# An offset must beat 0 by this much validation HitRate to be kept: about one standard error of a
+# HitRate near 0.5 on 10,000 queries, so noise does not pick one.
+MIN_GAIN = 0.005
+
+
+def fit_new_item_offset(model, judged: JudgedSplit, lookups, history_length: int, k: int = 100,
+                        grid=OFFSET_GRID, min_gain: float = MIN_GAIN) -> tuple[float, dict]:
+    """(offset, {offset: HitRate@K on ``judged``, a ``validation_split``}): the grid's best offset,
+    then half a grid step either side of it (within the grid's range); 0 unless the best beats 0 by
+    ``min_gain``. Ties go to the offset nearest 0. The model's own offset plays no part."""
+    if 0.0 not in grid:
+        raise ValueError("the offset grid must hold 0, the model as trained")
+    scorer = RetrievalScorer.of_model(model, lookups, history_length, judged)
+    table = {}
+
+    def hitrate(offset: float) -> float:
+        if offset not in table:
+            metrics, _ = judged.evaluate(scorer.with_shift(model.score_shift(offset)))
+            table[offset] = metrics["all"][f"hitrate@{k}"]
+        return table[offset]
+
+    def best() -> float:
+        return max(table, key=lambda o: (table[o], -abs(o)))
+
+    for offset in grid:
+        hitrate(offset)
+    half = (grid[1] - grid[0]) / 2 if len(grid) > 1 else 0.0
+    centre = best()
+    for offset in (centre - half, centre + half):
+        if min(grid) <= offset <= max(grid):
+            hitrate(round(offset, 4))
+    chosen = best()
+    return (chosen if table[chosen] - table[0.0] >= min_gain else 0.0), dict(sorted(table.items()))

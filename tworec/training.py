@@ -1,0 +1,120 @@
+"""What training the retrieval model and the ranker share: the distribution strategy, Keras
+callbacks for resuming, TensorBoard, checkpoints and early stopping, throughput, and the summary
+of a fit. Folder names are arguments: each model's artifact class owns its folder's layout."""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from tworec.tf_setup import keras, tf
+
+
+class TrainingFolder:
+    """The files training keeps in a model folder (the retrieval model's and the ranker's):
+    final weights, the best checkpoint so far, the resume state and TensorBoard logs."""
+
+    WEIGHTS = "weights/model"  # TensorFlow checkpoint prefix
+    CHECKPOINT = "checkpoints/best"
+    BACKUP = "backup"  # only while training: lets an interrupted run resume where it stopped
+    LOGS = "logs"
+
+    @classmethod
+    def paths(cls, folder) -> dict:
+        """{"backup", "logs", "checkpoint"} under ``folder`` (created)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        return {"backup": folder / cls.BACKUP, "logs": folder / cls.LOGS, "checkpoint": folder / cls.CHECKPOINT}
+
+    @classmethod
+    def finish(cls, folder, model) -> None:
+        """Saves the final weights and drops the resume state: the run finished."""
+        import shutil
+
+        model.save_weights(str(Path(folder) / cls.WEIGHTS))
+        shutil.rmtree(Path(folder) / cls.BACKUP, ignore_errors=True)
+
+    @classmethod
+    def restore(cls, folder, model) -> None:
+        model.load_weights(str(Path(folder) / cls.WEIGHTS)).expect_partial()
+
+
+def default_strategy() -> tf.distribute.Strategy:
+    """MirroredStrategy over every visible GPU; on a machine without one, over the CPU."""
+    gpus = tf.config.list_logical_devices("GPU")
+    return tf.distribute.MirroredStrategy([d.name for d in gpus] or ["/cpu:0"])
+
+
+class Throughput(keras.callbacks.Callback):
+    """Examples per second over the training batches, each epoch's first batch left out."""
+
+    def __init__(self, batch_size: int):
+        super().__init__()
+        self.batch_size = batch_size
+        self.examples = 0
+        self.seconds = 0.0
+        self._start = 0.0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch > 0:  # the first batch of an epoch includes tracing and pipeline warm-up
+            self.seconds += time.perf_counter() - self._start
+            self.examples += self.batch_size
+
+    @property
+    def per_second(self) -> float:
+        return self.examples / self.seconds if self.seconds else 0.0
+
+
+class EarlyStoppingAfterSteps(keras.callbacks.EarlyStopping):
+    """``EarlyStopping`` that ignores the epochs ending before ``min_steps`` optimizer steps: they
+    neither count as the best epoch nor use up patience."""
+
+    def __init__(self, min_steps: int, **kwargs):
+        super().__init__(**kwargs)
+        self.min_steps = min_steps
+
+    def on_epoch_end(self, epoch, logs=None):
+        if int(self.model.optimizer.iterations.numpy()) >= self.min_steps:
+            super().on_epoch_end(epoch, logs)
+
+
+def training_callbacks(backup: Path, logs: Path, checkpoint: Path | None = None, patience: int = 3,
+                       min_steps: int = 0, monitor: str = "val_loss") -> list:
+    """Resume after interruption (``backup``), TensorBoard (``logs``), and with a ``checkpoint``
+    path (training with validation data): best-weights checkpoints and early stopping, restoring
+    the best weights, on ``monitor`` (a loss: lower is better; anything else, e.g. a hit rate:
+    higher), judging no epoch before ``min_steps`` optimizer steps."""
+    mode = "min" if monitor.endswith("loss") else "max"
+    cbs = [keras.callbacks.BackupAndRestore(str(backup)),
+           keras.callbacks.TensorBoard(str(logs), update_freq="epoch", profile_batch=0)]
+    if checkpoint is not None:
+        cbs += [keras.callbacks.ModelCheckpoint(str(checkpoint), monitor=monitor, mode=mode,
+                                                save_best_only=True, save_weights_only=True),
+                EarlyStoppingAfterSteps(min_steps, monitor=monitor, mode=mode, patience=patience,
+                                        restore_best_weights=True)]
+    return cbs
+
+
+def fit_summary(strategy, history, monitor: str | None = None) -> dict:
+    """What training did; with ``monitor``, its per-epoch values too. Losses are the global
+    batch's mean (each replica's loss is its share of it, and Keras sums the replicas')."""
+    summary = {
+        "devices": list(strategy.extended.worker_devices),
+        "replicas": strategy.num_replicas_in_sync,
+        "epochs_run": len(history.history.get("loss", [])),
+        "loss": [float(x) for x in history.history.get("loss", [])],
+        "val_loss": [float(x) for x in history.history.get("val_loss", [])],
+    }
+    if monitor and monitor != "val_loss":
+        summary[monitor] = [round(float(x), 4) for x in history.history.get(monitor, [])]
+    return summary
+
+
+def verbosity(verbose):
+    """Keras' verbosity: a progress bar on terminals, a line per epoch in logs."""
+    if verbose is not None:
+        return verbose
+    return 1 if sys.stdout.isatty() else 2
