@@ -11,7 +11,7 @@ DEMO_ARGS ?=
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install browser test demo bench clean
+.PHONY: install browser redis test demo bench clean
 
 install: $(STAMP)
 
@@ -30,7 +30,13 @@ browser:
 	  $(SUDO) apt-get install -y -q chromium chromium-driver >/dev/null || \
 	  ($(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q chromium chromium-driver >/dev/null)
 
-test: install browser
+# The live-state tests start a real Redis on a free loopback port: Debian's redis-server.
+redis:
+	@command -v redis-server >/dev/null || \
+	  $(SUDO) apt-get install -y -q redis-server >/dev/null || \
+	  ($(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q redis-server >/dev/null)
+
+test: install browser redis
 	$(PY) -m pytest -q tests
 
 TWOREC := $(VENV)/bin/tworec

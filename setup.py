@@ -7,7 +7,7 @@ contract, the run layout, settings, item text composition; ``cli/`` holds the ``
 """
 from setuptools import setup
 
-FOLDERS = ("beam", "towers", "ranking", "evaluation", "export", "serving", "report", "cli")
+FOLDERS = ("live", "beam", "towers", "ranking", "evaluation", "export", "serving", "report", "cli")
 
 # Pinned to the stack known to resolve together (see BUILD.md). TFRS needs Keras 2 (tf-keras).
 INSTALL_REQUIRES = [
@@ -28,6 +28,7 @@ INSTALL_REQUIRES = [
     "safetensors",
     "tqdm",
     "matplotlib",
+    "redis",  # the client of the live state store several gateway replicas share
 ]
 
 # torch is only the reference for the MiniLM parity test; 2.13.0 is a CPU wheel on this machine image.

@@ -15,6 +15,7 @@ SOURCES = {
     "movielens-100k": "movielens:MovieLens100K",
     "amazon-2018": "amazon:Amazon2018",
     "csv": "csv_files:CsvFiles",
+    "events": "events:EventLogSource",
 }
 DATASETS = tuple(SOURCES)
 
@@ -87,7 +88,10 @@ class SyntheticConfig:
 @dataclass(frozen=True)
 class DataConfig:
     dataset: str = setting("synthetic", "which source reads the input", choices=DATASETS)
-    input: str | None = setting(None, "folder of the raw files (movielens-100k and amazon-2018 have defaults)")
+    input: str | None = setting(None, "folder of the raw files (movielens-100k and amazon-2018 have defaults; for "
+                                      "events: the gateway's event log folder)")
+    catalog: str | None = setting(None, "for --dataset events: the data folder the served model was trained on (its "
+                                        "items, users and interactions join the logged events)")
     history_length: int = setting(contract.HISTORY_LENGTH, "most recent items each example carries as history")
     shards: int = setting(0, "TFRecord files per split (0: one per 200k examples)")
     rating_range: RatingRange = setting(RatingRange(), "allowed ratings of --dataset csv: low,high",

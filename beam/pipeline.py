@@ -38,6 +38,8 @@ def source_of(config: DataConfig) -> beam.PTransform:
         return cls(config.synthetic)
     if config.dataset == "csv":
         return cls(config.input, config.rating_range)
+    if config.dataset == "events":
+        return cls(config.input, config.catalog)
     return cls(config.input)
 
 

@@ -83,16 +83,19 @@ def _fix(reason: str, summary: dict, stats: dict) -> str:
     return _FIXES.get(Reject(reason), "see the dead letters") if reason in Reject._value2member_map_ else ""
 
 
-def rejection_problem(stats: dict, max_share: float) -> str | None:
-    """The message for every kind of row rejected above ``max_share`` of those read, or None."""
+def rejection_problem(stats: dict, max_share: float, known_defects=frozenset()) -> str | None:
+    """The message for every kind of row rejected above ``max_share`` of those read (rejections
+    for the source's ``known_defects`` not counted), or None."""
     problems = []
     for kind, plural in _PLURAL.items():
         rec = stats["reconciliation"][plural]
-        if not rec["read"] or rec["rejected"] / rec["read"] <= max_share:
+        reasons = sorted(((r, n) for r, n in stats["rejected"].get(kind, {}).items() if r not in known_defects),
+                         key=lambda kv: -kv[1])
+        rejected = sum(n for _, n in reasons)
+        if not rec["read"] or rejected / rec["read"] <= max_share:
             continue
-        problems.append(f"the data job rejected {rec['rejected']:,} of {rec['read']:,} {plural} "
-                        f"({rec['rejected'] / rec['read']:.1%}), more than --max-rejected-share {max_share:g}:")
-        reasons = sorted(stats["rejected"].get(kind, {}).items(), key=lambda kv: -kv[1])
+        problems.append(f"the data job rejected {rejected:,} of {rec['read']:,} {plural} "
+                        f"({rejected / rec['read']:.1%}), more than --max-rejected-share {max_share:g}:")
         for reason, n in reasons[:3]:
             summary = stats.get("rejected_examples", {}).get(kind, {}).get(reason, {})
             example = summary.get("example") or {}
@@ -106,7 +109,9 @@ def rejection_problem(stats: dict, max_share: float) -> str | None:
 
 def check_rejections(stats: dict, config, layout) -> None:
     """Raises TooManyRejected with ``rejection_problem``'s message."""
-    problem = rejection_problem(stats, config.max_rejected_share)
+    from tworec.beam.sources import known_defects
+
+    problem = rejection_problem(stats, config.max_rejected_share, known_defects(config.dataset))
     if problem:
         raise TooManyRejected(f"{problem}\nEvery rejected row is in {layout.root}/dead_letter/; "
                               f"stats.json has the counts.", stats)

@@ -8,7 +8,6 @@ Prints the median over repeats and the ratio to the anchor; writes JSON to --jso
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -28,8 +27,8 @@ def main(argv=None) -> dict:
     add_output_options(parser)
     args, beam_args = parser.parse_known_args(argv)
 
-    from tworec.beam.pipeline import DataConfig, run
-    from tworec.beam.sources.synthetic import SyntheticConfig
+    from tworec.beam.config import DataConfig, SyntheticConfig
+    from tworec.beam.pipeline import run
 
     config = DataConfig(dataset="synthetic",
                         synthetic=SyntheticConfig(interactions=args.interactions))
@@ -38,10 +37,8 @@ def main(argv=None) -> dict:
         out = tempfile.mkdtemp(prefix="tworec-bench-data-")
         try:
             started = time.perf_counter()
-            layout = run(config, out, beam_args)
+            stats = run(config, out, beam_args)
             seconds = time.perf_counter() - started
-            with open(layout.stats) as handle:
-                stats = json.load(handle)
         finally:
             shutil.rmtree(out, ignore_errors=True)
         written = stats["reconciliation"]["interactions"]["written"]

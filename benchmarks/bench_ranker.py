@@ -64,21 +64,23 @@ def main(argv=None) -> dict:
     from tworec import contract
     from tworec.export.repository import ranker_model_config, triton_specs
     from tworec.export.triton_repo import publish_savedmodel
-    from tworec.ranking.train import ROWS_SIGNATURE, SAVEDMODEL, load_tables
+    from tworec.ranking.artifact import RankerArtifact
+    from tworec.ranking.model import ROWS_SIGNATURE
     from tworec.serving.triton import TritonConfig, TritonServer
     from tworec.serving.triton_models import TritonModels
     from tworec.tf_setup import tf
 
-    tables = load_tables(os.path.join(args.ranker, "tables.npz"))
+    ranker = RankerArtifact.load(args.ranker)
+    tables = ranker.tables()
     dim = tables.item_embedding.shape[1]
-    signature = tf.saved_model.load(os.path.join(args.ranker, SAVEDMODEL)).signatures[ROWS_SIGNATURE]
+    signature = tf.saved_model.load(str(ranker.savedmodel)).signatures[ROWS_SIGNATURE]
     in_process = lambda x: signature(**{k: tf.constant(v) for k, v in x.items()})["score"].numpy()  # noqa: E731
     repo = tempfile.mkdtemp(prefix="bench-ranker-")
     packed_config = ranker_model_config(dim)
     named_config = dataclasses.replace(packed_config, name="ranker_named", signature=ROWS_SIGNATURE,
                                        inputs=triton_specs(contract.RANKER_INPUTS, dim))
     for config in (packed_config, named_config):
-        publish_savedmodel(repo, config, os.path.join(args.ranker, SAVEDMODEL))
+        publish_savedmodel(repo, config, str(ranker.savedmodel))
     rng = np.random.default_rng(0)
     results = {"ranker": os.path.abspath(args.ranker), "candidates": {}}
     with TritonServer(TritonConfig(repo)) as server:

@@ -35,7 +35,7 @@ def main(argv=None) -> dict:
             out = tempfile.mkdtemp(prefix="tworec-bench-train-")
             try:
                 summary = train_retrieval(args.data, out, RetrievalConfig(variant=variant, epochs=args.epochs,
-                                                                          patience=args.epochs), verbose=0)
+                                                                          patience=args.epochs), verbose=0).summary
             finally:
                 shutil.rmtree(out, ignore_errors=True)
             rates[variant].append(summary["train_examples_per_second"])

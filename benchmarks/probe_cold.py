@@ -17,12 +17,8 @@ user's state at that moment, the full catalog, items the user had before exclude
 5. an oracle: cold items' scores shifted by their popularity in the train period, which the model
    never sees (the held-out cold items' interactions there). What the text would be worth if it
    told how popular an item is.
-6. live counts, which a serving system could keep: each item's interactions after the model's
-   training data and strictly before the query (the validation and test splits), decayed with a
-   half-life, added as ``weight × log(1 + count)`` to new items only (standing in for the
-   popularity an id embedding carries) or to every item (trending). With a ranker in RUN/ranker,
-   also retrieve → rank HitRate@10 with either live term in retrieval, the ranker fed either
-   the scores it was trained on or the live ones.
+Live interaction counts after training, the lever a serving system has, are the product's trending
+now: ``tworec eval`` reports them as ``two_stage_trending`` and benchmarks/bench_replay.py serves them.
 """
 from __future__ import annotations
 
@@ -40,48 +36,17 @@ def hitrates(test, score_batch) -> dict:
     return {segment: {k: round(m[k], 4) for k in ("hitrate@10", "hitrate@100")} for segment, m in metrics.items()}
 
 
-def hitrates_at10(test, score_batch, rerank) -> dict:
-    metrics, _ = test.evaluate(score_batch, rerank)
-    return {segment: round(m["hitrate@10"], 4) for segment, m in metrics.items()}
-
-
 def train_period_log_popularity(data_dir: str, catalog) -> np.ndarray:
     """log(1 + interactions in the train period) per catalog row, the held-out cold items' included."""
     from tworec.contract import Split
-    from tworec.evaluation.evaluate import _decoded
     from tworec.layout import DataLayout
+    from tworec.towers.scoring import decoded_examples
 
     counts = catalog.train_counts.astype(np.float64)
     row = catalog.row_of()
-    for e in _decoded(DataLayout(data_dir), Split.COLD_TRAIN_PERIOD):
+    for e in decoded_examples(DataLayout(data_dir), Split.COLD_TRAIN_PERIOD):
         counts[row[e["item_id"]]] += 1
     return np.log1p(counts)
-
-
-def live_log_counts(data_dir: str, catalog, test, half_life_days: float) -> np.ndarray:
-    """[queries, items] log(1 + decayed interactions after the train period, strictly before each
-    query's timestamp), from the validation and test splits. Dense: for catalogs of thousands."""
-    from tworec.contract import Split
-    from tworec.evaluation.evaluate import _decoded
-    from tworec.layout import DataLayout
-
-    row = catalog.row_of()
-    events = sorted((e["timestamp"], row[e["item_id"]]) for split in (Split.VALID, Split.TEST)
-                    for e in _decoded(DataLayout(data_dir), split))
-    half_life = half_life_days * 86400.0
-    query_times = np.array([e["timestamp"] for e in test.examples])
-    out = np.zeros((len(query_times), catalog.size), np.float32)
-    counts, clock, j = np.zeros(catalog.size), None, 0
-    for q in np.argsort(query_times, kind="stable"):
-        while j < len(events) and events[j][0] < query_times[q]:
-            t, item = events[j]
-            if clock is not None:
-                counts *= 0.5 ** ((t - clock) / half_life)
-            clock, j = t, j + 1
-            counts[item] += 1
-        if clock is not None:
-            out[q] = counts * 0.5 ** ((query_times[q] - clock) / half_life)
-    return np.log1p(out)
 
 
 def main(argv=None) -> dict:
@@ -90,24 +55,22 @@ def main(argv=None) -> dict:
     parser.add_argument("--model", help="content two-tower folder (default RUN/retrieval)")
     parser.add_argument("--offsets", type=float, nargs="+", default=[0.01, 0.02, 0.03, 0.04, 0.05, 0.06])
     parser.add_argument("--oracle-weights", type=float, nargs="+", default=[0.02, 0.05, 0.1])
-    parser.add_argument("--live-weights", type=float, nargs="+", default=[0.01, 0.02, 0.03])
-    parser.add_argument("--live-half-life-days", type=float, default=7.0)
     add_output_options(parser)
     args = parser.parse_args(argv)
 
     from tworec.contract import Split
-    from tworec.evaluation.evaluate import TestSet, two_stage_scores, two_tower_queries
+    from tworec.towers.artifact import RetrievalArtifact
     from tworec.towers.catalog import load_catalog
-    from tworec.towers.train import load_retrieval
+    from tworec.towers.scoring import JudgedSplit
 
     data_dir = os.path.join(args.run, "data")
     catalog = load_catalog(data_dir, Split.TRAIN)
-    test = TestSet(data_dir, "temporal", catalog)
-    model, _, lookups, config = load_retrieval(args.model or os.path.join(args.run, "retrieval"), data_dir,
-                                               catalog=catalog)
+    test = JudgedSplit(data_dir, "temporal", catalog)
+    restored = RetrievalArtifact.load(args.model or os.path.join(args.run, "retrieval")).restore(data_dir, catalog)
+    model, lookups, config = restored.model, restored.lookups, restored.config
     if not config.uses_content:
         parser.error("the probe needs a content model: an id-only model has no cold path")
-    queries = two_tower_queries(model, lookups, config.history_length, test)
+    queries = test.queries(model, lookups, config.history_length).query
     items = model.item_embeddings()
     cold = catalog.cold.astype(np.float32)
 
@@ -127,28 +90,6 @@ def main(argv=None) -> dict:
     popularity = train_period_log_popularity(data_dir, catalog)
     centred = (popularity - popularity[catalog.cold].mean()) * cold
     results["oracle_popularity"] = {str(w): hitrates(test, scores(items, w * centred)) for w in args.oracle_weights}
-    live = live_log_counts(data_dir, catalog, test, args.live_half_life_days)
-    results["live_half_life_days"] = args.live_half_life_days
-    applies_to = {"new_items": cold, "every_item": np.ones_like(cold)}  # where the live term is added
-    for which, mask in applies_to.items():
-        results[f"live_{which}"] = {str(w): hitrates(test, scores(items, model.score_shift(), w * live * mask))
-                                    for w in args.live_weights}
-    ranker_dir = os.path.join(args.run, "ranker")
-    if os.path.exists(os.path.join(ranker_dir, "ranker.json")):
-        first, rerank = two_stage_scores(ranker_dir, data_dir, test)
-
-        def trained_scores(start, stop, rows, live_scores):  # what the ranker was trained on, -inf kept
-            static = np.take_along_axis(first(start, stop), rows, 1)
-            return rerank(start, stop, rows, np.where(np.isfinite(live_scores), static, live_scores))
-
-        for which, mask in applies_to.items():
-            results[f"two_stage_live_{which}"] = {}
-            for w in [0.0] + args.live_weights:
-                retrieve = lambda start, stop, w=w, mask=mask: first(start, stop) + w * live[start:stop] * mask
-                results[f"two_stage_live_{which}"][str(w)] = {
-                    "ranker_fed_trained_scores": hitrates_at10(test, retrieve, trained_scores),
-                    "ranker_fed_live_scores": hitrates_at10(test, retrieve, rerank)}
-
     def line(label, r):
         hr = {segment: v["hitrate@100"] for segment, v in r.items()}
         ratio = hr["cold"] / hr["warm"] if hr["warm"] else float("nan")
@@ -167,17 +108,6 @@ def main(argv=None) -> dict:
     print("oracle: cold items shifted by their unseen train-period log popularity (not available to a model):")
     for weight, r in results["oracle_popularity"].items():
         line(f"weight {weight}", r)
-    print(f"live counts after the train period, half-life {args.live_half_life_days:g} days, "
-          "weight × log(1 + count) added to:")
-    for which in ("new_items", "every_item"):
-        for weight, r in results[f"live_{which}"].items():
-            line(f"{which.replace('_', ' ')}, weight {weight}", r)
-    for which in applies_to:
-        for weight, r in results.get(f"two_stage_live_{which}", {}).items():
-            for fed, hr in r.items():
-                print(f"  retrieve (live, {which.replace('_', ' ')}, weight {weight}) → rank, "
-                      f"{fed.replace('_', ' ')}: HR@10 all {hr['all']:.3f}  warm {hr['warm']:.3f}  "
-                      f"cold {hr['cold']:.3f}  tail {hr['tail']:.3f}")
     return save(results, args.json, "cold_probe", args.results)
 
 

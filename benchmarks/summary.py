@@ -56,19 +56,11 @@ def _rows(name: str, r: dict) -> list:
             rows.append((name, f"{label}: cold / warm HR@100", f"{v['cold']['hitrate@100']:.3f} / {v['warm']['hitrate@100']:.3f}",
                          f"all HR@100 {v['all']['hitrate@100']:.3f}, HR@10 {v['all']['hitrate@10']:.3f}"))
         shifted = [(f"new-item offset {o}", v) for o, v in r["offsets"].items()]
-        shifted += [(f"live count on new items, weight {w}", v) for w, v in r.get("live_new_items", {}).items()]
-        shifted += [(f"live count on every item, weight {w}", v) for w, v in r.get("live_every_item", {}).items()]
         for label, v in shifted:
             rows.append((name, f"{label}: cold / warm HR@100",
                          f"{v['cold']['hitrate@100']:.3f} / {v['warm']['hitrate@100']:.3f}",
                          f"all HR@100 {v['all']['hitrate@100']:.3f}, HR@10 {v['all']['hitrate@10']:.3f}, "
                          f"tail HR@100 {v['tail']['hitrate@100']:.3f}"))
-        for which in ("new_items", "every_item"):
-            for w, v in r.get(f"two_stage_live_{which}", {}).items():
-                for fed, hr in v.items():
-                    rows.append((name, f"retrieve (live count on {which.replace('_', ' ')}, weight {w}) → rank, "
-                                 f"{fed.replace('_', ' ')}: all / cold / tail HR@10",
-                                 f"{hr['all']:.3f} / {hr['cold']:.3f} / {hr['tail']:.3f}", ""))
         return rows
     if name == "soak":
         return [(name, "soak", json.dumps({k: v for k, v in r.items() if isinstance(v, (int, float))})[:80], "")]

@@ -67,6 +67,8 @@ def _add_train_retrieval(sub, common):
     p = sub.add_parser("train-retrieval", parents=[common], help="train the two-tower retrieval model")
     p.add_argument("--data", required=True, help="a data folder written by `tworec data`")
     p.add_argument("--out", required=True, help="model folder")
+    p.add_argument("--warm-start", help="a previous model folder to continue from (a refresh on newer data): every "
+                                        "id keeps its row, new ids get new rows")
     settings.add_flags(p, RetrievalConfig)
     p.set_defaults(run=_run_train_retrieval)
 
@@ -75,7 +77,7 @@ def _run_train_retrieval(args, _):
     from tworec.towers.config import RetrievalConfig
     from tworec.towers.train import train_retrieval
 
-    model = train_retrieval(args.data, args.out, settings.from_flags(RetrievalConfig, args))
+    model = train_retrieval(args.data, args.out, settings.from_flags(RetrievalConfig, args), warm_start=args.warm_start)
     s = model.summary
     _out(f"trained {model.config.variant} ({model.config.protocol}) on {s['replicas']} replica(s) {s['devices']}: "
          f"{s['epochs_run']} epochs, {s['train_examples_per_second']:,.0f} examples/s, new-item offset "
@@ -112,6 +114,8 @@ def _add_train_ranker(sub, common):
     p.add_argument("--data", required=True, help="a data folder written by `tworec data`")
     p.add_argument("--retrieval", required=True, help="a temporal-protocol model folder from train-retrieval")
     p.add_argument("--out", required=True, help="ranker folder")
+    p.add_argument("--warm-start", help="a previous ranker folder to continue from (its retrieval model warm-started "
+                                        "--retrieval)")
     settings.add_flags(p, RankerConfig)
     p.set_defaults(run=_run_train_ranker)
 
@@ -120,7 +124,8 @@ def _run_train_ranker(args, _):
     from tworec.ranking.config import RankerConfig
     from tworec.ranking.train import train_ranker
 
-    ranker = train_ranker(args.data, args.retrieval, args.out, settings.from_flags(RankerConfig, args))
+    ranker = train_ranker(args.data, args.retrieval, args.out, settings.from_flags(RankerConfig, args),
+                          warm_start=args.warm_start)
     s = ranker.summary
     _out(f"trained ranker on {s['lists']['train']:,} lists of {s['lists']['list_size']} "
          f"({s['replicas']} replica(s) {s['devices']}): {s['epochs_run']} epochs, "

@@ -50,6 +50,7 @@ def _same_settings(output: str, built, wanted) -> bool:
 
 def _done(run: RunLayout, config: PipelineConfig) -> dict:
     """Per stage: a check whether its output is complete and was built with these settings."""
+    from tworec.beam.sources import known_defects
     from tworec.beam.summary import rejection_problem
     from tworec.evaluation.artifact import EvalResults
     from tworec.export.artifact import DeploymentRepository
@@ -62,7 +63,7 @@ def _done(run: RunLayout, config: PipelineConfig) -> dict:
             return False
         stats = json.loads(Path(run.data.stats).read_text())
         built = settings.from_dict(DataConfig, stats["config"])
-        if rejection_problem(stats, built.max_rejected_share):
+        if rejection_problem(stats, built.max_rejected_share, known_defects(built.dataset)):
             return False  # that job failed its check: run it again (with the settings given now)
         return _same_settings(run.data.root, built, config.data)
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from tworec.contract import PROTOCOLS
+from tworec.contract import PROTOCOLS, Split
 from tworec.evaluation.artifact import EvalResults
 from tworec.towers.artifact import RetrievalArtifact
+from tworec.towers.live_counts import PostTrainingEvents
 from tworec.towers.scoring import BATCH, JudgedSplit, RetrievalScorer
 
 MODEL_NAMES = {"content": "two_tower", "id_only": "id_only"}
@@ -32,9 +33,13 @@ class PopularityScorer:
 
 class TwoStageScorer:
     """Retrieve (the ranker's retrieval model) → re-rank its top candidates with the ranker:
-    ``first`` scores the queries, ``rerank`` re-scores each query's top rows."""
+    ``first`` scores the queries, ``rerank`` re-scores each query's top rows.
 
-    def __init__(self, ranker_dir: str, data_dir: str, judged: JudgedSplit):
+    With ``trending`` (the gateway's trending on), the ranker reads live counts and the retrieval
+    score adds the model's live-count term, counted as a deployed gateway would hold them at each
+    query: the validation and test interactions strictly before it. Without, neither."""
+
+    def __init__(self, ranker_dir: str, data_dir: str, judged: JudgedSplit, trending: bool = False):
         from tworec.ranking.artifact import RankerArtifact
         from tworec.ranking.model import serving_signature
 
@@ -46,7 +51,11 @@ class TwoStageScorer:
         restored = retrieval.restore(data_dir, catalog=judged.catalog)
         self._queries = judged.queries(restored.model, restored.lookups, restored.config.history_length)
         self._serve = serving_signature(scorer, self._tables.item_embedding.shape[1])
+        self._events = PostTrainingEvents.of_splits(data_dir, judged.catalog, (Split.VALID, Split.TEST))
+        self._half_life, self._times, self._trending = retrieval.config.live_half_life_s, judged.times, trending
         self.first = RetrievalScorer(self._queries.query, self._tables.item_embedding, restored.model.score_shift())
+        if trending:
+            self.first = self.first.with_live(retrieval.live_term(self._events), judged.times)
 
     def rerank(self, start, stop, rows, retrieval_scores):
         from tworec.ranking.features import ranker_rows
@@ -54,8 +63,10 @@ class TwoStageScorer:
 
         q, tables = self._queries, self._tables
         users = q.user_row[start:stop]
+        live = self._events.features(self._times[start:stop], rows, self._half_life) if self._trending else None
         features = ranker_rows(tables, users, tables.user_attribute_rows[users], q.query[start:stop],
-                               q.history_count[start:stop], q.hours_since_last[start:stop], rows, retrieval_scores)
+                               q.history_count[start:stop], q.hours_since_last[start:stop], rows, retrieval_scores,
+                               live)
         flat = {k: tf.constant(v.reshape((-1,) + v.shape[2:])) for k, v in features.items()}
         return self._serve(flat)["score"].numpy().reshape(rows.shape)
 
@@ -83,8 +94,9 @@ def evaluate(data_dir: str, model_dirs, out_dir: str, ranker_dir: str | None = N
         scorer = RetrievalScorer.of_model(restored.model, restored.lookups, artifact.config.history_length, split)
         record(artifact.config.protocol, MODEL_NAMES[artifact.config.variant], split.evaluate(scorer))
     if ranker_dir:
-        two_stage = TwoStageScorer(ranker_dir, data_dir, judged["temporal"])
-        record("temporal", "two_stage", judged["temporal"].evaluate(two_stage.first, two_stage.rerank))
+        for name, trending in (("two_stage", False), ("two_stage_trending", True)):
+            two_stage = TwoStageScorer(ranker_dir, data_dir, judged["temporal"], trending)
+            record("temporal", name, judged["temporal"].evaluate(two_stage.first, two_stage.rerank))
     for protocol in metrics:
         if protocol == "tfrs":
             metrics[protocol] = {m: {"all": s["all"]} for m, s in metrics[protocol].items()}

@@ -65,13 +65,17 @@ class GatewayArtifact(DescribedFolder):
         self.encoder = described["encoder"]
         # What an item embedded from its text alone (an upsert) adds to its retrieval score.
         self.new_item_offset = float(described["new_item_offset"])
+        # The live-count term: its weight in the retrieval score, and the half-life the counts decay with.
+        self.live_weight = float(described["live_weight"])
+        self.live_half_life_s = float(described["live_half_life_s"])
         self.triton = described["triton"]  # Triton model name → the version this one pairs with
         self.described = described
 
     @classmethod
-    def save(cls, path, version: int, retrieval, tables, export_query_tower, triton_versions: dict) -> "GatewayArtifact":
+    def save(cls, path, version: int, retrieval, live_weight: float, tables, export_query_tower,
+             triton_versions: dict) -> "GatewayArtifact":
         """Writes version ``version`` of the gateway into the empty folder ``path``: ``retrieval``
-        (a towers.artifact.RestoredRetrieval), the ranker's ``tables``, and
+        (a towers.artifact.RestoredRetrieval) and its ``live_weight``, the ranker's ``tables``, and
         ``export_query_tower(savedmodel_path, tflite_path)`` writes the query tower's two files."""
         from tworec.towers.index import IndexConfig, ItemIndex
 
@@ -88,6 +92,7 @@ class GatewayArtifact(DescribedFolder):
         described = {"version": version, "embedding_dim": config.embedding_dim,
                      "history_length": config.history_length, "max_text_length": config.max_text_length,
                      "encoder": config.encoder, "new_item_offset": float(model.new_item_offset),
+                     "live_weight": float(live_weight), "live_half_life_s": float(config.live_half_life_s),
                      "triton": dict(triton_versions)}
         cls.describe(path, described)
         return cls(path, described)

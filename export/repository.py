@@ -79,7 +79,8 @@ def export_repository(retrieval_dir: str, ranker_dir: str, repo: str, eval_dir: 
     if os.path.realpath(ranker.retrieval) != os.path.realpath(retrieval_dir):
         raise ValueError(f"the ranker in {ranker_dir} was trained on candidates of {ranker.retrieval}, "
                          f"not {retrieval_dir}: export the retrieval model it was trained with")
-    retrieval = RetrievalArtifact.load(retrieval_dir).restore()
+    retrieval_artifact = RetrievalArtifact.load(retrieval_dir)
+    retrieval = retrieval_artifact.restore()
     scorer, tables = ranker.restore()
     dim = retrieval.config.embedding_dim
     version = repository.next_version()
@@ -106,7 +107,7 @@ def export_repository(retrieval_dir: str, ranker_dir: str, repo: str, eval_dir: 
             export_query_tower(retrieval.model, retrieval.config, savedmodel)
             Path(tflite).write_bytes(query_tower_tflite(savedmodel))
 
-        GatewayArtifact.save(gateway, version, retrieval, tables, query_tower, triton)
+        GatewayArtifact.save(gateway, version, retrieval, retrieval_artifact.live_weight, tables, query_tower, triton)
         target = repository.gateway_path(version)
         target.parent.mkdir(parents=True, exist_ok=True)
         os.rename(gateway, target)

@@ -69,10 +69,14 @@ class RankerArtifact(DescribedFolder):
         return RankerTables.load(self.path)
 
     def restore(self):
-        """(scorer with its trained weights, tables)."""
+        """(scorer with its trained weights, built, tables)."""
+        import numpy as np
+
+        from tworec import contract
         from tworec.ranking.model import RankingModel, build_scorer
 
         tables = self.tables()
         scorer = build_scorer(self.config, tables, self.num_users, self.num_categories, self.retrieval_temperature)
         TrainingFolder.restore(self.path, RankingModel(scorer))
+        scorer({t.name: np.zeros((1, *t.dims(self.embedding_dim)), t.dtype) for t in contract.RANKER_INPUTS})
         return scorer, tables

@@ -74,8 +74,13 @@ def user_attributes(data_dir: str) -> dict:
             for r in (example_codec.decode(contract.USER_FEATURES, x) for x in read_records(layout.users_pattern))}
 
 
-def build_tables(catalog: Catalog, item_embeddings: np.ndarray, attributes_by_user: dict) -> RankerTables:
-    vocab = sorted({a for u in catalog.user_vocab for a in attributes_by_user.get(u, ())})
+def build_tables(catalog: Catalog, item_embeddings: np.ndarray, attributes_by_user: dict,
+                 previous_attributes=()) -> RankerTables:
+    """The tables for ``catalog``. ``previous_attributes``: a warm-started ranker's attribute
+    vocabulary, kept in its order with the new attributes appended."""
+    seen = set(previous_attributes)
+    vocab = list(previous_attributes) + sorted({a for u in catalog.user_vocab for a in attributes_by_user.get(u, ())}
+                                               - seen)
     index = {a: i + 1 for i, a in enumerate(vocab)}
     user_rows = np.zeros((len(catalog.user_vocab) + 1, contract.MAX_USER_ATTRIBUTES), np.int32)
     for i, user in enumerate(catalog.user_vocab):
@@ -91,9 +96,10 @@ def build_tables(catalog: Catalog, item_embeddings: np.ndarray, attributes_by_us
 
 
 def ranker_rows(items, user_row, user_attribute_rows, query_embedding, history_count, hours_since_last,
-                candidate_rows, retrieval_scores) -> dict:
+                candidate_rows, retrieval_scores, live_counts=None) -> dict:
     """Rows for one request (user-level scalars, candidates [C]) or many (user-level [B],
-    candidates [B, C]). ``items``: the RankerTables whose item rows ``candidate_rows`` index. Returns contract-named arrays with the
+    candidates [B, C]). ``items``: the RankerTables whose item rows ``candidate_rows`` index;
+    ``live_counts``: the candidates' item_live_count feature (log1p of the decayed count; none: 0). Returns contract-named arrays with the
     candidates' shape as leading dims."""
     candidate_rows = np.asarray(candidate_rows)
     shape = candidate_rows.shape
@@ -116,6 +122,8 @@ def ranker_rows(items, user_row, user_attribute_rows, query_embedding, history_c
         "item_embedding": items.item_embedding[candidate_rows],
         "retrieval_score": np.asarray(retrieval_scores, np.float32),
         "item_log_popularity": items.item_log_popularity[candidate_rows],
+        "item_live_count": (np.zeros(shape, np.float32) if live_counts is None
+                            else np.asarray(live_counts, np.float32).reshape(shape)),
     }
 
 

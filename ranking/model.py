@@ -69,8 +69,9 @@ class RankingScorer(keras.layers.Layer):
         query = tf.cast(rows["query_embedding"], tf.float32)
         candidate = tf.cast(rows["item_embedding"], tf.float32)
         score = tf.cast(rows["retrieval_score"], tf.float32)
+        live = tf.cast(rows["item_live_count"], tf.float32)
         scalars = tf.stack([
-            score, popularity, is_new,
+            score, popularity, is_new, live,
             tf.math.log1p(tf.maximum(tf.cast(rows["history_count"], tf.float32), 0.0)),
             tf.math.log1p(tf.maximum(tf.cast(rows["hours_since_last"], tf.float32), 0.0)),
         ], -1)
@@ -95,14 +96,24 @@ class RankingModel(tfrs.Model):
     def __init__(self, scorer: RankingScorer):
         super().__init__()
         self.scorer = scorer
+        self.live_dropout = scorer.config.live_dropout
         self.task = tfrs.tasks.Ranking(
             loss=keras.losses.CategoricalCrossentropy(from_logits=True, reduction=keras.losses.Reduction.SUM),
             metrics=[], prediction_metrics=[], label_metrics=[])
 
     def call(self, features, training=False):
-        """features: user inputs [B, ...] and candidate inputs [B, L, ...] → scores [B, L]."""
+        """features: user inputs [B, ...] and candidate inputs [B, L, ...] → scores [B, L]. In
+        training, a ``live_dropout`` share of the lists lose their live counts (and take
+        ``plain_retrieval_score``, the score without the live term), as with trending off."""
         shape = tf.shape(features["item_row"])
         batch, length = shape[0], shape[1]
+        if training and self.live_dropout > 0 and "plain_retrieval_score" in features:
+            hidden = tf.random.uniform([batch, 1]) < self.live_dropout
+            features = {**features,
+                        "item_live_count": tf.where(hidden, tf.zeros_like(features["item_live_count"]),
+                                                    features["item_live_count"]),
+                        "retrieval_score": tf.where(hidden, features["plain_retrieval_score"],
+                                                    features["retrieval_score"])}
         rows = {}
         for t in contract.RANKER_USER_INPUTS:
             x = features[t.name]

@@ -16,8 +16,11 @@ from tworec.ranking.lists import RankingLists, list_dataset, mine_lists, repeat_
 from tworec.ranking.model import RankingModel, build_scorer
 from tworec.tf_setup import keras, tf
 from tworec.towers.artifact import RetrievalArtifact
+from tworec.towers.live_counts import PostTrainingEvents
 from tworec.towers.queries import split_queries
-from tworec.training import Throughput, TrainingFolder, default_strategy, fit_summary, training_callbacks, verbosity
+from tworec.training import (
+    Throughput, TrainingFolder, default_strategy, fit_summary, training_callbacks, transfer_weights, verbosity,
+)
 
 
 class TooFewLists(UserError):
@@ -25,15 +28,23 @@ class TooFewLists(UserError):
 
 
 def train_ranker(data_dir: str, retrieval_dir: str, out_dir: str, config: RankerConfig = RankerConfig(),
-                 strategy: tf.distribute.Strategy | None = None, verbose: int | None = None) -> RankerArtifact:
+                 strategy: tf.distribute.Strategy | None = None, verbose: int | None = None,
+                 warm_start: str | None = None) -> RankerArtifact:
+    """Trains the ranker of ``retrieval_dir`` on ``data_dir`` into ``out_dir``. ``warm_start``: a
+    previous ranker folder to continue from (its retrieval model warm-started the new one, so
+    every old id keeps its row); its attribute vocabulary grows the same way."""
     layout = DataLayout(data_dir)
     retrieval_artifact = RetrievalArtifact.load(retrieval_dir)
     retrieval = retrieval_artifact.restore(data_dir)
     model_r, catalog, lookups, rconfig = retrieval.model, retrieval.catalog, retrieval.lookups, retrieval.config
     item_embeddings = model_r.item_embeddings()
-    tables = build_tables(catalog, item_embeddings, user_attributes(data_dir))
+    previous = RankerArtifact.load(warm_start) if warm_start else None
+    tables = build_tables(catalog, item_embeddings, user_attributes(data_dir),
+                          previous.tables().attributes if previous else ())
+    # Live counts as the gateway will hold them: validation interactions strictly before each list.
+    live = retrieval_artifact.live_term(PostTrainingEvents.of_splits(data_dir, catalog))
     mined = [mine_lists(split_queries(model_r, lookups, layout.split_pattern(Split(s)), rconfig.history_length),
-                        item_embeddings, config, seed=config.seed + i, score_shift=model_r.score_shift())
+                        item_embeddings, config, seed=config.seed + i, score_shift=model_r.score_shift(), live=live)
              for i, s in enumerate(config.splits)]
     lists = RankingLists.concat(mined)
     order = np.random.default_rng(config.seed).permutation(len(lists))
@@ -57,6 +68,7 @@ def train_ranker(data_dir: str, retrieval_dir: str, out_dir: str, config: Ranker
         model = RankingModel(scorer)
         model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
         model(next(iter(holdout_data)))  # builds the variables, so an interrupted run can resume
+        warm = transfer_weights(RankingModel(previous.restore()[0]), model) if previous else {}
     throughput = Throughput(batch_size * config.list_size)
     paths = TrainingFolder.paths(out_dir)
     callbacks = [*training_callbacks(paths["backup"], paths["logs"], paths["checkpoint"], config.patience), throughput]
@@ -66,6 +78,7 @@ def train_ranker(data_dir: str, retrieval_dir: str, out_dir: str, config: Ranker
     summary = {
         "lists": {"train": len(train_lists), "holdout": len(holdout_lists), "list_size": config.list_size},
         "batch_size": batch_size,
+        "warm_start": {"from": str(previous.path.resolve()), **warm} if previous else None,
         **fit_summary(strategy, history),
         "train_rows_per_second": round(throughput.per_second, 1),
         "seconds": round(time.time() - started, 1),

@@ -12,6 +12,7 @@ MODEL_STYLE = {  # one colour per model across every figure
     "id_only": ("#1f77b4", "id-only two-tower"),
     "two_tower": ("#2ca02c", "content two-tower"),
     "two_stage": ("#d62728", "two-stage (+ ranker)"),
+    "two_stage_trending": ("#9467bd", "two-stage + trending"),
 }
 DPI = 110
 

@@ -74,6 +74,7 @@ class Bundle:
         self.dim = artifact.embedding_dim
         self.history_length = artifact.history_length
         self.new_item_offset = artifact.new_item_offset
+        self.live_weight, self.live_half_life_s = artifact.live_weight, artifact.live_half_life_s
         self.max_text_length = artifact.max_text_length
         self.triton_versions = artifact.triton
         self.ranker_model, self.item_tower_model = RANKER_MODEL, ITEM_TOWER_MODEL

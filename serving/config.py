@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tworec.live.config import LiveConfig
 from tworec.settings import section, setting
 
 
@@ -44,3 +45,11 @@ class ServeConfig:
                                                "(an external --triton-address always gets gRPC messages)")
     security: SecurityConfig = section(SecurityConfig, "transport security and tokens")
     gateway: GatewayConfig = section(GatewayConfig, "request handling")
+    live: LiveConfig = section(LiveConfig, "the live loop: event log, user state, trending")
+
+    @property
+    def event_log(self) -> str:
+        """Where the replicas' event logs live: the setting, or REPO/events."""
+        import os
+
+        return self.live.event_log or os.path.join(self.repo, "events")

@@ -1,6 +1,9 @@
-"""The gateway's gRPC service: Recommend, SimilarItems, UpsertItems, RemoveItems.
+"""The gateway's gRPC service: Recommend, SimilarItems, UpsertItems, RemoveItems, RecordEvents.
 
-Recommend = query tower (in process) → ScaNN top N → the ranker in Triton → top k. When Triton
+Recommend = the user's state (their recorded items merged with the request's) → query tower (in
+process) → ScaNN top N → the ranker in Triton → top k, with a request id the events of its items
+carry back. RecordEvents = check → claim → the durable event log → live state (live/recorder.py);
+UpsertItems and RemoveItems are logged durably too, so a restart applies them again. When Triton
 cannot answer within the ranker's budget (or the request's deadline), the answer is the retrieval
 order and the response is marked degraded (``counters["degraded"]`` counts them). Status codes:
 INVALID_ARGUMENT for malformed requests, NOT_FOUND only for a specific unknown item the caller
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import secrets
 import threading
 import time
 from dataclasses import dataclass
@@ -18,6 +22,9 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 
+from tworec import contract
+from tworec.contract import Event, EventReject, EventType
+from tworec.live.recorder import EventRecorder
 from tworec.ranking.features import ranker_rows
 from tworec.serving import protos
 from tworec.serving.bundle import Bundle
@@ -71,9 +78,9 @@ class UserState:
     items as catalog rows with their times (most recent first), the items never to return, now."""
 
     user_row: int
-    history: list
+    history: list  # catalog rows
     history_ts: list
-    excluded: set
+    excluded: set  # item ids
     now: int
     attributes: dict
 
@@ -84,19 +91,24 @@ class UserState:
 
 @dataclass
 class Candidates:
-    """Retrieval's answer: the query vector and the candidates' ids and scores, best first."""
+    """Retrieval's answer: the query vector and the candidates' ids, retrieval scores (best first)
+    and item_live_count features."""
 
     query: np.ndarray
     ids: list
     scores: np.ndarray
+    live: np.ndarray | None = None
 
 
 class Recommender(pb_grpc.RecommenderServicer):
-    def __init__(self, bundle_source, triton: TritonModels, config: GatewayConfig = GatewayConfig()):
-        """``bundle_source()`` → the current Bundle (it changes when a new version loads)."""
+    def __init__(self, bundle_source, triton: TritonModels, config: GatewayConfig = GatewayConfig(),
+                 recorder: EventRecorder | None = None):
+        """``bundle_source()`` → the current Bundle (it changes when a new version loads);
+        ``recorder``: the event log and live state (None: no RecordEvents, no live state)."""
         self._bundle = bundle_source
         self.triton = triton
         self.config = config
+        self.recorder = recorder
         self.live_changes = LiveChanges()
         self.counters = Counters()
         self.timings = StageTimings()  # seconds per Recommend stage, for the load benchmark
@@ -140,10 +152,12 @@ class Recommender(pb_grpc.RecommenderServicer):
         except InvalidRequest as err:
             return self._fail(context, grpc.StatusCode.INVALID_ARGUMENT, str(err))
         bundle = self._bundle()
+        request_id = secrets.token_hex(8)
         state = self._user_state(bundle, request, parsed)
         if not state.has_signal:
             items = self._no_signal(bundle, request.k, state.excluded)
-            return pb.RecommendResponse(items=items, model_version=str(bundle.version), known_user=False)
+            return pb.RecommendResponse(items=items, model_version=str(bundle.version), known_user=False,
+                                        request_id=request_id)
         t0 = time.perf_counter()
         query = bundle.query(state.user_row, state.history, state.history_ts, state.now)
         t1 = time.perf_counter()
@@ -160,31 +174,60 @@ class Recommender(pb_grpc.RecommenderServicer):
             items = self._items(bundle, [candidates.ids[j] for j in order], ranked[order], pb.RANKER,
                                 candidates.scores[order])
         response = pb.RecommendResponse(items=items, degraded=ranked is None, model_version=str(bundle.version),
-                                        known_user=state.user_row > 0)
+                                        known_user=state.user_row > 0, request_id=request_id)
         self.timings.add(query_tower=t1 - t0, scann=t2 - t1, triton=t3 - t2, total=time.perf_counter() - started)
         return response
 
-    @staticmethod
-    def _user_state(bundle: Bundle, request, parsed: dict) -> UserState:
-        """The request's user and recent items as the bundle knows them (unknown and removed items
-        are dropped from the history but still excluded from the answer)."""
+    def _user_state(self, bundle: Bundle, request, parsed: dict) -> UserState:
+        """The user's items: the request's recent ones merged with those recorded for the user
+        (deduplicated, newest first, at most the model's history length), as the bundle knows them.
+        Unknown and removed items leave the history but stay excluded from the answer, and so does
+        everything the user is recorded to have had."""
         now = parsed["now"] or int(time.time())
-        table = bundle.items
-        history, history_ts, seen = [], [], set()
+        items = {}  # item → its newest timestamp
         for j, item in enumerate(request.recent_item_ids):
+            items[item] = request.recent_timestamps[j] if j < len(request.recent_timestamps) else now
+        if self.recorder is not None and request.user_id:
+            for item, timestamp in self.recorder.state.user(request.user_id):
+                if timestamp > items.get(item, -1):
+                    items[item] = timestamp
+        table = bundle.items
+        history, history_ts = [], []
+        for item, timestamp in sorted(items.items(), key=lambda kv: -kv[1]):
             r = table.row_of.get(item)
-            if r is not None and item not in bundle.removed:
+            if r is not None and item not in bundle.removed and len(history) < bundle.history_length:
                 history.append(r)
-                history_ts.append(request.recent_timestamps[j] if j < len(request.recent_timestamps) else now)
-            seen.add(item)
+                history_ts.append(timestamp)
         return UserState(bundle.user_rows.get(request.user_id, 0), history, history_ts,
-                         seen | set(request.exclude_item_ids) | bundle.removed, now, parsed["attributes"])
+                         set(items) | set(request.exclude_item_ids) | bundle.removed, now, parsed["attributes"])
 
     def _retrieve(self, bundle: Bundle, state: UserState, query: np.ndarray) -> Candidates:
-        """ScaNN's top ``candidates`` items for the query vector, excluded items left out."""
-        ids, scores = bundle.search(query, self.config.candidates + len(state.excluded))
-        keep = [j for j, item in enumerate(ids) if item not in state.excluded][: self.config.candidates]
-        return Candidates(query, [ids[j] for j in keep], np.asarray(scores, np.float32)[keep])
+        """The top ``candidates`` items for the query vector, excluded items left out: ScaNN's, and
+        with trending on (``LiveConfig.trending``) the most-trending items scored exactly beside
+        them and every score plus the model's live-count term; then each candidate's live count
+        for the ranker (trending off: none)."""
+        n = self.config.candidates
+        ids, scores = bundle.search(query, n + len(state.excluded))
+        keep = [j for j, item in enumerate(ids) if item not in state.excluded][:n]
+        ids, scores = [ids[j] for j in keep], np.asarray(scores, np.float32)[keep]
+        if self.recorder is None or not self.recorder.config.trending:
+            return Candidates(query, ids, scores)
+        live_state, weighted = self.recorder.state, bundle.live_weight > 0
+        if weighted:
+            found, table = set(ids), bundle.items
+            extra = [item for item, _ in live_state.trending(state.now, self.recorder.config.trending_candidates)
+                     if item not in found and item not in state.excluded and item in table.row_of]
+            if extra:
+                rows = np.array([table.row_of[i] for i in extra])
+                shift = np.where(table.tables.item_row[rows] == 0, bundle.new_item_offset, 0.0)
+                ids = ids + extra
+                scores = np.concatenate([scores, (table.item_embedding[rows] @ query + shift).astype(np.float32)])
+        live = np.log1p(live_state.counts(ids, state.now)).astype(np.float32)
+        if weighted:
+            scores = scores + bundle.live_weight * live
+            order = np.argsort(-scores, kind="stable")[:n]
+            ids, scores, live = [ids[j] for j in order], scores[order], live[order]
+        return Candidates(query, ids, scores, live)
 
     def _rank(self, bundle: Bundle, state: UserState, candidates: Candidates, context):
         """The ranker's scores for the candidates within its budget (capped by the caller's deadline), or None: degrade
@@ -197,7 +240,7 @@ class Recommender(pb_grpc.RecommenderServicer):
             return None
         hours = (state.now - state.history_ts[0]) / 3600.0 if state.history else 0.0
         rows = self._ranker_rows(bundle, state.user_row, state.attributes, candidates.query, len(state.history),
-                                 hours, candidates.ids, candidates.scores)
+                                 hours, candidates.ids, candidates.scores, candidates.live)
         try:
             return self.triton.rank(bundle.triton_versions[bundle.ranker_model], rows, budget)
         except ModelUnavailable as err:
@@ -205,11 +248,11 @@ class Recommender(pb_grpc.RecommenderServicer):
             return None
 
     @staticmethod
-    def _ranker_rows(bundle, user_row, attributes, query, history_count, hours, ids, scores) -> dict:
+    def _ranker_rows(bundle, user_row, attributes, query, history_count, hours, ids, scores, live=None) -> dict:
         """The request as ranker rows (tworec.contract.RANKER_INPUTS), one per candidate."""
         rows = np.array([bundle.items.row_of[i] for i in ids], np.int64)
         return ranker_rows(bundle.items.tables, np.int32(user_row), bundle.attribute_rows(user_row, attributes),
-                           query, history_count, max(hours, 0.0), rows, scores)
+                           query, history_count, max(hours, 0.0), rows, scores, live)
 
     def _no_signal(self, bundle: Bundle, k: int, excluded: set):
         """No user and no history: popular items, with new items mixed in so they get seen."""
@@ -295,10 +338,15 @@ class Recommender(pb_grpc.RecommenderServicer):
                                   [tuple(i.categories) for i in items], context)
         except ModelUnavailable as err:
             return self._fail(context, grpc.StatusCode.UNAVAILABLE, f"item tower unavailable: {err}")
+        if self.recorder is not None:  # durable before it is acknowledged: a restart applies it again
+            self.recorder.log_catalog_change("upsert", {"items": [_item_record(i) for i in items]})
+        self.apply_upsert(bundle, items, vectors)
+        return pb.UpsertItemsResponse(upserted=len(items), index_size=bundle.index.size)
+
+    def apply_upsert(self, bundle: Bundle, items: list, vectors) -> None:
         bundle.upsert([i.item_id for i in items], [i.title or i.description[:80] for i in items], vectors,
                       [bundle.category_rows(i.categories) for i in items])
         self.live_changes.upserted(items)
-        return pb.UpsertItemsResponse(upserted=len(items), index_size=bundle.index.size)
 
     def RemoveItems(self, request, context):
         self.counters.add("remove_items")
@@ -309,9 +357,14 @@ class Recommender(pb_grpc.RecommenderServicer):
         except InvalidRequest as err:
             return self._fail(context, grpc.StatusCode.INVALID_ARGUMENT, str(err))
         bundle = self._bundle()
-        removed = bundle.remove(list(dict.fromkeys(request.item_ids)))
-        self.live_changes.removed(request.item_ids)
-        return pb.RemoveItemsResponse(removed=removed, index_size=bundle.index.size)
+        ids = list(dict.fromkeys(request.item_ids))
+        if self.recorder is not None:
+            self.recorder.log_catalog_change("remove", {"item_ids": ids})
+        return pb.RemoveItemsResponse(removed=self.apply_remove(bundle, ids), index_size=bundle.index.size)
+
+    def apply_remove(self, bundle: Bundle, ids: list) -> int:
+        self.live_changes.removed(ids)
+        return bundle.remove(ids)
 
     def replay_live_changes(self, bundle: Bundle):
         """Applies the catalog changes made since start-up to a newly loaded version (new items are
@@ -323,6 +376,56 @@ class Recommender(pb_grpc.RecommenderServicer):
                               vectors, [bundle.category_rows(i.categories) for i in payload])
             else:
                 bundle.remove(payload)
+
+    def replay_logged_change(self, kind: str, record: dict):
+        """A catalog change read back from the event log at start (``EventRecorder.replay``)."""
+        bundle = self._bundle()
+        if kind == "upsert":
+            items = [pb.Item(**i) for i in record["items"]]
+            vectors = self.triton.embed_items(*self._tokens(bundle, items), self.config.item_tower_budget_s)
+            self.apply_upsert(bundle, items, vectors)
+        else:
+            self.apply_remove(bundle, record["item_ids"])
+
+    # --- RecordEvents -----------------------------------------------------------------------------
+    def RecordEvents(self, request, context):
+        self.counters.add("record_events")
+        if self.recorder is None:
+            return self._fail(context, grpc.StatusCode.UNIMPLEMENTED, "this gateway records no events")
+        if len(request.events) > contract.MAX_EVENTS_PER_CALL:
+            return self._fail(context, grpc.StatusCode.INVALID_ARGUMENT,
+                              f"too many events: {len(request.events)} > {contract.MAX_EVENTS_PER_CALL} per call")
+        bundle = self._bundle()
+        known = bundle.items.row_of
+        try:
+            outcome = self.recorder.record([_event(e) for e in request.events],
+                                           lambda item: item in known and item not in bundle.removed)
+        except OSError as err:  # the log could not make them durable: nothing was acknowledged
+            log.error("event log append failed: %s", err)
+            return self._fail(context, grpc.StatusCode.UNAVAILABLE, "the event log cannot be written; retry")
+        return pb.RecordEventsResponse(
+            accepted=outcome.accepted, duplicates=outcome.duplicates,
+            rejected=[pb.RejectedEvent(index=i, reason=reason) for i, reason in outcome.rejected])
+
+
+_EVENT_TYPES = {pb.IMPRESSION: EventType.IMPRESSION, pb.CLICK: EventType.CLICK, pb.ADD_TO_CART: EventType.ADD_TO_CART,
+                pb.PURCHASE: EventType.PURCHASE, pb.RATING: EventType.RATING}
+
+
+def _event(message) -> Event | EventReject:
+    """The contract's Event for one ``pb.Event``, or the reason it cannot be one."""
+    kind = _EVENT_TYPES.get(message.type)
+    if kind is None:
+        return EventReject.UNKNOWN_TYPE
+    return Event(message.event_id, message.user_id, message.item_id, kind, message.timestamp, message.request_id,
+                 message.position if message.HasField("position") else -1,
+                 message.value if message.HasField("value") else None,
+                 message.propensity if message.HasField("propensity") else None)
+
+
+def _item_record(item) -> dict:
+    return {"item_id": item.item_id, "title": item.title, "description": item.description,
+            "categories": list(item.categories)}
 
 
 class LiveChanges:

@@ -20,7 +20,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from tworec.artifacts import ArtifactError
+from tworec.errors import UserError
 from tworec.export.artifact import DeploymentRepository
+from tworec.live.recorder import EventRecorder
 from tworec.serving.bundle import Bundle, ConfigError, current_version
 from tworec.serving.config import ServeConfig
 from tworec.serving.gateway import Recommender, pb
@@ -41,6 +43,7 @@ class Service:
         self.models: TritonModels | None = None  # the gateway's client of Triton's models
         self.bundle: Bundle | None = None  # the version being served
         self.recommender: Recommender | None = None
+        self.recorder: EventRecorder | None = None  # the event log and live state
         self.server: grpc.Server | None = None
         self.health: health.HealthServicer | None = None
         self.port: int | None = None
@@ -89,7 +92,11 @@ class Service:
             self._wait_models(self.models, bundle, c.model_ready_timeout_s)
             self._warm_up(bundle)
             self.bundle = bundle
-            self.recommender = Recommender(lambda: self.bundle, self.models, c.gateway)
+            self.recorder = EventRecorder.open(c.live, c.event_log, bundle.live_half_life_s)
+            self.recommender = Recommender(lambda: self.bundle, self.models, c.gateway, self.recorder)
+            replayed = self.recorder.replay(self._known_item, self.recommender.replay_logged_change)
+            if replayed:
+                log.info("replayed the event log of %s: %s", c.live.replica, replayed)
             self.server = grpc.server(
                 futures.ThreadPoolExecutor(max_workers=c.workers),
                 interceptors=[BearerTokenInterceptor(tokens)] if tokens else [],
@@ -116,6 +123,9 @@ class Service:
             self.stop(grace=0)
             raise
         return self
+
+    def _known_item(self, item: str) -> bool:
+        return item in self.bundle.items.row_of and item not in self.bundle.removed
 
     # --- reloading --------------------------------------------------------------------------------
     def _supervise_triton(self):
@@ -181,6 +191,10 @@ class Service:
 
     def load_version(self, version: int):
         bundle = Bundle(self.config.repo, version)
+        if self.recorder is not None and bundle.live_half_life_s != self.recorder.state.half_life_s:
+            raise ConfigError(f"version {version} counts live interactions with a half-life of "
+                              f"{bundle.live_half_life_s:g}s, the live state {self.recorder.state.half_life_s:g}s: "
+                              f"restart the gateways (and clear the shared state) to change it")
         self._wait_models(self.models, bundle, self.config.model_ready_timeout_s)
         self._warm_up(bundle)
         self.recommender.replay_live_changes(bundle)
@@ -205,6 +219,9 @@ class Service:
         if self.triton_server is not None:
             self.triton_server.stop()
             self.triton_server = None
+        if self.recorder is not None:
+            self.recorder.close()
+            self.recorder = None
 
     def __enter__(self) -> "Service":
         return self.start()
@@ -223,7 +240,7 @@ def serve_forever(config: ServeConfig) -> int:
         signal.signal(sig, lambda *_: stop.set())
     try:
         service = Service(config).start()
-    except (ConfigError, TritonError) as err:
+    except (UserError, TritonError) as err:
         # One line saying what is wrong and how to fix it; details (e.g. Triton's log) follow.
         lines = str(err).splitlines()
         print(f"tworec serve: {lines[0]}", flush=True)

@@ -17,8 +17,8 @@ from tworec import contract
 from tworec.ranking.features import pack_ranker_rows
 
 _TRITON_DTYPE = {"float32": "FP32", "int32": "INT32", "int64": "INT64"}
-# A call's gRPC deadline is at least this: a spent budget still gets a positive deadline, one that
-# expires before any answer could come back.
+# A call's gRPC deadline is at least this: gRPC needs a positive one (it keeps deadlines in whole
+# milliseconds, so a fast Triton may still answer a call whose budget was nearly spent).
 _MIN_TIMEOUT_S = 1e-4
 # Reconnect quickly after Triton restarts: gRPC's default backoff grows to minutes.
 _CHANNEL_ARGS = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 100),
@@ -179,6 +179,8 @@ class TritonModels:
         layout = contract.ranker_packed_inputs(np.shape(rows["query_embedding"])[-1])
         score = np.dtype(contract.RANKER_OUTPUT.dtype)
         try:
+            if timeout_s <= 0:
+                raise TimeoutError("the call's budget is spent")
             row_bytes = sum(p.width * np.dtype(p.dtype).itemsize for p in layout)
             region = self._shared.region(capacity * row_bytes, score.itemsize * capacity, timeout_s)
             offsets = []

@@ -26,6 +26,7 @@ def _rows(tables, dim, n, rng, unknown=False):
         "item_embedding": tables.item_embedding[rows],
         "retrieval_score": rng.uniform(-1, 1, n).astype(np.float32),
         "item_log_popularity": tables.item_log_popularity[rows],
+        "item_live_count": np.log1p(rng.exponential(2.0, n)).astype(np.float32),
     }
     if unknown:
         out["item_row"][::2] = -7  # unknown / invalid item rows take the unknown path

@@ -1,9 +1,12 @@
 """Property-based bad input for the gateway: 5,000+ generated malformed and edge-case requests
 (empty, huge, unicode and control-character ids; k ≤ 0 and huge k; duplicated and oversize
-histories; missing fields; arbitrary bytes as the request message) are each answered with
-INVALID_ARGUMENT and a message, or a valid result; never UNKNOWN/INTERNAL or a crash. Health stays
+histories; missing fields; events of unknown types, with absurd times, positions, values and
+propensities, repeated ids, oversize batches; arbitrary bytes as the request message) are each
+answered with INVALID_ARGUMENT and a message, or a valid result (for events: every event
+accepted, a duplicate or rejected with a reason); never UNKNOWN/INTERNAL or a crash. Health stays
 SERVING and memory does not grow without bound."""
 import resource
+import time
 from collections import Counter
 
 import grpc
@@ -47,7 +50,25 @@ timestamps = st.one_of(st.integers(-(2**63), 2**63 - 1), st.integers(0, 4_102_44
 def calls(draw):
     from tworec.serving.client import pb
 
-    kind = draw(st.sampled_from(["recommend", "recommend", "recommend", "similar", "upsert", "remove", "bytes"]))
+    kind = draw(st.sampled_from(["recommend", "recommend", "recommend", "similar", "upsert", "remove", "events",
+                                 "events", "bytes"]))
+    if kind == "events":
+        numbers = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([0.0, 0.5, 1.0, 1.5, -1.0]))
+        event = st.builds(
+            lambda e, u, i, t, ts, r, extra: pb.Event(event_id=e, user_id=u, item_id=i, type=t, timestamp=ts,
+                                                      request_id=r, **extra),
+            ids, ids, ids, st.integers(-3, 9), st.one_of(timestamps, st.integers(1_690_000_000, 1_800_000_000)),
+            st.one_of(st.just(""), ids),
+            st.fixed_dictionaries({}, optional={"position": ints, "value": numbers, "propensity": numbers}))
+        plausible = st.builds(  # valid ones too, so the accepting path is fuzzed as well
+            lambda e, u, i, t: pb.Event(event_id=e, user_id=u, item_id=i, type=t, timestamp=int(time.time()) - 60),
+            st.from_regex(r"[a-z0-9]{6,12}", fullmatch=True), st.sampled_from(["u0000003", "fuzz-user"]),
+            st.sampled_from(["i0000001", "i0000002", "not-yet-upserted"]), st.integers(1, 5))
+        event = st.one_of(event, plausible)
+        events = draw(st.one_of(st.lists(event, max_size=8), st.lists(event, min_size=1001, max_size=1002)))
+        if draw(st.booleans()) and events:
+            events = events + events[:1]  # the same event twice in one call
+        return kind, pb.RecordEventsRequest(events=events)
     if kind == "recommend":
         history = draw(st.one_of(st.lists(ids, max_size=60), st.lists(ids, min_size=49, max_size=52)))
         if draw(st.booleans()) and history:
@@ -70,7 +91,7 @@ def calls(draw):
         return kind, pb.UpsertItemsRequest(items=items)
     if kind == "remove":
         return kind, pb.RemoveItemsRequest(item_ids=draw(st.lists(ids, max_size=5)))
-    method = draw(st.sampled_from(["Recommend", "SimilarItems", "UpsertItems", "RemoveItems"]))
+    method = draw(st.sampled_from(["Recommend", "SimilarItems", "UpsertItems", "RemoveItems", "RecordEvents"]))
     return method, draw(st.binary(max_size=200))
 
 
@@ -80,10 +101,10 @@ def test_generated_bad_requests_get_invalid_argument_or_a_valid_answer(service):
     channel = grpc.insecure_channel(service.address)
     stub = pb_grpc.RecommenderStub(channel)
     raw = {m: channel.unary_unary(f"/tworec.v1.Recommender/{m}") for m in
-           ("Recommend", "SimilarItems", "UpsertItems", "RemoveItems")}
+           ("Recommend", "SimilarItems", "UpsertItems", "RemoveItems", "RecordEvents")}
     methods = {"recommend": stub.Recommend, "similar": stub.SimilarItems, "upsert": stub.UpsertItems,
-               "remove": stub.RemoveItems}
-    codes, replay = Counter(), []
+               "remove": stub.RemoveItems, "events": stub.RecordEvents}
+    codes, replay, outcomes = Counter(), [], Counter()
 
     @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
               suppress_health_check=list(HealthCheck))
@@ -96,6 +117,11 @@ def test_generated_bad_requests_get_invalid_argument_or_a_valid_answer(service):
                 if kind == "recommend":
                     assert 0 < len(reply.items) <= request.k
                     assert len({i.item_id for i in reply.items}) == len(reply.items)
+                if kind == "events":
+                    assert reply.accepted + reply.duplicates + len(reply.rejected) == len(request.events)
+                    assert all(r.reason for r in reply.rejected)
+                    outcomes["rejected"] += len(reply.rejected)
+                    outcomes["accepted"] += reply.accepted
                 codes["OK"] += 1
             else:
                 raw[kind](request, timeout=10)
@@ -117,6 +143,7 @@ def test_generated_bad_requests_get_invalid_argument_or_a_valid_answer(service):
     print(f"{total} requests: {dict(codes)}")
     assert total >= EXAMPLES
     assert codes["INVALID_ARGUMENT"] > 1000 and codes["OK"] > 100
+    assert outcomes["rejected"] > 500 and outcomes["accepted"] > 10, outcomes
     assert not codes["UNKNOWN"] and not codes["INTERNAL"]
     with RecommenderClient(service.address) as client:
         assert client.health() == "SERVING"
@@ -127,7 +154,7 @@ def test_generated_bad_requests_get_invalid_argument_or_a_valid_answer(service):
     channel = grpc.insecure_channel(service.address)
     stub = pb_grpc.RecommenderStub(channel)
     methods = {"recommend": stub.Recommend, "similar": stub.SimilarItems, "upsert": stub.UpsertItems,
-               "remove": stub.RemoveItems}
+               "remove": stub.RemoveItems, "events": stub.RecordEvents}
     rss = []
     for _ in range(4):
         for kind, request in replay:

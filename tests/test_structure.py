@@ -9,7 +9,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 # The layers, lowest first: a folder imports only from folders before it.
-LAYERS = ("tworec", "beam", "towers", "ranking", "evaluation", "export", "serving", "report", "cli")
+LAYERS = ("tworec", "live", "beam", "towers", "ranking", "evaluation", "export", "serving", "report", "cli")
 
 
 def _modules():
@@ -95,9 +95,11 @@ def _artifact_file_names() -> dict:
     for cls in (RetrievalArtifact, RankerArtifact, RankerTables, GatewayArtifact, DeploymentRepository, EvalResults,
                 ItemIndex, TrainingFolder):
         for attribute, value in vars(cls).items():
-            if attribute.isupper() and isinstance(value, str) and ("." in value or "/" in value) and " " not in value:
-                assert value not in names, f"{value} is named by {names.get(value)} and {cls.__name__}"
-                names[value] = cls
+            values = value.values() if isinstance(value, dict) else [value]
+            for value in values:
+                if attribute.isupper() and isinstance(value, str) and ("." in value or "/" in value) and " " not in value:
+                    assert value not in names, f"{value} is named by {names.get(value)} and {cls.__name__}"
+                    names[value] = cls
     return names
 
 

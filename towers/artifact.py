@@ -1,11 +1,14 @@
 """A trained retrieval model folder, owned by ``RetrievalArtifact``: the only code that names or
 reads its files.
 
-    model.json           kind and format version, config, data folder, training summary,
-                         new-item offset (written last: its presence means the folder is complete)
+    model.json           kind and format version, config, data folder, training summary, the
+                         new-item offset and the live-count weight (written last: its presence
+                         means the folder is complete)
     weights/, checkpoints/, backup/, logs/   training's state (tworec/training.py TrainingFolder):
                          the final weights are the best epoch's once early stopping judged one
     item_ids.txt         catalog rows' item ids, one per line
+    vocab_{items,users,categories}.txt   the rows of its id, user and category embeddings (row =
+                         line + 1): a warm-started model grows them without moving a row
     item_embeddings.npy  [items, dim] float32, rows aligned with item_ids.txt
     score_shift.npy      [items] float32 added to each item's retrieval score: the new-item offset
                          for items without an id embedding, else 0
@@ -42,20 +45,23 @@ class RetrievalArtifact(DescribedFolder):
     REMEDY = "train it with `tworec train-retrieval`"
     DESCRIPTION = "model.json"
     ITEM_IDS = "item_ids.txt"
+    VOCABULARIES = {"items": "vocab_items.txt", "users": "vocab_users.txt", "categories": "vocab_categories.txt"}
     ITEM_EMBEDDINGS = "item_embeddings.npy"
     SCORE_SHIFT = "score_shift.npy"
 
     def __init__(self, path: str | Path, config: RetrievalConfig, data: str, summary: dict,
-                 new_item_offset: float):
+                 new_item_offset: float, live_weight: float):
         self.path = Path(path)
         self.config = config
         self.data = data  # the data folder it was trained on
         self.summary = summary
         self.new_item_offset = new_item_offset
+        self.live_weight = live_weight  # of log(1 + live count) in the retrieval score
 
     # --- training writes ----------------------------------------------------------------------
     @classmethod
-    def save(cls, path: str | Path, model, catalog, config: RetrievalConfig, data: str, summary: dict):
+    def save(cls, path: str | Path, model, catalog, config: RetrievalConfig, data: str, summary: dict,
+             live_weight: float = 0.0):
         """Writes the trained ``model`` (its weights, its catalog's embeddings and score shifts), then
         the description last; removes the resume state."""
         path = Path(path)
@@ -64,21 +70,39 @@ class RetrievalArtifact(DescribedFolder):
         np.save(path / cls.ITEM_EMBEDDINGS, model.item_embeddings())
         np.save(path / cls.SCORE_SHIFT, model.score_shift())
         (path / cls.ITEM_IDS).write_text("".join(f"{i}\n" for i in catalog.item_ids))
+        for name, values in (("items", catalog.item_vocab), ("users", catalog.user_vocab),
+                             ("categories", catalog.categories)):
+            (path / cls.VOCABULARIES[name]).write_text("".join(f"{v}\n" for v in values), encoding="utf-8")
         cls.describe(path, {
             "config": settings.to_dict(config), "data": os.path.abspath(data),
-            "new_item_offset": float(model.new_item_offset), "summary": summary})
-        return cls(path, config, os.path.abspath(data), summary, float(model.new_item_offset))
+            "new_item_offset": float(model.new_item_offset), "live_weight": float(live_weight), "summary": summary})
+        return cls(path, config, os.path.abspath(data), summary, float(model.new_item_offset), float(live_weight))
 
     # --- reading ----------------------------------------------------------------------------------
     @classmethod
     def load(cls, path: str | Path) -> "RetrievalArtifact":
         described = cls.described(path)
         return cls(path, settings.from_dict(RetrievalConfig, described["config"]), described["data"],
-                   described["summary"], float(described["new_item_offset"]))
+                   described["summary"], float(described["new_item_offset"]), float(described["live_weight"]))
+
+    def live_term(self, events):
+        """The live-count term of this model's retrieval score over ``events``."""
+        from tworec.towers.live_counts import LiveTerm
+
+        return LiveTerm(events, self.live_weight, self.config.live_half_life_s)
 
     @functools.cached_property
     def item_ids(self) -> list:
         return (self.path / self.ITEM_IDS).read_text(encoding="utf-8").split("\n")[:-1]
+
+    @functools.cached_property
+    def vocabularies(self):
+        """The rows of its id, user and category embeddings (towers.catalog.Vocabularies)."""
+        from tworec.towers.catalog import Vocabularies
+
+        read = lambda name: tuple((self.path / self.VOCABULARIES[name]).read_text(encoding="utf-8")  # noqa: E731
+                                  .split("\n")[:-1])
+        return Vocabularies(read("items"), read("users"), read("categories"))
 
     @functools.cached_property
     def item_embeddings(self) -> np.ndarray:
@@ -90,12 +114,18 @@ class RetrievalArtifact(DescribedFolder):
 
     def restore(self, data_dir: str | None = None, catalog=None) -> RestoredRetrieval:
         """The Keras model with its trained weights over ``catalog`` (loaded from ``data_dir``, by
-        default the data folder it was trained on, for the model's protocol)."""
+        default the data folder it was trained on, for the model's protocol; a catalog with other
+        vocabularies than the model's is loaded again with the model's)."""
+        v = self.vocabularies
+        if catalog is not None and (tuple(catalog.item_vocab), tuple(catalog.user_vocab),
+                                    tuple(catalog.categories)) != (v.items, v.users, v.categories):
+            catalog = None
         from tworec.towers.catalog import load_catalog
         from tworec.towers.features import Lookups
         from tworec.towers.train import build_model
 
-        catalog = catalog or load_catalog(data_dir or self.data, PROTOCOLS[self.config.protocol].train)
+        catalog = catalog or load_catalog(data_dir or self.data, PROTOCOLS[self.config.protocol].train,
+                                          self.vocabularies)
         model = build_model(self.config, catalog)
         TrainingFolder.restore(self.path, model)
         model.new_item_offset = self.new_item_offset

@@ -44,6 +44,26 @@ class Catalog:
         return (counts / counts.sum()).astype(np.float32)
 
 
+@dataclass(frozen=True)
+class Vocabularies:
+    """What gives ids their embedding rows: items and users (row = index + 1; 0 is unknown) and
+    categories (likewise)."""
+
+    items: tuple
+    users: tuple
+    categories: tuple
+
+    def grown(self, newer: "Vocabularies") -> "Vocabularies":
+        """These vocabularies with ``newer``'s new entries appended (in its order): every existing
+        id keeps its row, so a model trained on these can warm-start one on the grown ones."""
+        def grow(old, new):
+            known = set(old)
+            return tuple(old) + tuple(x for x in new if x not in known)
+
+        return Vocabularies(grow(self.items, newer.items), grow(self.users, newer.users),
+                            grow(self.categories, newer.categories))
+
+
 def padded_rows(names, index: dict, width: int) -> np.ndarray:
     """Vocabulary rows of ``names`` (unknown ones dropped), cut or zero-padded to ``width``."""
     rows = [index[n] for n in names if n in index][:width]
@@ -68,16 +88,11 @@ def _train_counts(layout: DataLayout, split: Split):
     return dict(items), order(items), order(users)
 
 
-def load_catalog(data_dir: str, train_split: Split = Split.TRAIN) -> Catalog:
-    """The catalog with id vocabulary and popularity from ``train_split``: the data job's vocab
-    files for the temporal protocol, counted from the records for the TFRS protocol."""
+def data_vocabularies(data_dir: str, train_split: Split = Split.TRAIN) -> tuple[Vocabularies, dict]:
+    """(vocabularies, train counts by item) of a data folder: the data job's vocab files and
+    popularity for the temporal protocol, counted from the records for the TFRS protocol."""
     layout = DataLayout(data_dir)
-    items = sorted((example_codec.decode(contract.ITEM_FEATURES, r)
-                    for r in read_records(layout.items_pattern)), key=lambda r: r["item_id"])
-    if not items:
-        raise FileNotFoundError(f"no item catalog under {layout.items_pattern}: run `tworec data` first")
     categories = _read_lines(layout.vocab("categories"))
-    category_row = {c: i + 1 for i, c in enumerate(categories)}
     if Split(train_split) is Split.TRAIN:
         item_vocab = _read_lines(layout.vocab("items"))
         counts = {}
@@ -88,6 +103,22 @@ def load_catalog(data_dir: str, train_split: Split = Split.TRAIN) -> Catalog:
         user_vocab = _read_lines(layout.vocab("users"))
     else:
         counts, item_vocab, user_vocab = _train_counts(layout, Split(train_split))
+    return Vocabularies(tuple(item_vocab), tuple(user_vocab), tuple(categories)), counts
+
+
+def load_catalog(data_dir: str, train_split: Split = Split.TRAIN, vocabularies: Vocabularies | None = None) -> Catalog:
+    """The catalog of a data folder with popularity from ``train_split`` and ``vocabularies`` (by
+    default the data folder's own: ``data_vocabularies``)."""
+    layout = DataLayout(data_dir)
+    items = sorted((example_codec.decode(contract.ITEM_FEATURES, r)
+                    for r in read_records(layout.items_pattern)), key=lambda r: r["item_id"])
+    if not items:
+        raise FileNotFoundError(f"no item catalog under {layout.items_pattern}: run `tworec data` first")
+    own, counts = data_vocabularies(data_dir, train_split)
+    vocabularies = vocabularies or own
+    item_vocab, user_vocab, categories = (list(vocabularies.items), list(vocabularies.users),
+                                          list(vocabularies.categories))
+    category_row = {c: i + 1 for i, c in enumerate(categories)}
     vocab_row = {item: i + 1 for i, item in enumerate(item_vocab)}
     cold = set(_read_lines(layout.cold_items))
     category_ids = np.zeros((len(items), MAX_CATEGORIES), np.int32)

@@ -47,6 +47,13 @@ class RetrievalConfig:
     validation_queries: int = setting(10_000, "validation queries the HitRate selection scores (its cost per epoch)")
     new_item_offset: float | None = setting(None, "added to the retrieval score of items without an id embedding "
                                                   "(cold, new); none: fitted on validation after training")
+    live_half_life_s: float = setting(7 * 86_400.0, "half-life of the decayed live interaction counts (trending) "
+                                                    "the retrieval score and the ranker read; the gateway counts "
+                                                    "with the exported model's")
+    live_weight: float | None = setting(None, "weight of log(1 + live count) in the retrieval score; none: fitted "
+                                              "on validation")
+    live_tail_floor: float = setting(0.95, "the fitted live weight keeps validation tail HitRate@10 at least this "
+                                           "share of the weight-0 model's")
     patience: int = setting(3, "early stopping: epochs without improvement")
     min_steps_before_stopping: int = setting(1000, "early stopping judges no epoch before this many optimizer steps "
                                                    "(small datasets have noisy early epochs)")
@@ -61,6 +68,14 @@ class RetrievalConfig:
 
     def __post_init__(self):
         settings.check(self)
+
+    # What fixes the shapes of the weights: a warm start needs the same values.
+    ARCHITECTURE = ("variant", "embedding_dim", "id_dim", "category_dim", "content_hidden", "user_dim", "encoder",
+                    "encoder_mode", "finetune_layers")
+
+    def architecture_differences(self, other: "RetrievalConfig") -> list:
+        return [f"{n}: {getattr(other, n)} → {getattr(self, n)}" for n in self.ARCHITECTURE
+                if getattr(self, n) != getattr(other, n)]
 
     @property
     def selection_k(self) -> int | None:

@@ -19,6 +19,7 @@ class SplitQueries:
     history_rows: np.ndarray  # [N, H] int32 catalog rows, -1 = padding
     history_count: np.ndarray  # [N] float32
     hours_since_last: np.ndarray  # [N] float32, 0 without history
+    timestamp: np.ndarray  # [N] int64, the example's time
 
     def __len__(self) -> int:
         return len(self.item_row)
@@ -34,7 +35,8 @@ class SplitQueries:
 def split_queries(model, lookups, pattern: str, history_length: int, batch_size: int = 512,
                   limit: int | None = None) -> SplitQueries:
     """Every example of the files matching ``pattern`` in file order, or the first ``limit``."""
-    parts = {k: [] for k in ("query", "user_row", "item_row", "history_rows", "history_count", "hours_since_last")}
+    parts = {k: [] for k in ("query", "user_row", "item_row", "history_rows", "history_count", "hours_since_last",
+                             "timestamp")}
     dataset = interaction_dataset(pattern, lookups, history_length, batch_size)
     if limit is not None:
         dataset = dataset.unbatch().take(limit).batch(batch_size)
@@ -48,4 +50,5 @@ def split_queries(model, lookups, pattern: str, history_length: int, batch_size:
         parts["history_rows"].append(history)
         parts["history_count"].append(count.astype(np.float32))
         parts["hours_since_last"].append(np.where(count > 0, np.maximum(gap, 0.0), 0.0).astype(np.float32))
+        parts["timestamp"].append(f["timestamp"].numpy())
     return SplitQueries(**{k: np.concatenate(v) for k, v in parts.items()})

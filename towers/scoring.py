@@ -72,6 +72,7 @@ class JudgedSplit:
             if recent:
                 self.recent_history[i, -len(recent):] = recent
         self.targets = np.array([row[e["item_id"]] for e in self.examples])
+        self.times = np.array([e["timestamp"] for e in self.examples], np.int64)
         counts = catalog.train_counts
         warm = counts > 0
         head = head_items(counts)
@@ -169,18 +170,29 @@ def _reranked(scores, targets, first_ranks, rerank):
 
 
 class RetrievalScorer:
-    """Retrieval scores of queries against every item: query · item + the item's score shift.
+    """Retrieval scores of queries against every item: query · item + the item's score shift (+ a
+    live-count term, towers/live_counts.py, at each query's time).
 
-    queries [Q, D], items [N, D], shift [N]; ``scorer(start, stop)`` → [stop - start, N]."""
+    queries [Q, D], items [N, D], shift [N], query_times [Q]; ``scorer(start, stop)`` →
+    [stop - start, N]."""
 
-    def __init__(self, queries: np.ndarray, items: np.ndarray, shift: np.ndarray):
+    def __init__(self, queries: np.ndarray, items: np.ndarray, shift: np.ndarray, live=None,
+                 query_times: np.ndarray | None = None):
         self.queries, self.items, self.shift = queries, items, shift
+        self.live, self.query_times = live, query_times
 
     def __call__(self, start: int, stop: int) -> np.ndarray:
-        return self.queries[start:stop] @ self.items.T + self.shift
+        scores = self.queries[start:stop] @ self.items.T + self.shift
+        if self.live is not None:
+            scores = scores + self.live.of_all_items(self.query_times[start:stop], len(self.items))
+        return scores
 
     def with_shift(self, shift: np.ndarray) -> "RetrievalScorer":
-        return RetrievalScorer(self.queries, self.items, shift)
+        return RetrievalScorer(self.queries, self.items, shift, self.live, self.query_times)
+
+    def with_live(self, live, query_times: np.ndarray) -> "RetrievalScorer":
+        """These scores plus ``live`` (a LiveTerm) at ``query_times``."""
+        return RetrievalScorer(self.queries, self.items, self.shift, live, query_times)
 
     @classmethod
     def of_model(cls, model, lookups, history_length: int, judged: JudgedSplit) -> "RetrievalScorer":
@@ -190,13 +202,15 @@ class RetrievalScorer:
 
 
 def top_candidates(query: np.ndarray, item_embeddings: np.ndarray, history_rows: np.ndarray, k: int,
-                   score_shift: np.ndarray | None = None):
+                   score_shift: np.ndarray | None = None, extra: np.ndarray | None = None):
     """Retrieval's top ``k`` catalog rows per query with the rows in ``history_rows`` (-1: none)
-    excluded: (rows [Q, k], scores [Q, k]), best first. ``score_shift`` [items] is added to every
-    query's scores, as RetrievalScorer adds it."""
+    excluded: (rows [Q, k], scores [Q, k]), best first. ``score_shift`` [items] and ``extra`` [Q,
+    items] (a live-count term) are added to the scores, as RetrievalScorer adds them."""
     scores = query @ item_embeddings.T
     if score_shift is not None:
         scores += score_shift
+    if extra is not None:
+        scores += extra
     seen = history_rows >= 0
     scores[np.nonzero(seen)[0], history_rows[seen]] = -np.inf
     k = min(k, scores.shape[1])

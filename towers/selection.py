@@ -9,12 +9,18 @@ sampled-softmax validation loss, which tracks the ranking poorly.
 alone (no id embedding) by the same validation HitRate: such items compete with warm items whose
 id embedding sharpens their score, and how far to trust a new item's score against theirs
 differs by catalog and by model.
+
+``fit_live_weight`` picks the weight of the live-count term (towers/live_counts.py) by validation
+HitRate at the ranker's candidate depth, among the weights that keep the tail's HitRate there
+above a floor: a global count pulls every list toward what is already popular, which the long
+tail cannot afford. The ranker, which reads the live count itself, orders the candidates.
 """
 from __future__ import annotations
 
 from tworec.contract import Split
 from tworec.tf_setup import keras
-from tworec.towers.scoring import JudgedSplit, RetrievalScorer
+from tworec.towers.live_counts import LiveTerm, PostTrainingEvents
+from tworec.towers.scoring import RERANK_DEPTH, JudgedSplit, RetrievalScorer
 
 
 def validation_split(data_dir: str, catalog, max_queries: int = 10_000) -> JudgedSplit:
@@ -82,3 +88,24 @@ def fit_new_item_offset(model, judged: JudgedSplit, lookups, history_length: int
             hitrate(round(offset, 4))
     chosen = best()
     return (chosen if table[chosen] - table[0.0] >= min_gain else 0.0), dict(sorted(table.items()))
+
+
+LIVE_WEIGHT_GRID = (0.0, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05)
+
+
+def fit_live_weight(scorer: RetrievalScorer, judged: JudgedSplit, events: PostTrainingEvents, half_life_s: float,
+                    tail_floor: float, grid=LIVE_WEIGHT_GRID, min_gain: float = MIN_GAIN) -> tuple[float, dict]:
+    """(weight, {weight: [HitRate@K, tail HitRate@K]} on ``judged``, K the candidates a ranker
+    re-orders): the grid's best weight whose tail HitRate@K is at least ``tail_floor`` × the
+    weight-0 model's; 0 unless it beats 0 by ``min_gain``. ``events``: the interactions counted
+    (validation only: no leakage)."""
+    table = {}
+    tail = judged.segments.get("tail", judged.segments["all"])
+    for weight in grid:
+        _, outcome = judged.evaluate(scorer.with_live(LiveTerm(events, weight, half_life_s), judged.times))
+        hits = outcome.ranks <= RERANK_DEPTH
+        table[weight] = [round(float(hits.mean()), 5), round(float(hits[tail].mean()), 5)]
+    floor = tail_floor * table[0.0][1]
+    allowed = [w for w in grid if table[w][1] >= floor]
+    best = max(allowed, key=lambda w: (table[w][0], -w))
+    return (best if table[best][0] - table[0.0][0] >= min_gain else 0.0), table

@@ -11,13 +11,17 @@ from tworec.errors import UserError
 from tworec.layout import DataLayout
 from tworec.tf_setup import keras, tf
 from tworec.towers.artifact import RetrievalArtifact
-from tworec.towers.catalog import Catalog, load_catalog
+from tworec.towers.catalog import Catalog, data_vocabularies, load_catalog
 from tworec.towers.config import RetrievalConfig
 from tworec.towers.encoder_cache import build_encoder, content_vectors, token_states
 from tworec.towers.features import Lookups, interaction_dataset
 from tworec.towers.model import FinetuneParts, TwoTowerModel
-from tworec.towers.selection import ValidationHitRate, fit_new_item_offset, validation_split
-from tworec.training import Throughput, TrainingFolder, default_strategy, fit_summary, training_callbacks, verbosity
+from tworec.towers.live_counts import PostTrainingEvents
+from tworec.towers.scoring import RetrievalScorer
+from tworec.towers.selection import ValidationHitRate, fit_live_weight, fit_new_item_offset, validation_split
+from tworec.training import (
+    Throughput, TrainingFolder, default_strategy, fit_summary, training_callbacks, transfer_weights, verbosity,
+)
 
 
 def build_model(config: RetrievalConfig, catalog: Catalog) -> TwoTowerModel:
@@ -59,11 +63,18 @@ def batch_size_for(data_dir: str, split, config: RetrievalConfig, replicas: int)
 
 def train_retrieval(data_dir: str, out_dir: str, config: RetrievalConfig = RetrievalConfig(),
                     strategy: tf.distribute.Strategy | None = None, verbose: int | None = None,
-                    callbacks=()) -> RetrievalArtifact:
-    """Trains on ``data_dir`` (a ``tworec data`` folder) and writes the model folder ``out_dir``."""
+                    callbacks=(), warm_start: str | None = None) -> RetrievalArtifact:
+    """Trains on ``data_dir`` (a ``tworec data`` folder) and writes the model folder ``out_dir``.
+
+    ``warm_start``: a previous model folder to continue from (a refresh on newer data): its
+    vocabularies grow by the new data's new ids, appended, so every old id keeps its row and
+    weights; new rows start fresh. Its architecture settings must equal ``config``'s, and the data
+    folder it was trained on must still be readable (its catalog rebuilds it)."""
     layout = DataLayout(data_dir)
     protocol = PROTOCOLS[config.protocol]
-    catalog = load_catalog(data_dir, protocol.train)
+    previous = _warm_start_source(warm_start, config)
+    vocabularies = previous.vocabularies.grown(data_vocabularies(data_dir, protocol.train)[0]) if previous else None
+    catalog = load_catalog(data_dir, protocol.train, vocabularies)
     strategy = strategy or default_strategy()
     batch_size = batch_size_for(data_dir, protocol.train, config, strategy.num_replicas_in_sync)
     lookups = Lookups(catalog.item_ids, catalog.user_vocab)
@@ -80,6 +91,7 @@ def train_retrieval(data_dir: str, out_dir: str, config: RetrievalConfig = Retri
         first = next(iter(train_data))
         model(first)  # builds the model, so an interrupted run can resume from its backup
         model.compute_loss(first)
+        warm = transfer_weights(_built(previous.restore().model, previous.config), model) if previous else {}
     throughput = Throughput(batch_size)
     started = time.time()
     # The TFRS protocol has no validation split: fixed epochs, no early stopping.
@@ -99,12 +111,18 @@ def train_retrieval(data_dir: str, out_dir: str, config: RetrievalConfig = Retri
     history = model.fit(train_data, validation_data=validation,
                         epochs=config.epochs, steps_per_epoch=config.steps_per_epoch or None,
                         callbacks=cbs, verbose=verbosity(verbose))
-    offset_fit = {}
+    offset_fit, live_fit = {}, {}
     if config.new_item_offset is not None:
         model.new_item_offset = float(config.new_item_offset)
     elif judged is not None and config.uses_content:
         model.new_item_offset, offset_fit = fit_new_item_offset(
             model, judged, lookups, config.history_length, config.selection_k or 100)
+    live_weight = config.live_weight or 0.0
+    if config.live_weight is None and protocol.valid is not None:
+        judged = judged or validation_split(data_dir, catalog, config.validation_queries)
+        scorer = RetrievalScorer.of_model(model, lookups, config.history_length, judged)
+        live_weight, live_fit = fit_live_weight(scorer, judged, PostTrainingEvents.of_splits(data_dir, catalog),
+                                                config.live_half_life_s, config.live_tail_floor)
     summary = {
         **fit_summary(strategy, history, monitor if validation is not None else None),
         "train_examples_per_second": round(throughput.per_second, 1),
@@ -112,6 +130,27 @@ def train_retrieval(data_dir: str, out_dir: str, config: RetrievalConfig = Retri
         "seconds": round(time.time() - started, 1),
         # validation HitRate@K per offset tried (K as the selection's)
         "new_item_offset_fit": {f"{o:g}": round(v, 4) for o, v in offset_fit.items()},
+        # validation [HitRate@200, tail HitRate@200] per live weight tried
+        "live_weight_fit": {f"{w:g}": v for w, v in live_fit.items()},
+        "warm_start": {"from": str(previous.path.resolve()), **warm} if previous else None,
     }
-    return RetrievalArtifact.save(out_dir, model, catalog, config, data_dir, summary)
+    return RetrievalArtifact.save(out_dir, model, catalog, config, data_dir, summary, live_weight)
 
+
+
+def _built(model: TwoTowerModel, config: RetrievalConfig) -> TwoTowerModel:
+    """``model`` with every layer built (a restored model builds its layers on first call)."""
+    n = config.history_length
+    model({"user_row": tf.constant([0]), "history_rows": tf.constant([[0] + [-1] * (n - 1)]),
+           "history_timestamps": tf.zeros([1, n], tf.int64), "timestamp": tf.zeros([1], tf.int64)})
+    return model
+
+
+def _warm_start_source(path: str | None, config: RetrievalConfig) -> RetrievalArtifact | None:
+    if path is None:
+        return None
+    previous = RetrievalArtifact.load(path)
+    differences = config.architecture_differences(previous.config)
+    if differences:
+        raise UserError(f"cannot warm-start from {path}: its architecture differs ({', '.join(differences)})")
+    return previous

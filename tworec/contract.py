@@ -108,6 +108,7 @@ class Reject(str, enum.Enum):
     DUPLICATE = "duplicate"
     DUPLICATE_ITEM = "duplicate_item"
     DUPLICATE_USER = "duplicate_user"
+    DUPLICATE_EVENT = "duplicate_event"  # the same event id logged twice (re-sent to two replicas)
     MISSING_TEXT = "missing_text"
 
 
@@ -178,6 +179,8 @@ RANKER_CANDIDATE_INPUTS = (
     Tensor("item_embedding", "float32", (EMBEDDING,), "the item tower's embedding (content for cold items)"),
     Tensor("retrieval_score", "float32", (), "query · item score from retrieval"),
     Tensor("item_log_popularity", "float32", (), "log(1 + train interactions); 0 for new items"),
+    Tensor("item_live_count", "float32", (), "log(1 + the item's decayed interaction count since training, at the "
+                                            "request's time); 0 without live state"),
 )
 RANKER_INPUTS = RANKER_USER_INPUTS + RANKER_CANDIDATE_INPUTS
 RANKER_OUTPUT = Tensor("score", "float32", (), "ranking score: higher is better")
@@ -248,3 +251,95 @@ EMBEDDING_SCORE_SHIFT = Feature(
     doc="items: added to query · embedding in retrieval (the new-item offset for items without an id "
         "embedding, else 0); users: 0")
 EMBEDDING_FEATURES = (EMBEDDING_ID, EMBEDDING_KIND, EMBEDDING_VALUES, EMBEDDING_TIMESTAMP, EMBEDDING_SCORE_SHIFT)
+
+# --- Events: what users did after training (RecordEvents → the event log → the next data job) ----
+class EventType(str, enum.Enum):
+    """What a user did with an item. Impressions say what was shown; the others are interactions:
+    they enter the user's history, trending and the next training."""
+
+    IMPRESSION = "impression"
+    CLICK = "click"
+    ADD_TO_CART = "add_to_cart"
+    PURCHASE = "purchase"
+    RATING = "rating"
+
+
+INTERACTION_TYPES = frozenset({EventType.CLICK, EventType.ADD_TO_CART, EventType.PURCHASE, EventType.RATING})
+MAX_EVENTS_PER_CALL = 1000
+MAX_POSITION = 1000  # a served list's slot, 0-based
+
+
+@dataclass(frozen=True)
+class Event:
+    """One event as the API takes it, the log stores it and the data job reads it."""
+
+    event_id: str  # client-chosen: a re-sent event with the same id is applied once
+    user_id: str
+    item_id: str
+    type: EventType
+    timestamp: int  # unix seconds
+    request_id: str = ""  # the Recommend answer the item came from, when it came from one
+    position: int = -1  # its 0-based slot in that answer; -1: none
+    value: float | None = None  # a rating's value, a purchase's amount
+    propensity: float | None = None  # the probability the serving policy put the item in that slot
+
+    def to_json(self) -> dict:
+        out = {"event_id": self.event_id, "user_id": self.user_id, "item_id": self.item_id,
+               "type": self.type.value, "timestamp": self.timestamp}
+        if self.request_id:
+            out["request_id"] = self.request_id
+        if self.position >= 0:
+            out["position"] = self.position
+        if self.value is not None:
+            out["value"] = self.value
+        if self.propensity is not None:
+            out["propensity"] = self.propensity
+        return out
+
+    @classmethod
+    def from_json(cls, values: dict) -> "Event":
+        return cls(values["event_id"], values["user_id"], values["item_id"], EventType(values["type"]),
+                   int(values["timestamp"]), values.get("request_id", ""), int(values.get("position", -1)),
+                   values.get("value"), values.get("propensity"))
+
+
+class EventReject(str, enum.Enum):
+    """Why RecordEvents (or the events source) refused an event."""
+
+    BAD_EVENT_ID = "bad_event_id"
+    BAD_USER_ID = "bad_user_id"
+    BAD_ITEM_ID = "bad_item_id"
+    UNKNOWN_TYPE = "unknown_type"
+    BAD_TIMESTAMP = "bad_timestamp"
+    FUTURE_TIMESTAMP = "future_timestamp"
+    BAD_REQUEST_ID = "bad_request_id"
+    BAD_POSITION = "bad_position"
+    BAD_VALUE = "bad_value"
+    BAD_PROPENSITY = "bad_propensity"
+    REPEATED_IN_CALL = "repeated_in_call"
+
+
+def event_problem(event: Event, now: int, max_future_s: int) -> EventReject | None:
+    """Why ``event`` is not acceptable at server time ``now``, or None. A timestamp more than
+    ``max_future_s`` ahead of ``now`` is refused (clock skew is allowed, garbage is not)."""
+    if not is_valid_id(event.event_id):
+        return EventReject.BAD_EVENT_ID
+    if not is_valid_id(event.user_id):
+        return EventReject.BAD_USER_ID
+    if not is_valid_id(event.item_id):
+        return EventReject.BAD_ITEM_ID
+    if not isinstance(event.type, EventType):
+        return EventReject.UNKNOWN_TYPE
+    if not MIN_TIMESTAMP < event.timestamp < MAX_TIMESTAMP:
+        return EventReject.BAD_TIMESTAMP
+    if event.timestamp > now + max_future_s:
+        return EventReject.FUTURE_TIMESTAMP
+    if event.request_id and not is_valid_id(event.request_id):
+        return EventReject.BAD_REQUEST_ID
+    if not -1 <= event.position < MAX_POSITION:
+        return EventReject.BAD_POSITION
+    if event.value is not None and not math.isfinite(event.value):
+        return EventReject.BAD_VALUE
+    if event.propensity is not None and not (math.isfinite(event.propensity) and 0 < event.propensity <= 1):
+        return EventReject.BAD_PROPENSITY
+    return None

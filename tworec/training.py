@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from tworec.errors import UserError
 from tworec.tf_setup import keras, tf
 
 
@@ -118,3 +119,32 @@ def verbosity(verbose):
     if verbose is not None:
         return verbose
     return 1 if sys.stdout.isatty() else 2
+
+
+class WarmStartError(UserError, ValueError):
+    """A previous model cannot seed this one: their architectures differ."""
+
+
+def transfer_weights(source, target) -> dict:
+    """Warm start: ``source``'s trainable weights into ``target``, a model of the same architecture
+    over grown vocabularies. Weights pair up in order; equal shapes are copied whole, and a weight
+    whose first axis grew (an embedding table whose vocabulary gained rows at its end) gets the old
+    rows, its new rows keeping their initial values. Returns {"copied", "grown"} counts;
+    WarmStartError when the architectures differ."""
+    old, new = source.trainable_weights, target.trainable_weights
+    if len(old) != len(new):
+        raise WarmStartError(f"cannot warm-start: {len(old)} weights against {len(new)} (another architecture)")
+    counts = {"copied": 0, "grown": 0}
+    for a, b in zip(old, new):
+        if tuple(a.shape) == tuple(b.shape):
+            b.assign(a)
+            counts["copied"] += 1
+        elif tuple(a.shape[1:]) == tuple(b.shape[1:]) and a.shape[0] < b.shape[0]:
+            grown = b.numpy()
+            grown[: a.shape[0]] = a.numpy()
+            b.assign(grown)
+            counts["grown"] += 1
+        else:
+            raise WarmStartError(f"cannot warm-start {b.name}: shape {tuple(a.shape)} → {tuple(b.shape)} (another "
+                                 f"architecture)")
+    return counts

@@ -60,6 +60,12 @@ def assemble(pbegin, interactions, items, users=None, rejected=(), read=()):
     }
 
 
+def known_defects(name: str) -> frozenset:
+    """Rejection reasons a dataset's source declares as known defects of its release: reported, but
+    not held against the run's rejection limit (only published datasets declare any)."""
+    return getattr(get_source(name), "KNOWN_DEFECTS", frozenset())
+
+
 def get_source(name: str):
     """The source transform class of a ``--dataset`` name (``tworec.beam.config.SOURCES``)."""
     import importlib

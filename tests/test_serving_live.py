@@ -1,0 +1,200 @@
+"""The live loop served for real: RecordEvents over gRPC into the durable log and the live state,
+Recommend reading a user's recorded items, catalog changes that survive a restart, a gateway
+killed with SIGKILL while events stream in, and two replicas sharing one real Redis."""
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import grpc
+import pytest
+
+T_NOW = int(time.time())
+
+
+@pytest.fixture(scope="module")
+def repo(tiny_repo, tmp_path_factory):
+    from conftest import repo_copy
+
+    return repo_copy(tiny_repo, tmp_path_factory, "live")
+
+
+def _events(pb, user, items, first=0, kind=None, t=None):
+    return [pb.Event(event_id=f"{user}-{first + j}", user_id=user, item_id=item, type=kind or pb.CLICK,
+                     timestamp=(t or T_NOW) - 100 + j) for j, item in enumerate(items)]
+
+
+def _one_topic_items(bundle, n):
+    """``n`` warm items of the most common first category."""
+    rows = bundle.items.tables.item_category_rows[:, 0]
+    warm = [r for r in range(len(bundle.items.item_ids)) if not bundle.items.cold[r]]
+    topic = max(set(rows[warm]), key=list(rows[warm]).count)
+    return [bundle.items.item_ids[r] for r in warm if rows[r] == topic][:n]
+
+
+def test_recorded_items_are_the_history_of_the_next_recommend(repo):
+    from tworec.serving.client import RecommenderClient, pb
+    from tworec.serving.config import ServeConfig
+    from tworec.live.config import LiveConfig
+    from tworec.serving.server import Service
+
+    config = ServeConfig(repo=str(repo), live=LiveConfig(replica="one", trending=False))
+    with Service(config) as service, RecommenderClient(service.address, timeout_s=10) as client:
+        items = _one_topic_items(service.bundle, 4)
+        before = client.recommend("fresh-visitor", k=10)
+        assert {i.stage for i in before.items} == {pb.POPULARITY, pb.COLD_START}  # no signal yet
+        reply = client.stub.RecordEvents(pb.RecordEventsRequest(events=_events(pb, "fresh-visitor", items)),
+                                         timeout=10)
+        assert (reply.accepted, reply.duplicates, list(reply.rejected)) == (4, 0, [])
+        context = {"now": str(T_NOW)}
+        served = client.recommend("fresh-visitor", k=10, context=context)
+        # The same answer as a request carrying those items itself (newest first, their times).
+        explicit = client.recommend("another-visitor", list(reversed(items)), k=10, context=context,
+                                    recent_timestamps=[T_NOW - 100 + j for j in reversed(range(4))])
+        assert [i.item_id for i in served.items] == [i.item_id for i in explicit.items]
+        assert {i.stage for i in served.items} == {pb.RANKER} and not set(items) & {i.item_id for i in served.items}
+        assert served.request_id and served.request_id != explicit.request_id
+        # A request's own history is merged in: one more item, newest, and the recorded ones.
+        extra = _one_topic_items(service.bundle, 5)[4]
+        merged = client.recommend("fresh-visitor", [extra], k=10, context=context, recent_timestamps=[T_NOW])
+        both = client.recommend("another-visitor", [extra, *reversed(items)], k=10, context=context,
+                                recent_timestamps=[T_NOW, *[T_NOW - 100 + j for j in reversed(range(4))]])
+        assert [i.item_id for i in merged.items] == [i.item_id for i in both.items]
+        # Re-sent events are applied once; an unknown item is logged but counts for nothing yet.
+        again = client.stub.RecordEvents(pb.RecordEventsRequest(
+            events=_events(pb, "fresh-visitor", items) + _events(pb, "fresh-visitor", ["not-in-catalog"], 9)),
+            timeout=10)
+        assert (again.accepted, again.duplicates) == (1, 4)
+        assert service.recorder.state.counts(["not-in-catalog"], T_NOW)[0] == 0
+
+
+def test_catalog_changes_and_events_survive_a_restart(repo):
+    from tworec.serving.client import RecommenderClient, pb
+    from tworec.serving.config import ServeConfig
+    from tworec.live.config import LiveConfig
+    from tworec.serving.server import Service
+
+    config = ServeConfig(repo=str(repo), live=LiveConfig(replica="restarted"))
+    new_item = {"item_id": "live-new-1", "title": "Rockets, orbits and a telescope", "description": "Space.",
+                "categories": ["Space"]}
+    with Service(config) as service, RecommenderClient(service.address, timeout_s=10) as client:
+        client.upsert_items([new_item])
+        client.remove_items([_one_topic_items(service.bundle, 1)[0]])
+        client.stub.RecordEvents(pb.RecordEventsRequest(events=_events(pb, "returning", ["live-new-1"])), timeout=10)
+        removed = set(service.bundle.removed)
+        state_before = service.recorder.state.user("returning")
+    with Service(config) as service, RecommenderClient(service.address, timeout_s=10) as client:
+        assert "live-new-1" in service.bundle.items.row_of and service.bundle.removed == removed
+        assert service.recorder.state.user("returning") == state_before
+        similar = client.similar_items(item_id="live-new-1", k=3)
+        assert len(similar.items) == 3
+
+
+def _children(pid: int) -> list:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as handle:
+            return [int(x) for x in handle.read().split()]
+    except OSError:
+        return []
+
+
+def _serve(repo, replica, port):
+    return subprocess.Popen([sys.executable, "-m", "tworec.cli", "serve", "--repo", str(repo), "--replica", replica,
+                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            start_new_session=True)
+
+
+def _wait_ready(process, timeout=180):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if line.strip():
+            return line.strip()
+        if process.poll() is not None:
+            raise AssertionError(f"tworec serve exited with {process.returncode}")
+    raise AssertionError("tworec serve did not start")
+
+
+def test_a_gateway_killed_while_events_stream_in_loses_no_acknowledged_event(repo):
+    from conftest import free_port
+    from tworec.live.event_log import read_records
+    from tworec.serving.client import RecommenderClient, pb
+
+    port = free_port()
+    gateway = _serve(repo, "killed", port)
+    address = _wait_ready(gateway)
+    acknowledged, stop = [], threading.Event()
+
+    def stream():
+        with RecommenderClient(address, timeout_s=5) as client:
+            n = 0
+            while not stop.is_set():
+                batch = _events(pb, f"streamer{n % 7}", [f"i{n % 50:07d}", f"i{(n + 3) % 50:07d}"], first=n)
+                try:
+                    reply = client.stub.RecordEvents(pb.RecordEventsRequest(events=batch), timeout=5)
+                    acknowledged.extend(e.event_id for e in batch if reply.accepted + reply.duplicates == len(batch))
+                except grpc.RpcError:
+                    return  # the gateway is gone
+                n += 2
+
+    streamer = threading.Thread(target=stream)
+    streamer.start()
+    time.sleep(3.0)
+    triton = _children(gateway.pid)
+    os.kill(gateway.pid, signal.SIGKILL)
+    streamer.join(30)
+    stop.set()
+    gateway.wait(10)
+    for pid in triton:  # the killed gateway's Triton: not part of the test
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    assert len(acknowledged) > 50
+    logged = [r["event_id"] for r in read_records(repo / "events") if r.get("kind") == "event"
+              and r["user_id"].startswith("streamer")]
+    assert set(acknowledged) <= set(logged)
+    assert len(logged) == len(set(logged))  # exactly once
+    restarted = _serve(repo, "killed", free_port())
+    try:
+        address = _wait_ready(restarted)
+        with RecommenderClient(address, timeout_s=10) as client:
+            # A re-send of what was acknowledged before the kill is a duplicate: the state was rebuilt.
+            last = _events(pb, "streamer0", ["i0000000"], first=0)
+            assert client.stub.RecordEvents(pb.RecordEventsRequest(events=last), timeout=10).duplicates == 1
+            answer = client.recommend("streamer0", k=10)
+            recorded = {e.item_id for e in last} | {f"i{n % 50:07d}" for n in range(0, 50, 14)}
+            assert answer.items and not recorded & {i.item_id for i in answer.items}
+    finally:
+        os.killpg(restarted.pid, signal.SIGTERM)
+        restarted.wait(30)
+
+
+def test_two_replicas_share_one_redis(repo, redis_url, tmp_path):
+    from tworec.serving.client import RecommenderClient, pb
+    from tworec.serving.config import ServeConfig
+    from tworec.live.config import LiveConfig
+    from tworec.serving.server import Service
+
+    live = dict(state=redis_url, redis_prefix=f"replicas{os.getpid()}")
+    first = ServeConfig(repo=str(repo), live=LiveConfig(replica="a", **live))
+    with Service(first) as a:
+        second = ServeConfig(repo=str(repo), triton_address=a.models.address,
+                             live=LiveConfig(replica="b", **live))
+        with Service(second) as b, RecommenderClient(a.address, timeout_s=10) as at_a, \
+                RecommenderClient(b.address, timeout_s=10) as at_b:
+            items = _one_topic_items(a.bundle, 3)
+            context = {"now": str(T_NOW)}
+            before = at_b.recommend("shared-user", k=10, context=context)
+            reply = at_a.stub.RecordEvents(pb.RecordEventsRequest(events=_events(pb, "shared-user", items)),
+                                           timeout=10)
+            assert reply.accepted == 3
+            after = at_b.recommend("shared-user", k=10, context=context)
+            assert [i.item_id for i in after.items] != [i.item_id for i in before.items]
+            assert not set(items) & {i.item_id for i in after.items}
+            # The same event re-sent to the other replica is a duplicate there too.
+            again = at_b.stub.RecordEvents(pb.RecordEventsRequest(events=_events(pb, "shared-user", items)),
+                                           timeout=10)
+            assert (again.accepted, again.duplicates) == (0, 3)
