@@ -3,9 +3,11 @@ sees the interactions it was built from and what users did since.
 
     --dataset events --input LOG_DIR --catalog DATA_DIR
 
-- interactions: DATA_DIR's (every temporal split) and the log's clicks, add-to-carts, purchases
-  and ratings (a rating's value is its rating); an event id logged twice (a re-send to two
-  replicas) is rejected as ``duplicate_event``;
+- interactions: DATA_DIR's (every temporal split) from before the log's first event, and the log's
+  clicks, add-to-carts, purchases and ratings (a rating's value is its rating); an event id logged
+  twice (a re-send to two replicas) is rejected as ``duplicate_event``. DATA_DIR's interactions
+  from the log's time on are left out (counted as read kind ``superseded_by_log``): the log is what
+  happened since the served model was deployed;
 - items: DATA_DIR's catalog with the log's UpsertItems applied: an item's latest upsert replaces
   its earlier definitions (each replaced one is counted as read kind ``item_update``);
 - users: DATA_DIR's.
@@ -124,11 +126,16 @@ class EventLogSource(beam.PTransform):
             INTERACTION, ITEM, IMPRESSION, CHANGE, records.REJECTED)
         logged = parsed[INTERACTION] | "OneEach" >> FirstOfEachEvent()
         upserts = parsed[ITEM] | "UpsertKinds" >> beam.Partition(lambda r, _: 0 if isinstance(r, Item) else 1, 2)
-        base_interactions = [
-            pbegin | f"Read_{s.value}" >> beam.io.ReadFromTFRecord(base.split_pattern(s))
-            | f"Decode_{s.value}" >> beam.Map(_decoded_interactions, f"base-{s.value}")
-            for s in contract.TEMPORAL_SPLITS]
-        interactions = (*base_interactions, logged["unique"]) | "AllInteractions" >> beam.Flatten()
+        log_start = beam.pvalue.AsSingleton(
+            logged["unique"] | "Times" >> beam.Map(lambda i: i.timestamp)
+            | "First" >> beam.CombineGlobally(lambda times: min(times, default=contract.MAX_TIMESTAMP)))
+        base_interactions = (
+            [pbegin | f"Read_{s.value}" >> beam.io.ReadFromTFRecord(base.split_pattern(s))
+             | f"Decode_{s.value}" >> beam.Map(_decoded_interactions, f"base-{s.value}")
+             for s in contract.TEMPORAL_SPLITS]
+            | "AllBase" >> beam.Flatten()
+            | "BeforeLog" >> beam.Partition(lambda i, _, start: int(i.timestamp >= start), 2, log_start))
+        interactions = (base_interactions[0], logged["unique"]) | "AllInteractions" >> beam.Flatten()
         base_items = (pbegin | "ReadItems" >> beam.io.ReadFromTFRecord(base.items_pattern)
                       | "DecodeItems" >> beam.Map(_base_item))
         merged = ((base_items, upserts[0]) | "AllItems" >> beam.Flatten()
@@ -145,6 +152,7 @@ class EventLogSource(beam.PTransform):
                 count("Duplicates", logged[records.REJECTED], INTERACTION),
                 count("Items", items, ITEM), count("BadItems", upserts[1], ITEM),
                 count("Updates", merged["replaced"], "item_update"),
+                count("Superseded", base_interactions[1], "superseded_by_log"),
                 count("Users", users, "user"),
                 count("Impressions", parsed[IMPRESSION], IMPRESSION), count("Changes", parsed[CHANGE], CHANGE)]
         rejected = (parsed[records.REJECTED], logged[records.REJECTED], upserts[1])
