@@ -34,8 +34,8 @@ class RankerConfig:
     new_item_positive_repeats: int = setting(3, "copies of each list whose positive is a new (id-less) item: they "
                                                 "are rare, and without them the unknown-item path learns 'no'")
     user_id_dropout: float = setting(0.2, "share of rows whose user id is hidden, so unknown users are ranked")
-    live_dropout: float = setting(0.5, "share of training lists seen without live counts (no count, no live term in "
-                                       "the retrieval score), so the ranker serves with trending off as well as on")
+    live_dropout: float = setting(0.5, "share of training lists mined as trending-off serving sees them (no live term "
+                                       "in retrieval, no live counts), so the ranker serves both ways")
     batch_size: int = setting(128, "lists per global batch, split across replicas")
     learning_rate: float = setting(0.002, "Adam learning rate")
     epochs: int = setting(20, "most epochs; early stopping may end sooner")

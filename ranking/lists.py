@@ -17,22 +17,19 @@ from tworec.towers.scoring import top_candidates
 class RankingLists:
     queries: SplitQueries  # the examples the lists were made for, aligned with candidates
     candidates: np.ndarray  # [N, L] catalog rows, the positive first
-    scores: np.ndarray  # [N, L] retrieval scores (the live-count term included)
-    live: np.ndarray  # [N, L] the candidates' item_live_count at the list's time
-    plain_scores: np.ndarray  # [N, L] retrieval scores without the live-count term (trending off)
+    scores: np.ndarray  # [N, L] retrieval scores (the live-count term included, for lists mined with it)
+    live: np.ndarray  # [N, L] the candidates' item_live_count at the list's time (0: mined trending off)
 
     def __len__(self) -> int:
         return len(self.candidates)
 
     def subset(self, rows: np.ndarray) -> "RankingLists":
-        return RankingLists(self.queries.subset(rows), self.candidates[rows], self.scores[rows], self.live[rows],
-                            self.plain_scores[rows])
+        return RankingLists(self.queries.subset(rows), self.candidates[rows], self.scores[rows], self.live[rows])
 
     @classmethod
     def concat(cls, parts) -> "RankingLists":
         return cls(SplitQueries.concat([p.queries for p in parts]), np.concatenate([p.candidates for p in parts]),
-                   np.concatenate([p.scores for p in parts]), np.concatenate([p.live for p in parts]),
-                   np.concatenate([p.plain_scores for p in parts]))
+                   np.concatenate([p.scores for p in parts]), np.concatenate([p.live for p in parts]))
 
 
 def repeat_new_item_positives(lists: RankingLists, item_row: np.ndarray, repeats: int) -> RankingLists:
@@ -46,16 +43,21 @@ def repeat_new_item_positives(lists: RankingLists, item_row: np.ndarray, repeats
 
 def mine_lists(queries: SplitQueries, item_embeddings: np.ndarray, config: RankerConfig,
                seed: int = 0, chunk: int = 2048, score_shift: np.ndarray | None = None, live=None) -> RankingLists:
-    """Lists with retrieval scores as serving sees them (``score_shift`` and ``live``, a LiveTerm
-    at each list's time, included) and each candidate's live count feature at that time."""
+    """Lists as serving sees them: with trending on (``live``, a LiveTerm), candidates and scores
+    with the live-count term at each list's time and every candidate's live count; for a
+    ``config.live_dropout`` share of the examples (and without ``live``), as with trending off: no
+    term, counts 0."""
     rng = np.random.default_rng(seed)
     num_items = len(item_embeddings)
     shift = np.zeros(num_items, np.float32) if score_shift is None else np.asarray(score_shift, np.float32)
-    lists, scores, plain, kept = [], [], [], []
+    lists, scores, kept = [], [], []
+    trending_off = np.random.default_rng([seed, 7]).random(len(queries)) < config.live_dropout
     for start in range(0, len(queries), chunk):
         stop = min(start + chunk, len(queries))
         q, history, target = queries.query[start:stop], queries.history_rows[start:stop], queries.item_row[start:stop]
         term = live.of_all_items(queries.timestamp[start:stop], num_items) if live is not None else None
+        if term is not None:
+            term[trending_off[start:stop]] = 0.0
         top, _ = top_candidates(q, item_embeddings, history, config.candidates, shift, term)
         first = len(lists)
         for i in range(stop - start):
@@ -76,16 +78,15 @@ def mine_lists(queries: SplitQueries, item_embeddings: np.ndarray, config: Ranke
         rows = np.array(lists[first:], np.int64).reshape(-1, config.list_size)
         local = np.array(kept[first:], np.int64) - start
         listed = np.einsum("nd,nld->nl", q[local], item_embeddings[rows]) + shift[rows]
-        plain.append(listed)
         scores.append(listed + np.take_along_axis(term[local], rows, 1) if term is not None else listed)
     kept_queries = queries.subset(np.array(kept, np.int64))
     candidates = np.array(lists, np.int64).reshape(-1, config.list_size)
-    features = (live.events.features(kept_queries.timestamp, candidates, live.half_life_s) if live is not None
-                else np.zeros(candidates.shape, np.float32))
-    def stacked(parts):
-        return np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, config.list_size), np.float32)
-
-    return RankingLists(kept_queries, candidates, stacked(scores), features, stacked(plain))
+    features = np.zeros(candidates.shape, np.float32)
+    if live is not None:
+        features = live.events.features(kept_queries.timestamp, candidates, live.half_life_s)
+        features[trending_off[np.array(kept, np.int64)]] = 0.0
+    scores = np.concatenate(scores).astype(np.float32) if scores else np.zeros((0, config.list_size), np.float32)
+    return RankingLists(kept_queries, candidates, scores, features)
 
 
 def list_dataset(lists: RankingLists, tables: RankerTables, batch_size: int, shuffle: bool = False,
@@ -98,7 +99,7 @@ def list_dataset(lists: RankingLists, tables: RankerTables, batch_size: int, shu
         "user_row": q.user_row.astype(np.int32), "query_embedding": q.query.astype(np.float32),
         "history_count": q.history_count, "hours_since_last": q.hours_since_last,
         "candidates": lists.candidates.astype(np.int32), "retrieval_score": lists.scores,
-        "item_live_count": lists.live, "plain_retrieval_score": lists.plain_scores,
+        "item_live_count": lists.live,
     })
     if shuffle:
         base = base.shuffle(len(lists), seed=seed, reshuffle_each_iteration=True)

@@ -96,24 +96,14 @@ class RankingModel(tfrs.Model):
     def __init__(self, scorer: RankingScorer):
         super().__init__()
         self.scorer = scorer
-        self.live_dropout = scorer.config.live_dropout
         self.task = tfrs.tasks.Ranking(
             loss=keras.losses.CategoricalCrossentropy(from_logits=True, reduction=keras.losses.Reduction.SUM),
             metrics=[], prediction_metrics=[], label_metrics=[])
 
     def call(self, features, training=False):
-        """features: user inputs [B, ...] and candidate inputs [B, L, ...] → scores [B, L]. In
-        training, a ``live_dropout`` share of the lists lose their live counts (and take
-        ``plain_retrieval_score``, the score without the live term), as with trending off."""
+        """features: user inputs [B, ...] and candidate inputs [B, L, ...] → scores [B, L]."""
         shape = tf.shape(features["item_row"])
         batch, length = shape[0], shape[1]
-        if training and self.live_dropout > 0 and "plain_retrieval_score" in features:
-            hidden = tf.random.uniform([batch, 1]) < self.live_dropout
-            features = {**features,
-                        "item_live_count": tf.where(hidden, tf.zeros_like(features["item_live_count"]),
-                                                    features["item_live_count"]),
-                        "retrieval_score": tf.where(hidden, features["plain_retrieval_score"],
-                                                    features["retrieval_score"])}
         rows = {}
         for t in contract.RANKER_USER_INPUTS:
             x = features[t.name]

@@ -57,7 +57,13 @@ def build_catalog(config: SyntheticConfig) -> Catalog:
     span = config.days * DAY
     released_later = rng.random(n) >= config.back_catalog_share
     release = np.where(released_later, rng.integers(0, span, size=n), 0)
-    weight = (rng.permutation(n) + 1.0) ** -config.zipf_exponent
+    # Popularity per topic: each topic has its own best-sellers (Zipf over its items), so what a
+    # user of one topic wants differs from what is popular overall.
+    rank_in_topic = np.zeros(n)
+    for t in range(len(TOPIC_NAMES)):
+        members = np.flatnonzero(topics == t)
+        rank_in_topic[members] = rng.permutation(len(members))
+    weight = (rank_in_topic + 1.0) ** -config.zipf_exponent
     ids = tuple(f"i{i:07d}" for i in range(n))
     by_topic = tuple(
         _sorted_pool(np.flatnonzero(topics == t), release, weight) for t in range(len(TOPIC_NAMES))
@@ -124,6 +130,13 @@ def user_interactions(config: SyntheticConfig, user: int) -> list:
         items[rows] = _draw(catalog.by_topic[topic], t[rows], rng)
     explore = (rng.random(count) < config.explore_share) | (items < 0)
     items[explore] = _draw(catalog.by_release, t[explore], rng)
+    for _ in range(config.redraws):  # people rarely take the same item twice: draw again
+        again = _repeats(items)
+        if not again.any():
+            break
+        for topic in np.unique(topics[again]):
+            rows = np.flatnonzero(again & (topics == topic))
+            items[rows] = _draw(catalog.by_topic[topic], t[rows], rng)
     # Ratings: higher when the item's topic is one the user likes at that time.
     liking = mix[np.arange(count), catalog.topics[np.maximum(items, 0)]]
     ratings = np.clip(np.rint(1.5 + 3.5 * np.sqrt(liking) + rng.normal(0, 0.6, count)), 1, 5)
@@ -133,6 +146,15 @@ def user_interactions(config: SyntheticConfig, user: int) -> list:
         for j, (i, ts, r) in enumerate(zip(items.tolist(), t.tolist(), ratings.tolist()))
         if i >= 0
     ]
+
+
+def _repeats(items: np.ndarray) -> np.ndarray:
+    """Mask of the draws whose item an earlier draw already took."""
+    seen, out = set(), np.zeros(len(items), bool)
+    for j, item in enumerate(items.tolist()):
+        out[j] = item in seen and item >= 0
+        seen.add(item)
+    return out
 
 
 def _shard_users(config: SyntheticConfig, shard: int):
