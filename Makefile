@@ -56,6 +56,7 @@ bench: install
 	$(PY) benchmarks/bench_training.py --data $(RUN)/data --results $(BENCH)/results.json
 	$(PY) benchmarks/bench_ranker.py --ranker $(RUN)/ranker --results $(BENCH)/results.json
 	$(PY) benchmarks/bench_gateway.py --repo $(RUN)/repo --results $(BENCH)/results.json
+	$(PY) benchmarks/bench_live.py --repo $(RUN)/repo --results $(BENCH)/results.json
 	$(PY) benchmarks/probe_history.py --repo $(RUN)/repo --results $(BENCH)/results.json
 	$(PY) benchmarks/probe_cold.py --run $(RUN) --results $(BENCH)/results.json
 	$(PY) benchmarks/summary.py $(BENCH)/results.json --out $(BENCH)/results.md

@@ -18,8 +18,11 @@ event is a hit when its item is in the top 10. Each arm is a fresh service on a 
 
 Per arm and segment (all, warm, cold, tail as eval defines them): HitRate@10 and NDCG@10 with a
 95% bootstrap interval over users, and events/s ingested (RecordEvents, batches of 100, durable).
-The control replays ``frozen``, ``live`` and ``live_trending`` with the test events' timestamps
-shuffled among them: the live arms' gains must vanish.
+The control replays ``frozen``, ``live`` and ``live_trending`` recording events whose items are
+shuffled among the events (each keeps its user and time, so what the gateway learns carries no
+information about the user or the item's moment) while the requests and their targets stay real:
+the live arms' gains must vanish. Shuffling only the timestamps cannot make them vanish, since
+every user would still be recorded with their own items (future ones included).
 """
 from __future__ import annotations
 
@@ -91,9 +94,11 @@ def record(client, pb, events, prefix: str) -> float:
     return len(events) / max(time.perf_counter() - started, 1e-9)
 
 
-def stream(client, pb, events, record_events: bool, on_half=None) -> tuple:
+def stream(client, pb, events, record_events: bool, on_half=None, recorded=None) -> tuple:
     """(rank of each event's item in its Recommend answer, 0 when absent) over the events in time
-    order; ``on_half()`` runs once, at the first group past the middle."""
+    order; ``on_half()`` runs once, at the first group past the middle. ``recorded``: what is
+    recorded in place of each event (the control), by default the event itself."""
+    recorded = events if recorded is None else recorded
     ranks = np.zeros(len(events), np.int64)
     i, half_done = 0, on_half is None
     while i < len(events):
@@ -109,7 +114,7 @@ def stream(client, pb, events, record_events: bool, on_half=None) -> tuple:
             ids = [item.item_id for item in answer.items]
             ranks[n] = ids.index(e["item_id"]) + 1 if e["item_id"] in ids else 0
         if record_events:
-            client.stub.RecordEvents(pb.RecordEventsRequest(events=_pb_events(pb, events[i:j], "test")), timeout=30)
+            client.stub.RecordEvents(pb.RecordEventsRequest(events=_pb_events(pb, recorded[i:j], "test")), timeout=30)
         i = j
     return ranks
 
@@ -177,7 +182,8 @@ def refresh(run: str, repo: str, log_dir: str, work: str, epochs: int) -> dict:
     return {"version": entry["version"], "seconds": round(time.perf_counter() - started, 1)}
 
 
-def run_arm(arm: str, run: str, before, valid, test, segments, users, args, shuffled: bool = False) -> dict:
+def run_arm(arm: str, run: str, before, valid, test, segments, users, args, control=None) -> dict:
+    """One arm's replay; ``control``: (valid, test) events to record in place of the real ones."""
     from tworec.live.config import LiveConfig
     from tworec.serving.client import RecommenderClient, pb
     from tworec.serving.config import ServeConfig
@@ -198,7 +204,7 @@ def run_arm(arm: str, run: str, before, valid, test, segments, users, args, shuf
                        for i, e in enumerate(before)]
             service.recorder.state.record(history, [False] * len(history))
             if arm != "frozen":
-                result["ingest_events_per_s"] = round(record(client, pb, valid, "valid"), 1)
+                result["ingest_events_per_s"] = round(record(client, pb, control[0] if control else valid, "valid"), 1)
             on_half = None
             if arm == "refreshed":
                 def on_half():
@@ -209,14 +215,14 @@ def run_arm(arm: str, run: str, before, valid, test, segments, users, args, shuf
                     done["reloaded"] = service.bundle.version == done["version"]
                     result["refresh"] = done
             started = time.perf_counter()
-            ranks = stream(client, pb, test, arm != "frozen", on_half)
+            ranks = stream(client, pb, test, arm != "frozen", on_half, control[1] if control else None)
             result["stream_seconds"] = round(time.perf_counter() - started, 1)
             result["degraded"] = service.recommender.counters["degraded"]
     finally:
         shutil.rmtree(work, ignore_errors=True)
     result["ranks"] = ranks
     result["segments"] = {s: bootstrap(ranks, users, segments[s], args.bootstrap, args.seed) for s in SEGMENTS}
-    print(f"{arm}{' (shuffled)' if shuffled else ''}: " + ", ".join(
+    print(f"{arm}{' (control)' if control else ''}: " + ", ".join(
         f"{s} HR@10 {v['hitrate@10']:.4f} [{v['ci95_hitrate@10'][0]:.4f}, {v['ci95_hitrate@10'][1]:.4f}]"
         for s, v in result["segments"].items()), flush=True)
     return result
@@ -260,19 +266,20 @@ def main(argv=None) -> dict:
                              for m in ("two_stage", "two_stage_trending") if m in metrics}
     if not args.no_control:
         rng = np.random.default_rng(args.seed)
-        times = rng.permutation([e["timestamp"] for e in test])
-        shuffled = sorted(({**e, "timestamp": int(t)} for e, t in zip(test, times)),
-                          key=lambda e: (e["timestamp"], e["user_id"], e["item_id"]))
-        shuffled_users = np.array([e["user_id"] for e in shuffled])
-        shuffled_segments = segments_of(catalog, [e["item_id"] for e in shuffled])
-        control = {}
+
+        def items_shuffled(events):
+            items = rng.permutation([e["item_id"] for e in events])
+            return [{**e, "item_id": str(i)} for e, i in zip(events, items)]
+
+        recorded = (items_shuffled(valid), items_shuffled(test))
+        control = {"what": "recorded events' items shuffled among the events; requests and targets real"}
         for arm in ("frozen", "live", "live_trending"):
-            result = run_arm(arm, args.run, before, valid, shuffled, shuffled_segments, shuffled_users, args, True)
+            result = run_arm(arm, args.run, before, valid, test, segments, users, args, recorded)
             ranks[f"control_{arm}"] = result.pop("ranks")
             control[arm] = result.pop("segments")
         control["differences"] = {
-            f"{a}-{b}": paired_difference(ranks[f"control_{a}"], ranks[f"control_{b}"], shuffled_users,
-                                          shuffled_segments["all"], args.bootstrap, args.seed)
+            f"{a}-{b}": paired_difference(ranks[f"control_{a}"], ranks[f"control_{b}"], users, segments["all"],
+                                          args.bootstrap, args.seed)
             for a, b in (("live", "frozen"), ("live_trending", "live"))}
         out["control_shuffled"] = control
     with open(args.out, "w") as handle:

@@ -62,6 +62,17 @@ def _rows(name: str, r: dict) -> list:
                          f"all HR@100 {v['all']['hitrate@100']:.3f}, HR@10 {v['all']['hitrate@10']:.3f}, "
                          f"tail HR@100 {v['tail']['hitrate@100']:.3f}"))
         return rows
+    if name == "live":
+        rows = [(name, f"RecordEvents, batches of 100, concurrency {r_['concurrency']}", f"{r_['events_per_s']:,} events/s",
+                 f"p50 {r_['p50_ms']} ms, p99 {r_['p99_ms']} ms a call (durable)") for r_ in r["ingestion"]]
+        for key, label in (("freshness_same_replica", "same replica"), ("freshness_across_replicas", "across replicas")):
+            if key in r:
+                rows.append((name, f"freshness, {label}: click acknowledged → a Recommend reflecting it",
+                             f"p99 {r[key]['p99_ms']} ms", f"p50 {r[key]['p50_ms']} ms"))
+        ab = r["recommend_latency_ab"]
+        rows.append((name, "Recommend p50, live state + trending vs none", f"{ab['live']} vs {ab['off']} ms",
+                     f"×{ab['ratio_live_over_off']} (medians of {ab['rounds']} alternating rounds)"))
+        return rows
     if name == "soak":
         return [(name, "soak", json.dumps({k: v for k, v in r.items() if isinstance(v, (int, float))})[:80], "")]
     return [(name, "result", json.dumps(r)[:80], "")]

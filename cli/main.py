@@ -150,6 +150,27 @@ def _run_eval(args, _):
     return 0
 
 
+def _add_eval_policy(sub, common):
+    p = sub.add_parser("eval-policy", parents=[common],
+                       help="estimate an exploration policy's click rate from logged decisions (IPS, SNIPS, DR)")
+    p.add_argument("--log", required=True, help="the gateway's event log folder (REPO/events)")
+    p.add_argument("--policy", required=True, help='a JSON file: {"policy": "thompson"|"greedy"|"uniform", ...any '
+                                                   'exploration setting}')
+    p.add_argument("--out", required=True)
+    p.set_defaults(run=_run_eval_policy)
+
+
+def _run_eval_policy(args, _):
+    from tworec.evaluation.policy import eval_policy
+
+    result = eval_policy(args.log, args.policy, args.out)
+    e = result["estimates"]
+    _out(f"{result['policy']} on {e['n']:,} logged decisions (logged click rate {e['logged_ctr']:.4f}): "
+         f"IPS {e['ips']:.4f}, SNIPS {e['snips']:.4f}, DR {e['dr']:.4f}; effective sample size {e['ess']:,.0f}, "
+         f"largest weight {e['max_weight']:.1f} → {args.out}")
+    return 0
+
+
 def _add_export(sub, common):
     p = sub.add_parser("export", parents=[common], help="publish the next version into a deployment repository "
                                                         "(Triton models + gateway bundle + manifest)")
@@ -301,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="show the libraries' own log lines (TensorFlow, Beam, gRPC) and full tracebacks")
     parser = argparse.ArgumentParser(prog="tworec", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_data, _add_train_retrieval, _add_index, _add_train_ranker, _add_eval, _add_export,
+    for add in (_add_data, _add_train_retrieval, _add_index, _add_train_ranker, _add_eval, _add_eval_policy, _add_export,
                 _add_export_embeddings, _add_serve, _add_recommend, _add_pipeline, _add_report, _add_demo):
         add(sub, common)
     return parser

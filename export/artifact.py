@@ -21,6 +21,7 @@ gateway and Triton keep serving N until N+1 is complete.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ import numpy as np
 
 from tworec.artifacts import ArtifactError, DescribedFolder, read_description, write_description
 from tworec.export.triton_repo import SAVEDMODEL_DIR, versions
+from tworec.live.exploration import ClickPrior
 
 RANKER_MODEL = "ranker"  # Triton model names
 ITEM_TOWER_MODEL = "item_tower"
@@ -68,14 +70,17 @@ class GatewayArtifact(DescribedFolder):
         # The live-count term: its weight in the retrieval score, and the half-life the counts decay with.
         self.live_weight = float(described["live_weight"])
         self.live_half_life_s = float(described["live_half_life_s"])
+        prior = described["click_prior"]  # the exploration slot's (live/exploration.py); None: no slot
+        self.click_prior = ClickPrior(**prior) if prior else None
         self.triton = described["triton"]  # Triton model name → the version this one pairs with
         self.described = described
 
     @classmethod
-    def save(cls, path, version: int, retrieval, live_weight: float, tables, export_query_tower,
+    def save(cls, path, version: int, retrieval, live_weight: float, click_prior, tables, export_query_tower,
              triton_versions: dict) -> "GatewayArtifact":
         """Writes version ``version`` of the gateway into the empty folder ``path``: ``retrieval``
-        (a towers.artifact.RestoredRetrieval) and its ``live_weight``, the ranker's ``tables``, and
+        (a towers.artifact.RestoredRetrieval), its ``live_weight`` and ``click_prior``, the ranker's
+        ``tables``, and
         ``export_query_tower(savedmodel_path, tflite_path)`` writes the query tower's two files."""
         from tworec.towers.index import IndexConfig, ItemIndex
 
@@ -93,6 +98,7 @@ class GatewayArtifact(DescribedFolder):
                      "history_length": config.history_length, "max_text_length": config.max_text_length,
                      "encoder": config.encoder, "new_item_offset": float(model.new_item_offset),
                      "live_weight": float(live_weight), "live_half_life_s": float(config.live_half_life_s),
+                     "click_prior": dataclasses.asdict(click_prior) if click_prior else None,
                      "triton": dict(triton_versions)}
         cls.describe(path, described)
         return cls(path, described)

@@ -107,7 +107,8 @@ def export_repository(retrieval_dir: str, ranker_dir: str, repo: str, eval_dir: 
             export_query_tower(retrieval.model, retrieval.config, savedmodel)
             Path(tflite).write_bytes(query_tower_tflite(savedmodel))
 
-        GatewayArtifact.save(gateway, version, retrieval, retrieval_artifact.live_weight, tables, query_tower, triton)
+        GatewayArtifact.save(gateway, version, retrieval, retrieval_artifact.live_weight, retrieval_artifact.click_prior,
+                             tables, query_tower, triton)
         target = repository.gateway_path(version)
         target.parent.mkdir(parents=True, exist_ok=True)
         os.rename(gateway, target)

@@ -89,6 +89,11 @@ class EventLog:
         self._fd, self._segment, self._opened, self._bytes = None, None, 0.0, 0
         self._rotate()
         self.appended = 0  # records made durable since open
+        self._later: list = []  # records for the background writer (append_later)
+        self._wake = threading.Event()
+        self._closing = False
+        self._writer = threading.Thread(target=self._write_later, name="tworec-event-log", daemon=True)
+        self._writer.start()
 
     def _repair(self) -> None:
         """Drops the unterminated tail a killed writer left in the last segment."""
@@ -144,6 +149,30 @@ class EventLog:
         if error is not None:
             raise error
 
+    def append_later(self, records) -> None:
+        """Queues ``records`` for a background thread that appends them within ``LATER_S``: for
+        records whose caller need not wait for the disk (serving decisions). A crash can lose the
+        last of them; ``close`` writes what is queued."""
+        with self._lock:
+            self._later.extend(records)
+        self._wake.set()
+
+    LATER_S = 0.05
+
+    def _write_later(self) -> None:
+        while True:
+            self._wake.wait(self.LATER_S)
+            self._wake.clear()
+            with self._lock:
+                batch, self._later = self._later, []
+            if batch:
+                try:
+                    self.append(batch)
+                except OSError:
+                    pass  # decisions are diagnostics: the events themselves are written synchronously
+            if self._closing:
+                return
+
     def _write(self, data: bytes) -> None:
         if self._bytes and (self._bytes + len(data) > self.max_bytes
                             or time.monotonic() - self._opened > self.max_seconds):
@@ -170,6 +199,10 @@ class EventLog:
             pass  # the next append fails too, and says why
 
     def close(self) -> None:
+        if self._writer.is_alive():
+            self._closing = True
+            self._wake.set()
+            self._writer.join(10)
         with self._commit:
             if self._fd is not None:
                 os.close(self._fd)

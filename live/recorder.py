@@ -20,6 +20,7 @@ from tworec.live.event_log import segments as log_segments
 from tworec.live.state import LiveState, open_state
 
 EVENT = "event"  # the kind of a log record; catalog changes are "upsert" and "remove"
+DECISION = "decision"  # an exploration-slot decision, for off-policy evaluation
 
 
 @dataclass
@@ -79,6 +80,11 @@ class EventRecorder:
             for _, reason in outcome.rejected:
                 self.counters[f"rejected_{reason}"] += 1
         return outcome
+
+    def log_decision(self, payload: dict) -> None:
+        """An exploration-slot decision (its candidates' posteriors, the item chosen, its propensity),
+        for ``tworec eval-policy``; written in the background: the answer does not wait for it."""
+        self.log.append_later([{"kind": DECISION, **payload}])
 
     def log_catalog_change(self, kind: str, payload: dict) -> None:
         """Makes an UpsertItems / RemoveItems durable before it is acknowledged."""

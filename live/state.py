@@ -2,9 +2,9 @@
 
 Per user: the items they had (clicks, add-to-carts, purchases, ratings), newest first; the newest
 ``history_length`` are their history for the query tower, the newest ``seen_items`` are never
-recommended to them again. Per item: a decayed interaction count (live/decay.py), and the items
-with the highest counts (trending). Per event id: whether it was applied (a re-sent event is
-applied once).
+recommended to them again. Per item: a decayed interaction count (live/decay.py), the items with
+the highest counts (trending), and its impressions and clicks (the exploration slot's
+posteriors). Per event id: whether it was applied (a re-sent event is applied once).
 
 Two stores behind one interface (``LiveState``): ``EmbeddedState`` in the gateway's memory,
 rebuilt from the replica's event log at start, and ``RedisState``, which several gateway replicas
@@ -13,13 +13,14 @@ share. ``open_state`` picks one from ``LiveConfig.state``.
 from __future__ import annotations
 
 import bisect
+import collections
 import threading
 from abc import ABC, abstractmethod
 
 import numpy as np
 
 from tworec.live.config import LiveConfig
-from tworec.contract import INTERACTION_TYPES, Event
+from tworec.contract import INTERACTION_TYPES, Event, EventType
 from tworec.live import decay
 
 
@@ -54,14 +55,25 @@ class LiveState(ABC):
     def counts(self, item_ids: list, now: float) -> np.ndarray:
         """Decayed counts of ``item_ids`` at ``now`` (0 for items never counted)."""
 
+    @abstractmethod
+    def exposure(self, item_ids: list) -> tuple[np.ndarray, np.ndarray]:
+        """(impressions, clicks) of ``item_ids`` since the state began (0 for items never shown)."""
+
     def close(self) -> None:
         pass
 
     @staticmethod
     def interactions(events: list, counted: list):
-        """(interactions, the trending increments as (item id, forward weight) pairs)."""
+        """(interactions, those whose item counts toward trending)."""
         kept = [(e, c) for e, c in zip(events, counted) if e.type in INTERACTION_TYPES]
         return [e for e, _ in kept], [e for e, c in kept if c]
+
+    @staticmethod
+    def exposures(events: list, counted: list):
+        """(items with an impression, items with a click), one entry per event, counted items only."""
+        shown = [e.item_id for e, c in zip(events, counted) if c and e.type is EventType.IMPRESSION]
+        clicked = [e.item_id for e, c in zip(events, counted) if c and e.type is EventType.CLICK]
+        return shown, clicked
 
 
 class EmbeddedState(LiveState):
@@ -74,6 +86,8 @@ class EmbeddedState(LiveState):
         self._counts: dict = {}  # item → stored (log2 forward) value, live/decay.py
         self._top: dict = {}  # the trending_candidates items with the highest counts
         self._claimed: dict = {}  # event id → None, insertion-ordered (oldest evicted first)
+        self._impressions: collections.Counter = collections.Counter()
+        self._clicks: collections.Counter = collections.Counter()
 
     def claim(self, event_ids: list) -> list:
         with self._lock:
@@ -94,12 +108,15 @@ class EmbeddedState(LiveState):
 
     def record(self, events: list, counted: list) -> None:
         interactions, trending = self.interactions(events, counted)
+        shown, clicked = self.exposures(events, counted)
         half_life = self.half_life_s
         with self._lock:
             for e in interactions:
                 self._add_item(e.user_id, e.item_id, e.timestamp)
             for e in trending:
                 self._count(e.item_id, float(decay.log_weight(e.timestamp, half_life)))
+            self._impressions.update(shown)
+            self._clicks.update(clicked)
 
     def _add_item(self, user: str, item: str, timestamp: int) -> None:
         order, latest = self._users.setdefault(user, ([], {}))
@@ -139,14 +156,19 @@ class EmbeddedState(LiveState):
             stored = [self._counts.get(i, decay.EMPTY) for i in item_ids]
         return decay.decayed(np.asarray(stored, np.float64), now, self.half_life_s)
 
+    def exposure(self, item_ids: list) -> tuple[np.ndarray, np.ndarray]:
+        with self._lock:
+            return (np.array([self._impressions[i] for i in item_ids], np.float64),
+                    np.array([self._clicks[i] for i in item_ids], np.float64))
+
 
 class RedisState(LiveState):
     """The same state in Redis, shared by every gateway replica pointed at it.
 
     Keys (all under ``redis_prefix``): ``:user:<id>`` a sorted set item → timestamp (the newest
     ``seen_items`` kept), ``:trending`` a sorted set item → stored value (live/decay.py; a Lua
-    script log-adds, atomically), ``:event:<id>`` a claimed event id (expires after
-    ``dedup_ttl_s``)."""
+    script log-adds, atomically), ``:exposure`` a hash of each item's impressions (``i:<id>``) and
+    clicks (``c:<id>``), ``:event:<id>`` a claimed event id (expires after ``dedup_ttl_s``)."""
 
     # KEYS[1]: the trending set; ARGV: item, log weight, item, log weight, ... → each log-added.
     _LOG_ADD = """
@@ -174,6 +196,7 @@ class RedisState(LiveState):
         self._user_key = lambda u: f"{prefix}:user:{u}"  # noqa: E731
         self._event_key = lambda e: f"{prefix}:event:{e}"  # noqa: E731
         self._trending_key = f"{prefix}:trending"
+        self._exposure_key = f"{prefix}:exposure"
         self._log_add = self._redis.register_script(self._LOG_ADD)
 
     def claim(self, event_ids: list) -> list:
@@ -188,9 +211,13 @@ class RedisState(LiveState):
 
     def record(self, events: list, counted: list) -> None:
         interactions, trending = self.interactions(events, counted)
-        if not interactions:
+        shown, clicked = self.exposures(events, counted)
+        if not interactions and not shown:
             return
         pipe = self._redis.pipeline(transaction=True)
+        for prefix, items in (("i", shown), ("c", clicked)):
+            for item, n in collections.Counter(items).items():
+                pipe.hincrby(self._exposure_key, f"{prefix}:{item}", n)
         for e in interactions:
             pipe.zadd(self._user_key(e.user_id), {e.item_id: e.timestamp}, gt=True)
         for user in {e.user_id for e in interactions}:  # keep the newest seen_items
@@ -215,6 +242,13 @@ class RedisState(LiveState):
         stored = self._redis.zmscore(self._trending_key, list(item_ids)) if item_ids else []
         return decay.decayed(np.array([decay.EMPTY if s is None else s for s in stored], np.float64), now,
                              self.half_life_s)
+
+    def exposure(self, item_ids: list) -> tuple[np.ndarray, np.ndarray]:
+        if not item_ids:
+            return np.zeros(0), np.zeros(0)
+        values = self._redis.hmget(self._exposure_key, [f"i:{i}" for i in item_ids] + [f"c:{i}" for i in item_ids])
+        counts = np.array([float(v or 0) for v in values])
+        return counts[:len(item_ids)], counts[len(item_ids):]
 
     def close(self) -> None:
         self._redis.close()

@@ -148,6 +148,9 @@ def build_report(config: ReportConfig) -> Path:
                                             f"brute force: {curve['brute_force_qps']:,.0f} QPS"))
     sections.append(("Retrieval index: ScaNN vs brute force", "".join(scann_html) or "<p>no item embeddings in this run</p>"))
     sections.append(("Serving latency", _latency_html(bench, out, numbers)))
+    if bench and bench.get("sim_exploration"):
+        sections.append(("Exploration for new items (simulator)", _exploration_html(bench["sim_exploration"], out,
+                                                                                    numbers)))
 
     (out / EvalResults.METRICS).write_text(json.dumps(metrics, indent=2, sort_keys=True))
     (out / REPORT_FIGURES).write_text(json.dumps(numbers, indent=2))
@@ -179,6 +182,28 @@ def _popularity_html(numbers: dict) -> str:
                  f"{cat['share_cold']:.1%}"))
     return html.grid_table(("model", "coverage@10", "median train count of top-10 items",
                             "top-10 slots from the head (20% most popular)", "top-10 slots that are cold items"), rows)
+
+
+def _exploration_html(sim: dict, out: Path, numbers: dict) -> str:
+    numbers["exploration"] = {"arms": {a: {k: v for k, v in s.items() if k != "per_seed"} for a, s in sim["arms"].items()},
+                              "ope": {k: v for k, v in sim["ope"].items() if k != "per_seed"}}
+    figures.exploration(sim["curves"], sim["arms"], out / "exploration.png")
+    rows = []
+    for arm, s in sim["arms"].items():
+        rows.append((arm.replace("_", " "), f"{s['clicks']:,.0f}", f"{s['new_item_clicks']:,.0f}",
+                     f"{s['discoverable_new_items']:.1f}",
+                     f"{s['median_requests_to_first_click']:,.0f}" + ("" if s["reached_requests_to_first_click"]
+                                                                      else " (not reached: horizon)")))
+    ope = sim["ope"]
+    return (f'<p class="meta">benchmarks/sim_exploration.py: {sim["requests"]:,} requests, {sim["new_items"]} new items, '
+            f'{sim["seeds"]} seeds, a hidden matrix-factorisation ground truth.</p>'
+            + html.grid_table(("arm", "clicks", "new-item clicks", "new items with ≥ 3 clicks",
+                               "median requests to first click"), rows)
+            + html.figure("exploration.png", "Kaplan-Meier share of new items without a click (seed 0), and the "
+                                             "clicks trade-off")
+            + f"<p>Off-policy estimate of the Thompson slot's click rate from the random arm's logs: IPS "
+              f"{ope['ips']:.4f}, SNIPS {ope['snips']:.4f}, DR {ope['dr']:.4f} against {ope['true']:.4f} "
+              f"(effective sample size {ope['ess']:,.0f}, largest weight {ope['max_weight']:.0f}).</p>")
 
 
 def _latency_html(bench: dict | None, out: Path, numbers: dict) -> str:

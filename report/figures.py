@@ -126,3 +126,33 @@ def latency(levels: dict, path) -> None:
     qps.set_ylabel("requests / second")
     qps.set_title("gateway throughput")
     _save(fig, path)
+
+
+ARM_STYLE = {"no_slot": ("#7f7f7f", "no slot"), "random_slot": ("#1f77b4", "random slot"),
+             "thompson_slot": ("#d62728", "Thompson slot")}
+
+
+def exploration(curves: dict, arms: dict, path) -> None:
+    """The exploration simulator: the share of new items still without a click by requests since
+    their launch (Kaplan-Meier, per arm), and each arm's clicks against its new-item clicks."""
+    fig, (km, trade) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for arm, curve in curves.items():
+        color, label = ARM_STYLE.get(arm, (None, arm))
+        t, s = zip(*curve)
+        km.step(t, s, where="post", color=color, label=label)
+    km.axhline(0.5, color="#999", lw=0.8, ls=":")
+    km.set_xlabel("requests since the item's launch")
+    km.set_ylabel("new items without a click")
+    km.set_title("time to a new item's first click")
+    km.legend(fontsize=8)
+    for arm, summary in arms.items():
+        color, label = ARM_STYLE.get(arm, (None, arm))
+        trade.errorbar(summary["new_item_clicks"], summary["clicks"],
+                       xerr=np.abs(np.array(summary["ci95"]["new_item_clicks"])[:, None] - summary["new_item_clicks"]),
+                       yerr=np.abs(np.array(summary["ci95"]["clicks"])[:, None] - summary["clicks"]),
+                       fmt="o", color=color, label=label, capsize=3)
+    trade.set_xlabel("clicks on new items")
+    trade.set_ylabel("all clicks")
+    trade.set_title("the trade-off (mean, 95% interval over seeds)")
+    trade.legend(fontsize=8)
+    _save(fig, path)

@@ -75,6 +75,8 @@ class Bundle:
         self.history_length = artifact.history_length
         self.new_item_offset = artifact.new_item_offset
         self.live_weight, self.live_half_life_s = artifact.live_weight, artifact.live_half_life_s
+        self.click_prior = artifact.click_prior
+        self._new_rows = (0, np.zeros(0, np.int64))  # (item count, rows without an id embedding)
         self.max_text_length = artifact.max_text_length
         self.triton_versions = artifact.triton
         self.ranker_model, self.item_tower_model = RANKER_MODEL, ITEM_TOWER_MODEL
@@ -91,6 +93,15 @@ class Bundle:
         self.popular = [catalog.item_ids[i] for i in np.argsort(-counts, kind="stable")[:1000] if counts[i] > 0]
         self.lock = threading.Lock()  # index and item-table mutations vs searches
         self.removed: set = set()
+
+    def new_item_rows(self) -> np.ndarray:
+        """Rows of the items without an id embedding (cold, new, upserted): the exploration pool."""
+        count, rows = self._new_rows
+        if count != len(self.items.item_ids):  # rows are only appended: recount when they grew
+            count = len(self.items.item_ids)
+            rows = np.flatnonzero(self.items.tables.item_row[:count] == 0)
+            self._new_rows = (count, rows)
+        return rows
 
     @property
     def user_attribute_rows(self) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tworec.live.config import LiveConfig
+from tworec.live.exploration import ExplorationConfig
 from tworec.settings import section, setting
 
 
@@ -26,7 +27,12 @@ class GatewayConfig:
     ranker_budget_s: float = setting(0.25, "Triton's time for the ranker before the answer degrades to retrieval order")
     item_tower_budget_s: float = setting(5.0, "Triton's time to embed upserted items or a text query")
     deadline_margin_s: float = setting(0.002, "kept back from the caller's deadline for building the response")
-    cold_start_share: float = setting(0.2, "share of a no-signal answer (no user, no history) given to new items")
+    unknown_visitors: str = setting("model", "how a request with no known user and no items is answered: model (the "
+                                             "query tower's answer for an unknown user, ranked, as eval scores it) or "
+                                             "popularity (popular items with new items interleaved)",
+                                    choices=("model", "popularity"))
+    cold_start_share: float = setting(0.2, "with unknown_visitors popularity: the share of the answer given to new "
+                                           "items")
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,7 @@ class ServeConfig:
     security: SecurityConfig = section(SecurityConfig, "transport security and tokens")
     gateway: GatewayConfig = section(GatewayConfig, "request handling")
     live: LiveConfig = section(LiveConfig, "the live loop: event log, user state, trending")
+    exploration: ExplorationConfig = section(ExplorationConfig, "the exploration slot", prefix="exploration_")
 
     @property
     def event_log(self) -> str:

@@ -24,6 +24,8 @@ import numpy as np
 
 from tworec import contract
 from tworec.contract import Event, EventReject, EventType
+from tworec.live import exploration
+from tworec.live.exploration import ExplorationConfig
 from tworec.live.recorder import EventRecorder
 from tworec.ranking.features import ranker_rows
 from tworec.serving import protos
@@ -102,13 +104,17 @@ class Candidates:
 
 class Recommender(pb_grpc.RecommenderServicer):
     def __init__(self, bundle_source, triton: TritonModels, config: GatewayConfig = GatewayConfig(),
-                 recorder: EventRecorder | None = None):
+                 recorder: EventRecorder | None = None, exploration: ExplorationConfig | None = None):
         """``bundle_source()`` → the current Bundle (it changes when a new version loads);
-        ``recorder``: the event log and live state (None: no RecordEvents, no live state)."""
+        ``recorder``: the event log and live state (None: no RecordEvents, no live state);
+        ``exploration``: the exploration slot's settings (None, or a version without a click prior:
+        no slot)."""
         self._bundle = bundle_source
         self.triton = triton
         self.config = config
         self.recorder = recorder
+        self.exploration = exploration
+        self._random = threading.local()  # each worker thread's generator for the slot's draws
         self.live_changes = LiveChanges()
         self.counters = Counters()
         self.timings = StageTimings()  # seconds per Recommend stage, for the load benchmark
@@ -138,7 +144,7 @@ class Recommender(pb_grpc.RecommenderServicer):
         for j, (item, score) in enumerate(zip(ids, scores)):
             r = table.row_of.get(item)
             out.append(pb.ScoredItem(
-                item_id=item, score=float(score), stage=stage,
+                item_id=item, score=float(score), stage=stage, propensity=1.0,
                 retrieval_score=float(retrieval_scores[j]) if retrieval_scores is not None else 0.0,
                 title=table.titles[r] if r is not None else "", cold=bool(table.cold[r]) if r is not None else False))
         return out
@@ -154,7 +160,7 @@ class Recommender(pb_grpc.RecommenderServicer):
         bundle = self._bundle()
         request_id = secrets.token_hex(8)
         state = self._user_state(bundle, request, parsed)
-        if not state.has_signal:
+        if not state.has_signal and self.config.unknown_visitors == "popularity":
             items = self._no_signal(bundle, request.k, state.excluded)
             return pb.RecommendResponse(items=items, model_version=str(bundle.version), known_user=False,
                                         request_id=request_id)
@@ -173,6 +179,7 @@ class Recommender(pb_grpc.RecommenderServicer):
             order = np.argsort(-ranked, kind="stable")[:k]
             items = self._items(bundle, [candidates.ids[j] for j in order], ranked[order], pb.RANKER,
                                 candidates.scores[order])
+        items = self._with_exploration(bundle, state, candidates.query, items, request.user_id, request_id)
         response = pb.RecommendResponse(items=items, degraded=ranked is None, model_version=str(bundle.version),
                                         known_user=state.user_row > 0, request_id=request_id)
         self.timings.add(query_tower=t1 - t0, scann=t2 - t1, triton=t3 - t2, total=time.perf_counter() - started)
@@ -246,6 +253,38 @@ class Recommender(pb_grpc.RecommenderServicer):
         except ModelUnavailable as err:
             self._warn_degraded(err)
             return None
+
+    def _with_exploration(self, bundle: Bundle, state: UserState, query: np.ndarray, items: list, user_id: str,
+                          request_id: str) -> list:
+        """``items`` with the exploration slot's choice at its position (live/exploration.py): a new
+        or under-exposed item the user has not had, not removed, not excluded and not already in the
+        answer; the decision goes to the event log for off-policy evaluation."""
+        config = self.exploration
+        if (config is None or not config.enabled or self.recorder is None or bundle.click_prior is None
+                or len(items) <= config.position):
+            return items
+        rows = bundle.new_item_rows()
+        if not len(rows):
+            return items
+        table = bundle.items
+        scores = table.item_embedding[rows] @ query + bundle.new_item_offset
+        pool = exploration.candidate_pool(lambda js: [table.item_ids[rows[j]] for j in js], scores,
+                                          state.excluded | {i.item_id for i in items}, self.recorder.state.exposure,
+                                          bundle.click_prior, config)
+        if not hasattr(self._random, "generator"):
+            self._random.generator = np.random.default_rng()
+        choice = exploration.choose(pool, config, self._random.generator)
+        if choice is None:
+            return items
+        score_of = dict(zip(pool.items, pool.scores.tolist()))
+        r, score = table.row_of[choice.item], score_of[choice.item]
+        slot = pb.ScoredItem(item_id=choice.item, score=score, stage=pb.EXPLORATION, retrieval_score=score,
+                             title=table.titles[r], cold=bool(table.cold[r]), propensity=choice.propensity)
+        self.recorder.log_decision({"request_id": request_id, "user_id": user_id, "at": state.now,
+                                    "position": config.position, "policy": "thompson", "chosen": choice.item,
+                                    "propensity": round(choice.propensity, 6), **choice.pool.record()})
+        self.counters.add("exploration")
+        return items[:config.position] + [slot] + items[config.position:-1]
 
     @staticmethod
     def _ranker_rows(bundle, user_row, attributes, query, history_count, hours, ids, scores, live=None) -> dict:

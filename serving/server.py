@@ -93,7 +93,7 @@ class Service:
             self._warm_up(bundle)
             self.bundle = bundle
             self.recorder = EventRecorder.open(c.live, c.event_log, bundle.live_half_life_s)
-            self.recommender = Recommender(lambda: self.bundle, self.models, c.gateway, self.recorder)
+            self.recommender = Recommender(lambda: self.bundle, self.models, c.gateway, self.recorder, c.exploration)
             replayed = self.recorder.replay(self._known_item, self.recommender.replay_logged_change)
             if replayed:
                 log.info("replayed the event log of %s: %s", c.live.replica, replayed)

@@ -75,10 +75,14 @@ def test_recommend_returns_k_distinct_ranked_items(service, client):
     user, warm = _known_user_and_history(service)
     response = client.recommend(user, warm[:5], k=10)
     ids = [i.item_id for i in response.items]
-    scores = [i.score for i in response.items]
     assert len(ids) == 10 and len(set(ids)) == 10
-    assert scores == sorted(scores, reverse=True)
-    assert not response.degraded and all(i.stage == pb.RANKER for i in response.items)
+    # Ranked in descending score, except at most one new item in the exploration slot.
+    slot = service.config.exploration.position
+    assert not response.degraded
+    assert all(i.stage == pb.RANKER or (j == slot and i.stage == pb.EXPLORATION and i.cold)
+               for j, i in enumerate(response.items))
+    scores = [i.score for i in response.items if i.stage == pb.RANKER]
+    assert len(scores) >= 9 and scores == sorted(scores, reverse=True)
     assert not set(ids) & set(warm[:5])  # what the user just had is not recommended back
     assert response.known_user and response.model_version == "1"
     assert service.recommender.counters["degraded"] == 0
@@ -93,20 +97,35 @@ def test_the_history_in_the_request_changes_the_answer(service, client):
     by_category = {}
     for item in warm:
         by_category.setdefault(int(table.tables.item_category_rows[table.row_of[item]][0]), []).append(item)
+    from tworec.serving.client import pb
+
     (_, a), (_, b) = sorted(by_category.items(), key=lambda kv: -len(kv[1]))[:2]
     first = client.recommend("someone-new", a[:3], k=50).items
     second = client.recommend("someone-new", b[:3], k=50).items
     assert len(first) == len(second) == 50
-    assert [i.item_id for i in first] != [i.item_id for i in second]
+    ranked = [[i.item_id for i in answer if i.stage == pb.RANKER] for answer in (first, second)]
+    assert ranked[0] != ranked[1]  # the ranked items, not the slot's random draw
 
 
-def test_unknown_user_without_history_gets_popular_and_new_items(client):
+def test_unknown_user_without_history_gets_the_model_or_popular_and_new_items(client, service):
+    """By default the model answers a visitor it knows nothing about (the query of an unknown user,
+    ranked); with ``unknown_visitors`` popularity, popular items with new items interleaved."""
+    import dataclasses
+
     from tworec.serving.client import pb
 
     response = client.recommend("nobody-knows-me", [], k=10)
     assert len(response.items) == 10 and len({i.item_id for i in response.items}) == 10
+    assert {i.stage for i in response.items} <= {pb.RANKER, pb.EXPLORATION} and not response.known_user
+    gateway = service.recommender
+    default = gateway.config
+    gateway.config = dataclasses.replace(default, unknown_visitors="popularity")
+    try:
+        response = client.recommend("nobody-knows-me", [], k=10)
+    finally:
+        gateway.config = default
+    assert len(response.items) == 10 and len({i.item_id for i in response.items}) == 10
     assert {i.stage for i in response.items} <= {pb.POPULARITY, pb.COLD_START}
-    assert not response.known_user
 
 
 def test_an_upserted_item_is_retrievable_by_the_next_call(service, client):

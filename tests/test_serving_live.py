@@ -9,6 +9,7 @@ import threading
 import time
 
 import grpc
+import numpy as np
 import pytest
 
 T_NOW = int(time.time())
@@ -38,18 +39,21 @@ def test_recorded_items_are_the_history_of_the_next_recommend(repo):
     from tworec.serving.client import RecommenderClient, pb
     from tworec.serving.config import ServeConfig
     from tworec.live.config import LiveConfig
+    from tworec.live.exploration import ExplorationConfig
     from tworec.serving.server import Service
 
-    config = ServeConfig(repo=str(repo), live=LiveConfig(replica="one", trending=False))
+    # No slot: its draw is random per answer, and this test compares answers.
+    config = ServeConfig(repo=str(repo), live=LiveConfig(replica="one", trending=False),
+                         exploration=ExplorationConfig(enabled=False))
     with Service(config) as service, RecommenderClient(service.address, timeout_s=10) as client:
         items = _one_topic_items(service.bundle, 4)
-        before = client.recommend("fresh-visitor", k=10)
-        assert {i.stage for i in before.items} == {pb.POPULARITY, pb.COLD_START}  # no signal yet
+        before = client.recommend("fresh-visitor", k=10, context={"now": str(T_NOW)})
         reply = client.stub.RecordEvents(pb.RecordEventsRequest(events=_events(pb, "fresh-visitor", items)),
                                          timeout=10)
         assert (reply.accepted, reply.duplicates, list(reply.rejected)) == (4, 0, [])
         context = {"now": str(T_NOW)}
         served = client.recommend("fresh-visitor", k=10, context=context)
+        assert [i.item_id for i in served.items] != [i.item_id for i in before.items]  # the history moved it
         # The same answer as a request carrying those items itself (newest first, their times).
         explicit = client.recommend("another-visitor", list(reversed(items)), k=10, context=context,
                                     recent_timestamps=[T_NOW - 100 + j for j in reversed(range(4))])
@@ -176,13 +180,15 @@ def test_two_replicas_share_one_redis(repo, redis_url, tmp_path):
     from tworec.serving.client import RecommenderClient, pb
     from tworec.serving.config import ServeConfig
     from tworec.live.config import LiveConfig
+    from tworec.live.exploration import ExplorationConfig
     from tworec.serving.server import Service
 
     live = dict(state=redis_url, redis_prefix=f"replicas{os.getpid()}")
-    first = ServeConfig(repo=str(repo), live=LiveConfig(replica="a", **live))
+    no_slot = ExplorationConfig(enabled=False)  # answers are compared: no random slot
+    first = ServeConfig(repo=str(repo), live=LiveConfig(replica="a", **live), exploration=no_slot)
     with Service(first) as a:
         second = ServeConfig(repo=str(repo), triton_address=a.models.address,
-                             live=LiveConfig(replica="b", **live))
+                             live=LiveConfig(replica="b", **live), exploration=no_slot)
         with Service(second) as b, RecommenderClient(a.address, timeout_s=10) as at_a, \
                 RecommenderClient(b.address, timeout_s=10) as at_b:
             items = _one_topic_items(a.bundle, 3)
@@ -198,3 +204,51 @@ def test_two_replicas_share_one_redis(repo, redis_url, tmp_path):
             again = at_b.stub.RecordEvents(pb.RecordEventsRequest(events=_events(pb, "shared-user", items)),
                                            timeout=10)
             assert (again.accepted, again.duplicates) == (0, 3)
+
+
+def test_the_exploration_slot_serves_new_items_logs_decisions_and_keeps_its_posteriors(repo, tmp_path):
+    from tworec.evaluation.policy import evaluate_policy, logged_decisions
+    from tworec.live.config import LiveConfig
+    from tworec.live.event_log import read_records
+    from tworec.live.exploration import ExplorationConfig
+    from tworec.serving.client import RecommenderClient, pb
+    from tworec.serving.config import ServeConfig
+    from tworec.serving.server import Service
+
+    config = ServeConfig(repo=str(repo), live=LiveConfig(replica="explorer", event_log=str(tmp_path / "events")),
+                         exploration=ExplorationConfig(position=3))
+    with Service(config) as service, RecommenderClient(service.address, timeout_s=10) as client:
+        bundle = service.bundle
+        user = next(iter(bundle.user_rows))
+        history = _one_topic_items(bundle, 3)
+        excluded = [bundle.items.item_ids[r] for r in bundle.new_item_rows()[:5]]
+        shown = []
+        for n in range(30):
+            answer = client.recommend(user, history, k=10, exclude_item_ids=excluded)
+            slot = answer.items[3]
+            assert slot.stage == pb.EXPLORATION and 0 < slot.propensity <= 1 and slot.cold
+            assert slot.item_id not in set(history) | set(excluded)
+            assert bundle.items.tables.item_row[bundle.items.row_of[slot.item_id]] == 0  # no id embedding
+            assert all(i.propensity == 1.0 for j, i in enumerate(answer.items) if j != 3)
+            shown.append((answer.request_id, slot.item_id))
+        # Impressions and clicks come back with the answer's id and the slot's position.
+        events = [pb.Event(event_id=f"imp-{r}", user_id=user, item_id=i, type=pb.IMPRESSION, timestamp=T_NOW,
+                           request_id=r, position=3, propensity=0.5) for r, i in shown]
+        events += [pb.Event(event_id=f"clk-{r}", user_id=user, item_id=i, type=pb.CLICK, timestamp=T_NOW + 1,
+                            request_id=r, position=3) for r, i in shown[:10]]
+        assert client.stub.RecordEvents(pb.RecordEventsRequest(events=events), timeout=10).accepted == 40
+        clicked = shown[0][1]
+        impressions, clicks = service.recorder.state.exposure([clicked])
+        assert impressions[0] == sum(i == clicked for _, i in shown)
+        assert clicks[0] == sum(i == clicked for _, i in shown[:10])
+        before = service.recorder.state.exposure([i for _, i in shown])
+    decisions = [r for r in read_records(tmp_path / "events") if r.get("kind") == "decision"]
+    assert {r["request_id"] for r in decisions} == {r for r, _ in shown}
+    logged, counts = logged_decisions(tmp_path / "events")
+    assert counts["used"] == 30 and sum(d.reward for d in logged) == 10
+    estimate = evaluate_policy(logged, "thompson", ExplorationConfig(position=3))
+    assert estimate["n"] == 30 and estimate["ess"] > 0
+    with Service(config) as service:  # a restart: the posteriors come back from the event log
+        after = service.recorder.state.exposure([i for _, i in shown])
+        np.testing.assert_array_equal(after[0], before[0])
+        np.testing.assert_array_equal(after[1], before[1])

@@ -15,6 +15,7 @@ reads its files.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from dataclasses import dataclass
@@ -50,18 +51,19 @@ class RetrievalArtifact(DescribedFolder):
     SCORE_SHIFT = "score_shift.npy"
 
     def __init__(self, path: str | Path, config: RetrievalConfig, data: str, summary: dict,
-                 new_item_offset: float, live_weight: float):
+                 new_item_offset: float, live_weight: float, click_prior=None):
         self.path = Path(path)
         self.config = config
         self.data = data  # the data folder it was trained on
         self.summary = summary
         self.new_item_offset = new_item_offset
         self.live_weight = live_weight  # of log(1 + live count) in the retrieval score
+        self.click_prior = click_prior  # live.exploration.ClickPrior of the exploration slot; None: no slot
 
     # --- training writes ----------------------------------------------------------------------
     @classmethod
     def save(cls, path: str | Path, model, catalog, config: RetrievalConfig, data: str, summary: dict,
-             live_weight: float = 0.0):
+             live_weight: float = 0.0, click_prior=None):
         """Writes the trained ``model`` (its weights, its catalog's embeddings and score shifts), then
         the description last; removes the resume state."""
         path = Path(path)
@@ -75,15 +77,21 @@ class RetrievalArtifact(DescribedFolder):
             (path / cls.VOCABULARIES[name]).write_text("".join(f"{v}\n" for v in values), encoding="utf-8")
         cls.describe(path, {
             "config": settings.to_dict(config), "data": os.path.abspath(data),
-            "new_item_offset": float(model.new_item_offset), "live_weight": float(live_weight), "summary": summary})
-        return cls(path, config, os.path.abspath(data), summary, float(model.new_item_offset), float(live_weight))
+            "new_item_offset": float(model.new_item_offset), "live_weight": float(live_weight),
+            "click_prior": dataclasses.asdict(click_prior) if click_prior else None, "summary": summary})
+        return cls(path, config, os.path.abspath(data), summary, float(model.new_item_offset), float(live_weight),
+                   click_prior)
 
     # --- reading ----------------------------------------------------------------------------------
     @classmethod
     def load(cls, path: str | Path) -> "RetrievalArtifact":
         described = cls.described(path)
+        from tworec.live.exploration import ClickPrior
+
+        prior = described["click_prior"]
         return cls(path, settings.from_dict(RetrievalConfig, described["config"]), described["data"],
-                   described["summary"], float(described["new_item_offset"]), float(described["live_weight"]))
+                   described["summary"], float(described["new_item_offset"]), float(described["live_weight"]),
+                   ClickPrior(**prior) if prior else None)
 
     def live_term(self, events):
         """The live-count term of this model's retrieval score over ``events``."""

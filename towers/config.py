@@ -54,6 +54,8 @@ class RetrievalConfig:
                                               "on validation")
     live_tail_floor: float = setting(0.95, "the fitted live weight keeps validation tail HitRate@10 at least this "
                                            "share of the weight-0 model's")
+    click_prior_base_rate: float = setting(0.03, "the exploration slot's prior: the click rate of a random item "
+                                                 "shown to a random user (its scale; the content score orders it)")
     patience: int = setting(3, "early stopping: epochs without improvement")
     min_steps_before_stopping: int = setting(1000, "early stopping judges no epoch before this many optimizer steps "
                                                    "(small datasets have noisy early epochs)")

@@ -17,7 +17,10 @@ tail cannot afford. The ranker, which reads the live count itself, orders the ca
 """
 from __future__ import annotations
 
+import numpy as np
+
 from tworec.contract import Split
+from tworec.live.exploration import ClickPrior
 from tworec.tf_setup import keras
 from tworec.towers.live_counts import LiveTerm, PostTrainingEvents
 from tworec.towers.scoring import RERANK_DEPTH, JudgedSplit, RetrievalScorer
@@ -109,3 +112,46 @@ def fit_live_weight(scorer: RetrievalScorer, judged: JudgedSplit, events: PostTr
     allowed = [w for w in grid if table[w][1] >= floor]
     best = max(allowed, key=lambda w: (table[w][0], -w))
     return (best if table[best][0] - table[0.0][0] >= min_gain else 0.0), table
+
+
+def fit_click_prior(scorer: RetrievalScorer, judged: JudgedSplit, base_ctr: float, negatives: int = 20,
+                    seed: int = 0) -> ClickPrior:
+    """The exploration slot's prior: a logistic map from retrieval score to click rate, fitted on
+    ``judged`` (each query's target against ``negatives`` random items), its intercept then moved
+    so that a random item shown to a random query has mean rate ``base_ctr``."""
+    rng = np.random.default_rng(seed)
+    positive, negative = [], []
+    for start in range(0, len(judged), 512):
+        stop = min(start + 512, len(judged))
+        scores = scorer(start, stop)
+        positive.append(scores[np.arange(stop - start), judged.targets[start:stop]])
+        negative.append(np.take_along_axis(scores, rng.integers(0, scores.shape[1], (stop - start, negatives)), 1)
+                        .ravel())
+    positive, negative = np.concatenate(positive), np.concatenate(negative)
+    x = np.concatenate([positive, negative]).astype(np.float64)
+    y = np.concatenate([np.ones(len(positive)), np.zeros(len(negative))])
+    slope, intercept = _logistic(x, y)
+    # The level: solve mean sigmoid(slope * s + intercept + shift) = base_ctr over random pairs.
+    low, high = -50.0, 50.0
+    for _ in range(100):
+        shift = (low + high) / 2
+        if ClickPrior(slope, intercept + shift).mean(negative).mean() > base_ctr:
+            high = shift
+        else:
+            low = shift
+    return ClickPrior(float(slope), float(intercept + (low + high) / 2))
+
+
+def _logistic(x: np.ndarray, y: np.ndarray, iterations: int = 50) -> tuple[float, float]:
+    """Maximum-likelihood (slope, intercept) of P(y = 1 | x) = sigmoid(slope · x + intercept)."""
+    design = np.stack([x, np.ones_like(x)], 1)
+    w = np.zeros(2)
+    for _ in range(iterations):
+        p = 1.0 / (1.0 + np.exp(-design @ w))
+        gradient = design.T @ (y - p)
+        hessian = (design * (p * (1 - p))[:, None]).T @ design + 1e-9 * np.eye(2)
+        step = np.linalg.solve(hessian, gradient)
+        w += step
+        if np.abs(step).max() < 1e-10:
+            break
+    return float(w[0]), float(w[1])

@@ -18,7 +18,9 @@ from tworec.towers.features import Lookups, interaction_dataset
 from tworec.towers.model import FinetuneParts, TwoTowerModel
 from tworec.towers.live_counts import PostTrainingEvents
 from tworec.towers.scoring import RetrievalScorer
-from tworec.towers.selection import ValidationHitRate, fit_live_weight, fit_new_item_offset, validation_split
+from tworec.towers.selection import (
+    ValidationHitRate, fit_click_prior, fit_live_weight, fit_new_item_offset, validation_split,
+)
 from tworec.training import (
     Throughput, TrainingFolder, default_strategy, fit_summary, training_callbacks, transfer_weights, verbosity,
 )
@@ -123,6 +125,11 @@ def train_retrieval(data_dir: str, out_dir: str, config: RetrievalConfig = Retri
         scorer = RetrievalScorer.of_model(model, lookups, config.history_length, judged)
         live_weight, live_fit = fit_live_weight(scorer, judged, PostTrainingEvents.of_splits(data_dir, catalog),
                                                 config.live_half_life_s, config.live_tail_floor)
+    click_prior = None
+    if protocol.valid is not None and config.uses_content:
+        judged = judged or validation_split(data_dir, catalog, config.validation_queries)
+        click_prior = fit_click_prior(RetrievalScorer.of_model(model, lookups, config.history_length, judged), judged,
+                                      config.click_prior_base_rate, seed=config.seed)
     summary = {
         **fit_summary(strategy, history, monitor if validation is not None else None),
         "train_examples_per_second": round(throughput.per_second, 1),
@@ -134,7 +141,7 @@ def train_retrieval(data_dir: str, out_dir: str, config: RetrievalConfig = Retri
         "live_weight_fit": {f"{w:g}": v for w, v in live_fit.items()},
         "warm_start": {"from": str(previous.path.resolve()), **warm} if previous else None,
     }
-    return RetrievalArtifact.save(out_dir, model, catalog, config, data_dir, summary, live_weight)
+    return RetrievalArtifact.save(out_dir, model, catalog, config, data_dir, summary, live_weight, click_prior)
 
 
 

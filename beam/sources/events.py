@@ -12,8 +12,8 @@ sees the interactions it was built from and what users did since.
   its earlier definitions (each replaced one is counted as read kind ``item_update``);
 - users: DATA_DIR's.
 
-Impressions and removals are read and counted (``read``: impression, catalog_change) but are not
-interactions. Every log line is accounted for: read = written + rejected, per kind.
+Impressions, removals and exploration decisions are read and counted (``read``: impression,
+catalog_change) but are not interactions. Every log line is accounted for: read = written + rejected, per kind.
 """
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ class ParseLogLine(beam.DoFn):
         if kind == "upsert":
             for j, item in enumerate(record.get("items") or []):
                 yield beam.pvalue.TaggedOutput(ITEM, _upserted_item(item, f"{line.origin}#{j}"))
-        elif kind == "remove":
+        elif kind in ("remove", "decision"):
             yield beam.pvalue.TaggedOutput(CHANGE, line.origin)
         elif kind == "event":
             try:

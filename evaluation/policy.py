@@ -1,0 +1,154 @@
+"""``tworec eval-policy``: a candidate exploration policy's click rate, estimated from logged
+decisions before it goes live.
+
+    tworec eval-policy --log LOG_DIR --policy POLICY.json --out DIR
+
+The gateway logs every exploration-slot decision (live/recorder.py): the candidates with their
+prior click rates, impressions and clicks, the item shown and its propensity under the serving
+policy. A decision counts when its item's impression came back (``RecordEvents``, with the
+answer's ``request_id`` and the slot's ``position``); its reward is 1 when a click on it came back
+the same way. For the candidate policy π, with w = π(shown | pool) / propensity:
+
+    IPS   mean(w · r)
+    SNIPS sum(w · r) / sum(w)
+    DR    mean(sum_a π(a | pool) q(a) + w · (r − q(shown))), q: each candidate's posterior mean
+
+plus the effective sample size (sum w)² / sum w² and the largest weight, which say how far the
+estimate can be trusted. POLICY.json names the policy (``thompson``, ``greedy`` — the highest
+posterior mean — or ``uniform``) and any ExplorationConfig field, e.g.
+``{"policy": "thompson", "prior_strength": 50}``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tworec.artifacts import DescribedFolder
+from tworec.live.event_log import read_records
+from tworec.live.exploration import ExplorationConfig, Pool, posteriors, thompson_probabilities
+
+POLICIES = ("thompson", "greedy", "uniform")
+
+
+@dataclass
+class Decision:
+    pool: Pool
+    shown: int  # index in the pool
+    propensity: float  # of the shown item under the logging policy
+    reward: float  # 1: clicked
+
+
+def logged_decisions(log_dir) -> tuple[list, dict]:
+    """(decisions whose impression came back, counts of what was read)."""
+    records = read_records(log_dir)
+    shown, clicked, decisions = set(), set(), []
+    for r in records:
+        if r.get("kind", "event") == "event" and r.get("request_id") and r.get("position", -1) >= 0:
+            key = (r["request_id"], r["position"], r["item_id"])
+            if r["type"] == "impression":
+                shown.add(key)
+            elif r["type"] == "click":
+                clicked.add(key)
+    counts = {"decisions": 0, "without_impression": 0}
+    for r in records:
+        if r.get("kind") != "decision":
+            continue
+        counts["decisions"] += 1
+        key = (r["request_id"], r["position"], r["chosen"])
+        if key not in shown:
+            counts["without_impression"] += 1
+            continue
+        pool = Pool.from_record(r)
+        decisions.append(Decision(pool, pool.items.index(r["chosen"]), float(r["propensity"]), float(key in clicked)))
+    counts["used"] = len(decisions)
+    return decisions, counts
+
+
+def target_probabilities(pool: Pool, policy: str, config: ExplorationConfig, rng: np.random.Generator,
+                         draws: int) -> np.ndarray:
+    """π(a | pool) for every candidate of the pool."""
+    if policy == "uniform":
+        return np.full(len(pool), 1.0 / len(pool))
+    if policy == "greedy":
+        competing = np.argsort(-pool.prior_mean, kind="stable")[: config.pool_size]
+        alpha, beta = posteriors(pool.prior_mean[competing], pool.impressions[competing], pool.clicks[competing],
+                                 config.prior_strength)
+        out = np.zeros(len(pool))
+        out[competing[int(np.argmax(alpha / (alpha + beta)))]] = 1.0
+        return out
+    return thompson_probabilities(pool, config, rng, draws)
+
+
+def estimates(rewards, propensities, target_of_shown, target_all, q_all, q_shown) -> dict:
+    """IPS, SNIPS and DR from per-decision arrays: rewards, the logging propensities and the
+    target's probability of the shown item [n]; the target's probabilities and the reward model of
+    every candidate (lists of [pool] arrays), and the model's value of the shown item [n]."""
+    r, p, t = (np.asarray(x, np.float64) for x in (rewards, propensities, target_of_shown))
+    w = t / p
+    direct = np.array([float(np.dot(pi, q)) for pi, q in zip(target_all, q_all)])
+    return {
+        "ips": float(np.mean(w * r)),
+        "snips": float(np.sum(w * r) / np.sum(w)) if np.sum(w) > 0 else 0.0,
+        "dr": float(np.mean(direct + w * (r - np.asarray(q_shown, np.float64)))),
+        "dm": float(np.mean(direct)),
+        "ess": float(np.sum(w) ** 2 / np.sum(w ** 2)) if np.sum(w ** 2) > 0 else 0.0,
+        "max_weight": float(np.max(w)) if len(w) else 0.0,
+        "n": int(len(r)),
+        "logged_ctr": float(np.mean(r)) if len(r) else 0.0,
+    }
+
+
+def evaluate_policy(decisions: list, policy: str, config: ExplorationConfig, draws: int = 2000, seed: int = 0) -> dict:
+    """The estimates of ``policy`` (with ``config``) on ``decisions``."""
+    rng = np.random.default_rng(seed)
+    target_all, q_all = [], []
+    for d in decisions:
+        target_all.append(target_probabilities(d.pool, policy, config, rng, draws))
+        alpha, beta = posteriors(d.pool.prior_mean, d.pool.impressions, d.pool.clicks, config.prior_strength)
+        q_all.append(alpha / (alpha + beta))
+    return estimates([d.reward for d in decisions], [d.propensity for d in decisions],
+                     [t[d.shown] for t, d in zip(target_all, decisions)], target_all, q_all,
+                     [q[d.shown] for q, d in zip(q_all, decisions)])
+
+
+def read_policy(path) -> tuple[str, ExplorationConfig]:
+    """(policy name, its ExplorationConfig) from a POLICY.json."""
+    from tworec import settings
+
+    values = json.loads(Path(path).read_text())
+    policy = values.pop("policy", "thompson")
+    if policy not in POLICIES:
+        raise settings.SettingError(f"policy must be one of {', '.join(POLICIES)}, not {policy!r}")
+    return policy, settings.from_dict(ExplorationConfig, {**settings.to_dict(ExplorationConfig()), **values})
+
+
+class PolicyEvaluation(DescribedFolder):
+    """An eval-policy folder: ``policy_eval.json`` (the estimates, the policy, what was read)."""
+
+    KIND = "tworec policy evaluation"
+    VERSION = 1
+    REMEDY = "run `tworec eval-policy`"
+    DESCRIPTION = "policy_eval.json"
+
+    @classmethod
+    def save(cls, path, estimates_: dict, policy: str, config: ExplorationConfig, counts: dict, log_dir: str) -> dict:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        payload = {"policy": policy, "config": dataclasses.asdict(config), "log": str(log_dir), "read": counts,
+                   "estimates": estimates_}
+        cls.describe(path, payload)
+        return payload
+
+
+def eval_policy(log_dir: str, policy_path: str, out_dir: str) -> dict:
+    policy, config = read_policy(policy_path)
+    decisions, counts = logged_decisions(log_dir)
+    if not decisions:
+        from tworec.errors import UserError
+
+        raise UserError(f"{log_dir} has no exploration decision whose impression was recorded ({counts}): send "
+                        "impressions with the answer's request_id and the slot's position")
+    return PolicyEvaluation.save(out_dir, evaluate_policy(decisions, policy, config), policy, config, counts, log_dir)

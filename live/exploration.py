@@ -1,0 +1,159 @@
+"""The exploration slot: a position of every answer given to a new or under-exposed item, chosen by
+Thompson sampling over each candidate's click rate. This module is the policy: the gateway calls
+it, the exploration simulator runs it, and ``tworec eval-policy`` scores it offline.
+
+Each candidate's click rate has a Beta posterior. Its prior comes from the content model: the
+retrieval score of the item for this user, mapped to a click rate by a calibration fitted on
+validation (``ClickPrior``), worth ``prior_strength`` impressions; the item's impressions and
+clicks since (live state) update it. The slot shows the candidate whose posterior draw is highest;
+its propensity (the probability the policy shows that item in that slot, given the candidates)
+is estimated by drawing the whole choice ``propensity_draws`` times.
+
+Candidates: items without an id embedding (the model knows them by their text only: cold, new,
+upserted) with fewer than ``graduate_after`` impressions, never an item the user had, a removed
+item or one the request excludes, and at most ``pool_size`` of them, the highest-scoring for the
+user.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from tworec.settings import setting
+
+
+@dataclass(frozen=True)
+class ExplorationConfig:
+    enabled: bool = setting(True, "give one position of every personalised answer to a new or under-exposed item")
+    position: int = setting(4, "the slot's 0-based position (in the top 10 by default); answers shorter than it "
+                               "have no slot")
+    pool_size: int = setting(50, "candidates considered per answer: the new items that score highest for the user")
+    prior_strength: float = setting(20.0, "impressions the content model's prior is worth")
+    graduate_after: int = setting(200, "impressions after which an item leaves exploration (its id is learnt at the "
+                                       "next refresh)")
+    propensity_draws: int = setting(200, "Thompson draws that estimate the propensity of the item shown")
+
+
+@dataclass(frozen=True)
+class ClickPrior:
+    """A retrieval score → the prior mean click rate of an item in the slot: sigmoid(slope · score
+    + intercept), fitted on validation (towers/selection.py fit_click_prior)."""
+
+    slope: float
+    intercept: float
+
+    def mean(self, scores: np.ndarray) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-(self.slope * np.asarray(scores, np.float64) + self.intercept)))
+
+
+@dataclass
+class Pool:
+    """The slot's eligible candidates for one answer: each one's prior click rate (from its score
+    for this user) and its impressions and clicks so far."""
+
+    items: list
+    prior_mean: np.ndarray
+    impressions: np.ndarray
+    clicks: np.ndarray
+    scores: np.ndarray | None = None  # the retrieval scores the prior came from, where known
+
+    @classmethod
+    def of(cls, items: list, scores, impressions, clicks, prior: ClickPrior) -> "Pool":
+        scores = np.asarray(scores, np.float64)
+        return cls(list(items), prior.mean(scores), np.asarray(impressions, np.float64),
+                   np.asarray(clicks, np.float64), scores)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def record(self) -> dict:
+        """What the event log keeps of the pool (``tworec eval-policy`` reads it back)."""
+        return {"candidates": self.items, "prior_mean": [round(float(m), 6) for m in self.prior_mean],
+                "impressions": [int(n) for n in self.impressions], "clicks": [int(n) for n in self.clicks]}
+
+    @classmethod
+    def from_record(cls, record: dict) -> "Pool":
+        return cls(list(record["candidates"]), np.asarray(record["prior_mean"], np.float64),
+                   np.asarray(record["impressions"], np.float64), np.asarray(record["clicks"], np.float64))
+
+
+def candidate_pool(ids_of, scores: np.ndarray, excluded: set, exposure, prior: ClickPrior,
+                   config: ExplorationConfig) -> Pool:
+    """The slot's pool for one answer: the ``pool_size`` best-scoring items for the user among the
+    items without an id embedding (``scores``; ``ids_of(indices)`` → their ids) that are not in
+    ``excluded`` (what the user had, removed items, the request's exclusions, the answer's other
+    items) and have not graduated (``exposure(ids)`` → impressions, clicks). Looks further down
+    the scores only as far as it must."""
+    scores = np.asarray(scores)
+    items, item_scores, item_impressions, item_clicks = [], [], [], []
+    looked, window = 0, 2 * config.pool_size + len(excluded)
+    while len(items) < config.pool_size and looked < len(scores):
+        window = min(len(scores), max(window, looked + 1))
+        part = np.argpartition(-scores, window - 1)[:window] if window < len(scores) else np.arange(len(scores))
+        order = part[np.argsort(-scores[part], kind="stable")][looked:]  # the next best, best first
+        ids = ids_of(order)
+        keep = [k for k, item in enumerate(ids) if item not in excluded]
+        impressions, clicks = exposure([ids[k] for k in keep])
+        for k, n_shown, n_clicked in zip(keep, impressions, clicks):
+            if n_shown < config.graduate_after and len(items) < config.pool_size:
+                items.append(ids[k])
+                item_scores.append(float(scores[order[k]]))
+                item_impressions.append(n_shown)
+                item_clicks.append(n_clicked)
+        looked, window = window, 2 * window
+    return Pool.of(items, np.asarray(item_scores), item_impressions, item_clicks, prior)
+
+
+@dataclass
+class SlotChoice:
+    item: str
+    propensity: float  # of showing ``item`` in the slot, given the pool
+    pool: Pool
+
+
+def posteriors(prior_mean: np.ndarray, impressions: np.ndarray, clicks: np.ndarray,
+               prior_strength: float) -> tuple[np.ndarray, np.ndarray]:
+    """Beta(alpha, beta) of each candidate's click rate: its prior mean worth ``prior_strength``
+    impressions, updated by its impressions and clicks (clicks never exceed impressions here,
+    whatever was logged)."""
+    mean = np.clip(np.asarray(prior_mean, np.float64), 1e-4, 1 - 1e-4)
+    clicks = np.minimum(np.asarray(clicks, np.float64), np.asarray(impressions, np.float64))
+    misses = np.asarray(impressions, np.float64) - clicks
+    return mean * prior_strength + clicks, (1.0 - mean) * prior_strength + misses
+
+
+def thompson_probabilities(pool: Pool, config: ExplorationConfig, rng: np.random.Generator,
+                           draws: int | None = None) -> np.ndarray:
+    """The probability that each candidate of ``pool`` wins the slot under Thompson sampling with
+    ``config`` (only the ``pool_size`` candidates of highest prior compete), from ``draws`` draws."""
+    draws = draws or config.propensity_draws
+    out = np.zeros(len(pool))
+    competing = np.argsort(-pool.prior_mean, kind="stable")[: config.pool_size]
+    alpha, beta = posteriors(pool.prior_mean[competing], pool.impressions[competing], pool.clicks[competing],
+                             config.prior_strength)
+    samples = rng.beta(alpha, beta, size=(draws, len(competing)))
+    out[competing] = np.bincount(np.argmax(samples, axis=1), minlength=len(competing)) / draws
+    return out
+
+
+def choose(pool: Pool, config: ExplorationConfig, rng: np.random.Generator) -> SlotChoice | None:
+    """The slot's item: one Thompson draw among the ``pool_size`` candidates of highest prior, with
+    its propensity; None for an empty pool."""
+    if not len(pool):
+        return None
+    competing = np.argsort(-pool.prior_mean, kind="stable")[: config.pool_size]
+    alpha, beta = posteriors(pool.prior_mean[competing], pool.impressions[competing], pool.clicks[competing],
+                             config.prior_strength)
+    winner = int(competing[np.argmax(rng.beta(alpha, beta))])
+    probability = thompson_probabilities(pool, config, rng)[winner]
+    # The draw that chose is one more draw of the same policy: counting it keeps the estimate above 0.
+    propensity = (probability * config.propensity_draws + 1) / (config.propensity_draws + 1)
+    return SlotChoice(pool.items[winner], float(propensity), pool)
+
+
+def uniform_choice(pool: Pool, rng: np.random.Generator) -> SlotChoice | None:
+    """Any candidate of the pool, equally likely (the exploration simulator's random arm)."""
+    if not len(pool):
+        return None
+    return SlotChoice(pool.items[int(rng.integers(len(pool)))], 1.0 / len(pool), pool)

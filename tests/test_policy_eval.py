@@ -1,0 +1,120 @@
+"""Off-policy evaluation: the estimators on a hand-computed fixture, the exploration policy's
+probabilities, and ``tworec eval-policy`` on a log written the way the gateway writes it."""
+import json
+
+import numpy as np
+import pytest
+
+from tworec.evaluation.policy import estimates, evaluate_policy, logged_decisions
+from tworec.live.exploration import ExplorationConfig, Pool, choose, posteriors, thompson_probabilities
+
+
+def test_the_estimators_on_a_hand_computed_fixture():
+    # Three decisions, two candidates each. Logging propensities of the shown item 0.5, 0.25, 0.8;
+    # the target's probabilities of the shown item 1.0, 0.5, 0.2; rewards 1, 0, 1.
+    rewards, logged, target_shown = [1, 0, 1], [0.5, 0.25, 0.8], [1.0, 0.5, 0.2]
+    target_all = [np.array([1.0, 0.0]), np.array([0.5, 0.5]), np.array([0.2, 0.8])]
+    q_all = [np.array([0.1, 0.3]), np.array([0.2, 0.2]), np.array([0.5, 0.1])]
+    q_shown = [0.1, 0.2, 0.5]
+    got = estimates(rewards, logged, target_shown, target_all, q_all, q_shown)
+    w = np.array([2.0, 2.0, 0.25])  # target / logging
+    assert got["ips"] == pytest.approx((2.0 * 1 + 0 + 0.25 * 1) / 3)
+    assert got["snips"] == pytest.approx((2.0 + 0.25) / w.sum())
+    direct = np.array([0.1, 0.2, 0.2 * 0.5 + 0.8 * 0.1])
+    assert got["dm"] == pytest.approx(direct.mean())
+    assert got["dr"] == pytest.approx(np.mean(direct + w * (np.array(rewards) - np.array(q_shown))))
+    assert got["ess"] == pytest.approx(w.sum() ** 2 / (w ** 2).sum()) and got["max_weight"] == 2.0
+    # The same policy as the logging one: every weight 1, IPS = the logged click rate.
+    same = estimates(rewards, logged, logged, target_all, q_all, q_shown)
+    assert same["ips"] == same["snips"] == pytest.approx(2 / 3) and same["ess"] == pytest.approx(3)
+
+
+def test_thompson_probabilities_sum_to_one_over_the_candidates_and_follow_the_posteriors():
+    rng = np.random.default_rng(0)
+    config = ExplorationConfig(pool_size=3, prior_strength=10)
+    pool = Pool(["a", "b", "c", "d"], np.array([0.02, 0.03, 0.05, 0.01]), np.array([100.0, 0, 0, 0]),
+                np.array([30.0, 0, 0, 0]))
+    probabilities = thompson_probabilities(pool, config, rng, draws=20_000)
+    assert probabilities.sum() == pytest.approx(1.0) and probabilities[3] == 0  # "d" is outside the top 3
+    assert probabilities[0] > 0.95  # 30 clicks in 100 impressions beat priors of 2-5%
+    alpha, beta = posteriors(pool.prior_mean, pool.impressions, pool.clicks, 10)
+    assert alpha[0] == pytest.approx(0.2 + 30) and beta[0] == pytest.approx(9.8 + 70)
+    choice = choose(pool, config, rng)
+    assert choice.item == "a" and choice.propensity > 0.9
+
+
+def test_eval_policy_reads_decisions_joined_to_their_impressions_and_clicks(tmp_path):
+    from tworec.live.event_log import EventLog
+
+    rng = np.random.default_rng(1)
+    log = EventLog(tmp_path / "log" / "r1")
+    config = ExplorationConfig(pool_size=4)
+    truth = {"a": 0.1, "b": 0.05, "c": 0.02, "d": 0.01}
+    records = []
+    for n in range(3000):  # a uniform logging policy: every target is estimable
+        pool = Pool(list(truth), np.array([0.03, 0.03, 0.03, 0.03]), np.zeros(4), np.zeros(4))
+        shown = pool.items[int(rng.integers(4))]
+        request = f"q{n}"
+        records.append({"kind": "decision", "request_id": request, "user_id": "u", "position": 4, "at": n,
+                        "chosen": shown, "propensity": 0.25, **pool.record()})
+        if n % 10:  # a tenth of the impressions never came back
+            records.append({"kind": "event", "event_id": f"i{n}", "user_id": "u", "item_id": shown,
+                            "type": "impression", "timestamp": 1_700_000_000, "request_id": request, "position": 4})
+            if rng.random() < truth[shown]:
+                records.append({"kind": "event", "event_id": f"c{n}", "user_id": "u", "item_id": shown,
+                                "type": "click", "timestamp": 1_700_000_001, "request_id": request, "position": 4})
+    log.append(records)
+    log.close()
+    decisions, counts = logged_decisions(tmp_path / "log")
+    assert counts == {"decisions": 3000, "without_impression": 300, "used": 2700}
+    uniform = evaluate_policy(decisions, "uniform", config)
+    assert uniform["ips"] == pytest.approx(uniform["logged_ctr"]) and uniform["ess"] == pytest.approx(2700)
+    # Greedy with equal priors and no counts picks "a" (the first): its estimate is a's click rate.
+    greedy = evaluate_policy(decisions, "greedy", config)
+    assert abs(greedy["snips"] - truth["a"]) < 0.03 and greedy["max_weight"] == pytest.approx(4.0)
+
+    from tworec.cli.main import main
+
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps({"policy": "greedy"}))
+    assert main(["eval-policy", "--log", str(tmp_path / "log"), "--policy", str(policy), "--out",
+                 str(tmp_path / "out")]) == 0
+    written = json.loads((tmp_path / "out" / "policy_eval.json").read_text())
+    assert written["estimates"]["snips"] == pytest.approx(greedy["snips"])
+
+
+# --- the slot itself ---------------------------------------------------------------------------------
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.data())
+def test_the_slot_never_shows_a_seen_removed_excluded_or_graduated_item(data):
+    from tworec.live.exploration import ClickPrior, candidate_pool
+
+    n = data.draw(st.integers(1, 60))
+    items = [f"i{j}" for j in range(n)]
+    scores = np.array(data.draw(st.lists(st.floats(-1, 1), min_size=n, max_size=n)))
+    seen = set(data.draw(st.lists(st.sampled_from(items), max_size=n)))
+    removed = set(data.draw(st.lists(st.sampled_from(items), max_size=5)))
+    excluded = set(data.draw(st.lists(st.sampled_from(items), max_size=5)))
+    impressions = np.array(data.draw(st.lists(st.integers(0, 400), min_size=n, max_size=n)), float)
+    clicks = np.minimum(impressions, np.array(data.draw(st.lists(st.integers(0, 50), min_size=n, max_size=n)), float))
+    config = ExplorationConfig(pool_size=data.draw(st.integers(1, 10)), graduate_after=200)
+    lookup = {i: (impressions[j], clicks[j]) for j, i in enumerate(items)}
+    pool = candidate_pool(lambda js: [items[j] for j in js], scores, seen | removed | excluded,
+                          lambda ids: (np.array([lookup[i][0] for i in ids]), np.array([lookup[i][1] for i in ids])),
+                          ClickPrior(5.0, -3.5), config)
+    forbidden = seen | removed | excluded | {i for i in items if lookup[i][0] >= 200}
+    assert not set(pool.items) & forbidden
+    allowed = [i for i in items if i not in forbidden]
+    assert len(pool) == min(config.pool_size, len(allowed))  # full whenever it can be
+    best = sorted(allowed, key=lambda i: -scores[items.index(i)])[:config.pool_size]
+    assert sorted(scores[items.index(i)] for i in pool.items) == sorted(scores[items.index(i)] for i in best)
+    choice = choose(pool, config, np.random.default_rng(data.draw(st.integers(0, 1000))))
+    if not allowed:
+        assert choice is None
+        return
+    assert choice.item in allowed and 0 < choice.propensity <= 1
+    probabilities = thompson_probabilities(pool, config, np.random.default_rng(0), draws=500)
+    assert probabilities.sum() == pytest.approx(1.0) and probabilities[pool.items.index(choice.item)] >= 0
