@@ -21,8 +21,9 @@ Per arm, means and 95% intervals over ``--seeds`` seeds: clicks, new-item clicks
 at least 3 clicks by the end (the discoverable set), and the median impressions to a new item's
 first click (Kaplan-Meier over the new items that were shown; where an arm's curve never reaches
 one half, the horizon is reported with ``reached: false``). Off-policy: the Thompson policy's slot
-click rate estimated (IPS, SNIPS, DR; live/exploration.py decisions, evaluation/policy.py
-estimators) from the random arm's logs, against its true value on the same decisions.
+click rate estimated (IPS, SNIPS, DR with 95% intervals; evaluation/policy.py) from the random
+arm's logs of all seeds pooled, against its true value on the same decisions, and against the
+slot click rate the Thompson arm had in its own runs.
 """
 from __future__ import annotations
 
@@ -103,7 +104,8 @@ def simulate(arm: str, world: dict, truth: np.ndarray, offset: float, args, seed
     from tworec.live import exploration
 
     rng = np.random.default_rng(seed)
-    config = exploration.ExplorationConfig(position=args.position, graduate_after=args.graduate_after)
+    config = exploration.ExplorationConfig(position=args.position, graduate_after=args.graduate_after,
+                                           prior_strength=args.prior_strength)
     n_items = len(world["item_ids"])
     impressions, clicks = np.zeros(n_items), np.zeros(n_items)
     first_click_at = np.full(n_items, -1.0)  # impressions when the first click came
@@ -155,7 +157,8 @@ def simulate(arm: str, world: dict, truth: np.ndarray, offset: float, args, seed
     waited = np.where(first_click_request >= 0, first_click_request, len(world["times"])) - launched_at
     km_time = kaplan_meier_median(waited[in_stream].astype(np.float64), (first_click_request >= 0)[in_stream])
     curve = kaplan_meier_curve(waited[in_stream].astype(np.float64), (first_click_request >= 0)[in_stream])
-    return {"clicks": total, "new_item_clicks": new_clicks,
+    slot_ctr = float(np.mean([p[c.pool.items.index(c.item)] for c, _, p in decisions])) if decisions else 0.0
+    return {"clicks": total, "new_item_clicks": new_clicks, "slot_ctr": slot_ctr,
             "discoverable_new_items": int(((clicks >= 3) & new).sum()),
             "new_items_shown": int(shown_new.sum()), "median_impressions_to_first_click": km,
             "median_requests_to_first_click": km_time, "requests": len(world["times"]), "decisions": decisions,
@@ -227,8 +230,9 @@ def off_policy(decisions: list, draws: int, seed: int) -> dict:
     logged = [Decision(c.pool, c.pool.items.index(c.item), c.propensity, float(hit)) for c, hit, _ in decisions]
     estimate = evaluate_policy(logged, "thompson", config, draws=draws, seed=seed)
     true = float(np.mean([np.dot(thompson_probabilities(c.pool, config, rng, draws), p) for c, _, p in decisions]))
-    return {**{k: estimate[k] for k in ("ips", "snips", "dr", "ess", "max_weight", "n")}, "true": true,
-            "relative_error": {k: abs(estimate[k] - true) / true for k in ("ips", "snips", "dr")}}
+    return {**{k: estimate[k] for k in ("ips", "snips", "dr", "ess", "max_weight", "n", "ci95")}, "true": true,
+            "relative_error": {k: abs(estimate[k] - true) / true for k in ("ips", "snips", "dr")},
+            "true_in_ci95": {k: bool(lo <= true <= hi) for k, (lo, hi) in estimate["ci95"].items()}}
 
 
 # Student's t 97.5% quantiles for 1..9 degrees of freedom (a few seeds), then the normal's.
@@ -254,6 +258,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--sharpness", type=float, default=1.5, help="a: how much the hidden preference moves clicks")
     parser.add_argument("--position", type=int, default=4)
     parser.add_argument("--graduate-after", type=int, default=200)
+    parser.add_argument("--prior-strength", type=float, default=20.0)
     parser.add_argument("--ope-draws", type=int, default=500)
     parser.add_argument("--results", help="merge the result into this shared results file (the report reads it)")
     args = parser.parse_args(argv)
@@ -263,7 +268,7 @@ def main(argv=None) -> dict:
     truth = ground_truth(world["ratings"])
     offset = calibrate_offset(world, truth, args)
     runs = {arm: [] for arm in ARMS}
-    ope, out_curves = [], {}
+    ope, out_curves, logged = [], {}, []
     for seed in range(args.seeds):
         for arm in ARMS:
             result = simulate(arm, world, truth, offset, args, seed)
@@ -274,6 +279,7 @@ def main(argv=None) -> dict:
             runs[arm].append(result)
             if arm == "random_slot":
                 ope.append(off_policy(decisions, args.ope_draws, seed))
+                logged += decisions
             print(f"seed {seed} {arm}: clicks {result['clicks']}, new {result['new_item_clicks']}, discoverable "
                   f"{result['discoverable_new_items']}, median to first click {result['median_impressions_to_first_click']}",
                   flush=True)
@@ -292,9 +298,14 @@ def main(argv=None) -> dict:
             summary["ci95"][key] = interval([m["value"] for m in medians])
         summary["per_seed"] = results
         out["arms"][arm] = summary
-    out["ope"] = {k: float(np.mean([o[k] for o in ope])) for k in ("ips", "snips", "dr", "true", "ess", "max_weight")}
-    out["ope"]["relative_error"] = {k: float(np.mean([o["relative_error"][k] for o in ope]))
-                                    for k in ("ips", "snips", "dr")}
+    # The seeds' random-arm logs pooled: one log of seeds × requests decisions. "true" is the
+    # Thompson policy's click rate on exactly those decisions; "thompson_arm" is the slot click rate
+    # the Thompson arm had in its own runs (its posteriors grew from its own choices).
+    out["ope"] = off_policy(logged, args.ope_draws, 0)
+    arm_ctr = float(np.mean([r["slot_ctr"] for r in runs["thompson_slot"]]))
+    out["ope"]["thompson_arm"] = arm_ctr
+    out["ope"]["relative_error_to_thompson_arm"] = {k: abs(out["ope"][k] - arm_ctr) / arm_ctr
+                                                   for k in ("ips", "snips", "dr")}
     out["ope"]["per_seed"] = ope
     no, ts = out["arms"]["no_slot"], out["arms"]["thompson_slot"]
     out["goals"] = {

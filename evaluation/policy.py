@@ -13,8 +13,8 @@ the same way. For the candidate policy π, with w = π(shown | pool) / propensit
     SNIPS sum(w · r) / sum(w)
     DR    mean(sum_a π(a | pool) q(a) + w · (r − q(shown))), q: each candidate's posterior mean
 
-plus the effective sample size (sum w)² / sum w² and the largest weight, which say how far the
-estimate can be trusted. POLICY.json names the policy (``thompson``, ``greedy`` — the highest
+each with a 95% interval, plus the effective sample size (sum w)² / sum w² and the largest
+weight, which say how far the estimate can be trusted. POLICY.json names the policy (``thompson``, ``greedy`` — the highest
 posterior mean — or ``uniform``) and any ExplorationConfig field, e.g.
 ``{"policy": "thompson", "prior_strength": 50}``.
 """
@@ -90,16 +90,29 @@ def estimates(rewards, propensities, target_of_shown, target_all, q_all, q_shown
     r, p, t = (np.asarray(x, np.float64) for x in (rewards, propensities, target_of_shown))
     w = t / p
     direct = np.array([float(np.dot(pi, q)) for pi, q in zip(target_all, q_all)])
+    snips = float(np.sum(w * r) / np.sum(w)) if np.sum(w) > 0 else 0.0
+    # Each estimator is a mean of per-decision terms (SNIPS by the delta method): its interval is
+    # the normal one of that mean.
+    terms = {"ips": w * r, "dr": direct + w * (r - np.asarray(q_shown, np.float64)),
+             "snips": (w * r - snips * w) / max(float(np.mean(w)), 1e-12) + snips}
+    out = {name: float(np.mean(x)) for name, x in terms.items()}
+    out["snips"] = snips
+    out["ci95"] = {name: _normal_interval(out[name], x) for name, x in terms.items()}
     return {
-        "ips": float(np.mean(w * r)),
-        "snips": float(np.sum(w * r) / np.sum(w)) if np.sum(w) > 0 else 0.0,
-        "dr": float(np.mean(direct + w * (r - np.asarray(q_shown, np.float64)))),
+        **out,
         "dm": float(np.mean(direct)),
         "ess": float(np.sum(w) ** 2 / np.sum(w ** 2)) if np.sum(w ** 2) > 0 else 0.0,
         "max_weight": float(np.max(w)) if len(w) else 0.0,
         "n": int(len(r)),
         "logged_ctr": float(np.mean(r)) if len(r) else 0.0,
     }
+
+
+def _normal_interval(value: float, terms: np.ndarray) -> list | None:
+    if len(terms) < 2:
+        return None  # one decision says nothing about its spread
+    half = 1.96 * float(np.std(terms, ddof=1)) / np.sqrt(len(terms))
+    return [value - half, value + half]
 
 
 def evaluate_policy(decisions: list, policy: str, config: ExplorationConfig, draws: int = 2000, seed: int = 0) -> dict:

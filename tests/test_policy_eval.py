@@ -24,6 +24,10 @@ def test_the_estimators_on_a_hand_computed_fixture():
     assert got["dm"] == pytest.approx(direct.mean())
     assert got["dr"] == pytest.approx(np.mean(direct + w * (np.array(rewards) - np.array(q_shown))))
     assert got["ess"] == pytest.approx(w.sum() ** 2 / (w ** 2).sum()) and got["max_weight"] == 2.0
+    ips_terms = w * np.array(rewards)  # the IPS interval: mean ± 1.96 · sd / √n of these
+    half = 1.96 * ips_terms.std(ddof=1) / np.sqrt(3)
+    assert got["ci95"]["ips"] == pytest.approx([got["ips"] - half, got["ips"] + half])
+    assert all(lo < got[k] < hi for k, (lo, hi) in got["ci95"].items())
     # The same policy as the logging one: every weight 1, IPS = the logged click rate.
     same = estimates(rewards, logged, logged, target_all, q_all, q_shown)
     assert same["ips"] == same["snips"] == pytest.approx(2 / 3) and same["ess"] == pytest.approx(3)
