@@ -100,7 +100,9 @@ def _run_index(args, _):
 
     index = ItemIndex.of_model(args.model, settings.from_flags(IndexConfig, args))
     index.save(args.out)
-    kind = "brute force" if index.size < index.config.brute_force_below else "tree + AH"
+    t = index.tuning
+    kind = (f"tree + AH, {t['leaves_to_search']} leaves searched: recall@10 {t['recall@10']:.3f} on {t['queries']} "
+            f"{t['source']}" if index.is_tree else "brute force")
     shift = ", new-item offset as an extra coordinate" if index.shifted else ""
     _out(f"indexed {index.size:,} items ({index.dimension} dims{shift}, {kind}) → {args.out}")
     return 0
@@ -178,13 +180,14 @@ def _add_export(sub, common):
     p.add_argument("--ranker", required=True, help="a ranker folder from train-ranker")
     p.add_argument("--repo", required=True, help="deployment repository (created if missing)")
     p.add_argument("--eval", help="an eval folder: its metrics go into the manifest")
+    p.add_argument("--index", help="a `tworec index` folder: the gateway's index is built with its settings")
     p.set_defaults(run=_run_export)
 
 
 def _run_export(args, _):
     from tworec.export.repository import export_repository
 
-    entry = export_repository(args.retrieval, args.ranker, args.repo, args.eval)
+    entry = export_repository(args.retrieval, args.ranker, args.repo, args.eval, args.index)
     _out(f"published version {entry['version']} → {args.repo} (Triton models {entry['triton']}, "
          f"gateway {entry['gateway']})")
     return 0

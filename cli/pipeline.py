@@ -156,4 +156,4 @@ def _eval(run):
 def _export(run):
     from tworec.export.repository import export_repository
 
-    export_repository(run.retrieval, run.ranker, run.repo, run.eval)
+    export_repository(run.retrieval, run.ranker, run.repo, run.eval, run.index)

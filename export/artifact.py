@@ -70,25 +70,29 @@ class GatewayArtifact(DescribedFolder):
         # The live-count term: its weight in the retrieval score, and the half-life the counts decay with.
         self.live_weight = float(described["live_weight"])
         self.live_half_life_s = float(described["live_half_life_s"])
-        prior = described["click_prior"]  # the exploration slot's (live/exploration.py); None: no slot
+        # The exploration slot's prior (live/exploration.py); none: no slot, as in versions exported
+        # before the slot existed.
+        prior = described.get("click_prior")
         self.click_prior = ClickPrior(**prior) if prior else None
         self.triton = described["triton"]  # Triton model name → the version this one pairs with
         self.described = described
 
     @classmethod
     def save(cls, path, version: int, retrieval, live_weight: float, click_prior, tables, export_query_tower,
-             triton_versions: dict) -> "GatewayArtifact":
+             triton_versions: dict, index_config=None, held_out_queries=None) -> "GatewayArtifact":
         """Writes version ``version`` of the gateway into the empty folder ``path``: ``retrieval``
         (a towers.artifact.RestoredRetrieval), its ``live_weight`` and ``click_prior``, the ranker's
         ``tables``, and
-        ``export_query_tower(savedmodel_path, tflite_path)`` writes the query tower's two files."""
+        ``export_query_tower(savedmodel_path, tflite_path)`` writes the query tower's two files. The
+        index is built with ``index_config`` (towers.index.IndexConfig; default its defaults), tuned
+        on ``held_out_queries``."""
         from tworec.towers.index import IndexConfig, ItemIndex
 
         path = Path(path)
         model, catalog, config = retrieval.model, retrieval.catalog, retrieval.config
         export_query_tower(path / cls.QUERY_TOWER, path / cls.QUERY_TOWER_TFLITE)
-        ItemIndex.build(tables.item_embedding, catalog.item_ids, IndexConfig(), score_shift=model.score_shift()) \
-            .save(str(path / cls.INDEX))
+        ItemIndex.build(tables.item_embedding, catalog.item_ids, index_config or IndexConfig(),
+                        score_shift=model.score_shift(), queries=held_out_queries).save(str(path / cls.INDEX))
         tables.save(path)
         np.savez(path / cls.ITEMS, item_ids=np.array(catalog.item_ids, dtype=str),
                  titles=np.array(catalog.titles, dtype=str), train_counts=catalog.train_counts,

@@ -66,8 +66,11 @@ def data_snapshot(data_dir: str) -> dict:
     return snapshot
 
 
-def export_repository(retrieval_dir: str, ranker_dir: str, repo: str, eval_dir: str | None = None) -> dict:
-    """Publishes the next version; returns its manifest entry with its number (``version``)."""
+def export_repository(retrieval_dir: str, ranker_dir: str, repo: str, eval_dir: str | None = None,
+                      index_dir: str | None = None) -> dict:
+    """Publishes the next version; returns its manifest entry with its number (``version``). The
+    gateway's index is built with the settings of ``index_dir`` (a ``tworec index`` folder; default
+    IndexConfig's defaults), for the items the ranker's tables hold."""
     from tworec.evaluation.artifact import EvalResults
     from tworec.export.triton_repo import site_packages_path
     from tworec.ranking.artifact import RankerArtifact
@@ -107,8 +110,14 @@ def export_repository(retrieval_dir: str, ranker_dir: str, repo: str, eval_dir: 
             export_query_tower(retrieval.model, retrieval.config, savedmodel)
             Path(tflite).write_bytes(query_tower_tflite(savedmodel))
 
+        index_config = None
+        if index_dir:
+            from tworec import settings
+            from tworec.towers.index import IndexConfig, ItemIndex
+
+            index_config = settings.from_dict(IndexConfig, ItemIndex.described(index_dir)["config"])
         GatewayArtifact.save(gateway, version, retrieval, retrieval_artifact.live_weight, retrieval_artifact.click_prior,
-                             tables, query_tower, triton)
+                             tables, query_tower, triton, index_config, retrieval_artifact.held_out_queries)
         target = repository.gateway_path(version)
         target.parent.mkdir(parents=True, exist_ok=True)
         os.rename(gateway, target)

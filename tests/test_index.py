@@ -73,3 +73,44 @@ def test_a_score_shift_adds_to_retrieval_scores_only_and_survives_upsert_and_sav
     assert loaded.shifted and loaded.search(q[0], 1)[1][0] == top_scores[0]
     # No shift (or all zeros): the plain embeddings, as before.
     assert not ItemIndex.build(e, ids, score_shift=np.zeros(len(e))).shifted
+
+
+def test_a_tree_searches_the_fewest_leaves_that_reach_the_recall_target_on_held_out_queries(tmp_path):
+    e = clustered_unit_vectors(30_000, 32, clusters=300, seed=9)
+    held_out = clustered_unit_vectors(400, 32, clusters=300, seed=10)
+    config = IndexConfig(num_neighbors=10, brute_force_below=10_000, tuning_queries=300)
+    index = ItemIndex.build(e, list(range(len(e))), config, queries=held_out)
+    tuning = index.tuning
+    assert index.is_tree and tuning["source"] == "held-out queries" and tuning["queries"] == 300
+    ladder = {int(k): v for k, v in tuning["ladder"].items()}
+    chosen = tuning["leaves_to_search"]
+    assert ladder[chosen] >= 0.95 and all(r < 0.95 for s, r in ladder.items() if s < chosen)
+    assert chosen < config.leaves(len(e))  # fewer than all of them
+    # The recall holds on queries the build never saw, and survives save/load.
+    fresh = clustered_unit_vectors(200, 32, clusters=300, seed=11)
+    index.save(str(tmp_path / "index"))
+    loaded = ItemIndex.load(str(tmp_path / "index"))
+    assert loaded.leaves_to_search == chosen
+    ids, _ = loaded.search_batched(fresh, 10)
+    exact = _exact_top(e, fresh, 10)
+    assert np.mean([len(set(map(int, a)) & set(b)) / 10 for a, b in zip(ids, exact.tolist())]) >= 0.9
+
+
+def test_int8_reorder_keeps_recall_and_churn_is_rebalanced():
+    e = clustered_unit_vectors(24_000, 32, clusters=200, seed=12)
+    q = clustered_unit_vectors(200, 32, clusters=200, seed=13)
+    config = IndexConfig(num_neighbors=10, brute_force_below=10_000, reorder_dtype="int8", tuning_queries=200,
+                         rebalance_above=0.5)
+    index = ItemIndex.build(e, [f"i{i}" for i in range(len(e))], config, queries=q)
+    assert index.tuning["recall@10"] >= 0.95
+    before = index.health()
+    assert before["partition_weighted_avg_relative_imbalance"] < 0.5 and before["rebalances"] == 0
+    # Churn: a third of the catalog replaced by items from a few clusters the tree was not trained on.
+    new = clustered_unit_vectors(8_000, 32, clusters=5, seed=14)
+    index.delete([f"i{i}" for i in range(8_000)])
+    index.upsert([f"n{i}" for i in range(8_000)], new)
+    after = index.health()
+    assert after["rebalances"] >= 1 and after["partition_weighted_avg_relative_imbalance"] <= 0.5
+    assert index.size == len(e)
+    ids, _ = index.search_batched(new[:50], 10)
+    assert all(row[0].startswith("n") for row in ids)  # the new items are found after the rebalance

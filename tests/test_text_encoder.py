@@ -51,3 +51,35 @@ def test_minilm_parity_with_transformers_bertmodel(tokens):
                     tf.constant(related["attention_mask"])).numpy()
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
     assert emb[0] @ unit[1] > emb[1] @ unit[1]
+
+
+def test_the_encoder_cache_encodes_only_new_or_changed_item_texts(tmp_path, monkeypatch):
+    import io
+
+    from tworec.towers import encoder_cache
+    from tworec.towers.config import RetrievalConfig
+
+    monkeypatch.setenv("TWOREC_CACHE", str(tmp_path))
+    encoded = []
+    real = encoder_cache.encode_texts
+
+    def counting(encoder, texts, *args):
+        encoded.append(list(texts))
+        return real(encoder, texts, *args)
+
+    monkeypatch.setattr(encoder_cache, "encode_texts", counting)
+    config = RetrievalConfig(encoder="tiny")
+    encoder = encoder_cache.build_encoder(config)
+    catalog = [f"item {i}: a {['red', 'blue', 'green'][i % 3]} thing" for i in range(50)] + [TEXTS[0]]
+    progress = io.StringIO()
+    first = encoder_cache.content_vectors(catalog, config, encoder, stream=progress)
+    assert sorted(encoded[0]) == sorted(set(catalog)) and "items/s" in progress.getvalue()
+    changed = catalog[:10] + ["item 10: now a purple thing"] + catalog[11:] + ["a brand-new item"]
+    second = encoder_cache.content_vectors(changed, config, encoder, stream=progress)
+    assert encoded[1] == ["item 10: now a purple thing", "a brand-new item"]  # nothing else re-encoded
+    np.testing.assert_array_equal(np.delete(second[:-1], 10, 0), np.delete(first, 10, 0))
+    np.testing.assert_allclose(second[10], real(encoder, ["item 10: now a purple thing"], config.max_text_length)[0], atol=1e-5)
+    # Another encoder setting is another cache entry, never a stale vector.
+    encoder_cache.content_vectors(catalog[:3], RetrievalConfig(encoder="tiny", max_text_length=16), encoder,
+                                  stream=progress)
+    assert len(encoded) == 3 and len(encoded[2]) == 3

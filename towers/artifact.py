@@ -49,6 +49,7 @@ class RetrievalArtifact(DescribedFolder):
     VOCABULARIES = {"items": "vocab_items.txt", "users": "vocab_users.txt", "categories": "vocab_categories.txt"}
     ITEM_EMBEDDINGS = "item_embeddings.npy"
     SCORE_SHIFT = "score_shift.npy"
+    HELD_OUT_QUERIES = "held_out_queries.npy"  # validation query vectors [Q, dim]: the index tunes its search on them
 
     def __init__(self, path: str | Path, config: RetrievalConfig, data: str, summary: dict,
                  new_item_offset: float, live_weight: float, click_prior=None):
@@ -63,7 +64,7 @@ class RetrievalArtifact(DescribedFolder):
     # --- training writes ----------------------------------------------------------------------
     @classmethod
     def save(cls, path: str | Path, model, catalog, config: RetrievalConfig, data: str, summary: dict,
-             live_weight: float = 0.0, click_prior=None):
+             live_weight: float = 0.0, click_prior=None, held_out_queries: np.ndarray | None = None):
         """Writes the trained ``model`` (its weights, its catalog's embeddings and score shifts), then
         the description last; removes the resume state."""
         path = Path(path)
@@ -71,6 +72,8 @@ class RetrievalArtifact(DescribedFolder):
         TrainingFolder.finish(path, model)
         np.save(path / cls.ITEM_EMBEDDINGS, model.item_embeddings())
         np.save(path / cls.SCORE_SHIFT, model.score_shift())
+        if held_out_queries is not None:
+            np.save(path / cls.HELD_OUT_QUERIES, np.asarray(held_out_queries, np.float32))
         (path / cls.ITEM_IDS).write_text("".join(f"{i}\n" for i in catalog.item_ids))
         for name, values in (("items", catalog.item_vocab), ("users", catalog.user_vocab),
                              ("categories", catalog.categories)):
@@ -88,7 +91,7 @@ class RetrievalArtifact(DescribedFolder):
         described = cls.described(path)
         from tworec.live.exploration import ClickPrior
 
-        prior = described["click_prior"]
+        prior = described.get("click_prior")  # none: no slot (also in models trained before it)
         return cls(path, settings.from_dict(RetrievalConfig, described["config"]), described["data"],
                    described["summary"], float(described["new_item_offset"]), float(described["live_weight"]),
                    ClickPrior(**prior) if prior else None)
@@ -119,6 +122,12 @@ class RetrievalArtifact(DescribedFolder):
     @functools.cached_property
     def score_shift(self) -> np.ndarray:
         return np.load(self.path / self.SCORE_SHIFT)
+
+    @functools.cached_property
+    def held_out_queries(self) -> np.ndarray | None:
+        """Validation query vectors [Q, dim] (None: the protocol has no validation split)."""
+        path = self.path / self.HELD_OUT_QUERIES
+        return np.load(path) if path.exists() else None
 
     def restore(self, data_dir: str | None = None, catalog=None) -> RestoredRetrieval:
         """The Keras model with its trained weights over ``catalog`` (loaded from ``data_dir``, by

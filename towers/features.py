@@ -58,4 +58,8 @@ def interaction_dataset(pattern: str, lookups: Lookups, history_length: int, bat
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     ds = ds.map(lambda batch: lookups.features(tf.io.parse_example(batch, spec), history_length),
                 num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    # Across workers, each global batch is split between them (every worker reads every file):
+    # the same global batches as one process, whatever the number of files.
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)

@@ -1,7 +1,10 @@
 """A ScaNN index over item embeddings, with the id mapping, saved to disk and updatable live.
 
 Defaults follow ScaNN's guidance for the catalog size: brute force (exact) below ~20k items, a
-partitioned tree with asymmetric hashing and exact re-ranking above. ScaNN's docids carry the
+partitioned tree with asymmetric hashing and exact re-ranking above. A tree's leaves to search
+are chosen at build time for a recall target on held-out queries, so the search cost follows the
+catalog's structure rather than a fixed share of leaves; churn (upserts, deletes) is watched with
+ScaNN's own health statistics and the tree re-trained when its partitions drift. ScaNN's docids carry the
 item ids, so ``upsert``/``delete`` work by id and a new item is found by the next search.
 
 A per-item score shift (the retrieval model's new-item offset) is stored as one extra coordinate
@@ -28,22 +31,29 @@ class IndexConfig:
     num_neighbors: int = setting(200, "results per search by default: the gateway's candidates")
     brute_force_below: int = setting(20_000, "catalogs smaller than this are searched exactly")
     num_leaves: int = setting(0, "tree partitions; 0: about sqrt(items)")
-    leaves_to_search: int = setting(0, "partitions searched per query; 0: a fifth of them")
+    leaves_to_search: int = setting(0, "partitions searched per query; 0: the fewest that reach recall_target on "
+                                       "held-out queries, chosen at build time (a fifth without queries)")
+    recall_target: float = setting(0.95, "recall@10 against exact search that the build tunes leaves_to_search for")
+    tuning_queries: int = setting(1000, "held-out queries the build measures recall on")
     reorder: int = setting(500, "candidates re-scored exactly after the quantized search")
+    reorder_dtype: str = setting("float32", "the re-scoring's stored vectors: float32, or int8 (4x smaller, "
+                                            "slightly less exact)", choices=("float32", "int8"))
     training_sample: int = setting(250_000, "items the partitioning and quantization are trained on")
     dimensions_per_block: int = setting(2, "asymmetric hashing: dimensions per codebook block")
     anisotropic_threshold: float = setting(0.2, "anisotropic quantization's threshold (ScaNN's advice for "
                                                 "dot-product search)")
+    rebalance_above: float = setting(0.5, "partition imbalance (ScaNN's weighted relative imbalance) after upserts "
+                                          "and deletes above which the tree is re-trained")
 
     def leaves(self, n: int) -> int:
         return self.num_leaves or max(1, int(math.sqrt(n)))
 
-    def searched(self, n: int) -> int:
-        return self.leaves_to_search or max(1, int(self.leaves(n) * 0.2))
-
 
 def build_searcher(embeddings: np.ndarray, item_ids, config: IndexConfig = IndexConfig()):
+    """A ScaNN searcher: brute force below ``brute_force_below`` items, else a tree + AH with
+    ``leaves_to_search`` (all leaves when 0: the build then tunes the search per query)."""
     from scann import scann_ops_pybind
+    from scann.scann_ops.py.scann_builder import ReorderType
 
     embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
     n = len(embeddings)
@@ -51,13 +61,52 @@ def build_searcher(embeddings: np.ndarray, item_ids, config: IndexConfig = Index
     if n < config.brute_force_below:
         builder = builder.score_brute_force()
     else:
+        leaves = config.leaves(n)
         builder = (builder
-                   .tree(num_leaves=config.leaves(n), num_leaves_to_search=config.searched(n),
+                   .tree(num_leaves=leaves, num_leaves_to_search=config.leaves_to_search or leaves,
                          training_sample_size=min(n, config.training_sample))
                    .score_ah(config.dimensions_per_block,
                              anisotropic_quantization_threshold=config.anisotropic_threshold)
-                   .reorder(config.reorder))
+                   .reorder(config.reorder, quantize=ReorderType.INT8 if config.reorder_dtype == "int8"
+                            else ReorderType.FLOAT32))
     return builder.build(docids=[str(i) for i in item_ids])
+
+
+def kth_exact_score(vectors: np.ndarray, queries: np.ndarray, k: int, chunk: int = 65_536) -> np.ndarray:
+    """The k-th best exact score per query [Q], over item chunks (memory: Q × chunk)."""
+    best = np.full((len(queries), 0), -np.inf, np.float32)
+    for start in range(0, len(vectors), chunk):
+        scores = queries @ vectors[start:start + chunk].T
+        both = np.concatenate([best, scores], 1)
+        keep = min(k, both.shape[1])
+        best = -np.partition(-both, keep - 1, axis=1)[:, :keep]
+    return best.min(1)
+
+
+def recall_at(searcher, vectors: np.ndarray, queries: np.ndarray, kth: np.ndarray, k: int, leaves: int) -> float:
+    """Recall@k of ``searcher`` searching ``leaves`` leaves: a found item counts when it scores at
+    least the k-th exact score (items with identical vectors are interchangeable)."""
+    found, _ = searcher.search_batched(queries, final_num_neighbors=k, leaves_to_search=leaves)
+    rows = np.array([[searcher.docid_to_id[d] for d in row] for row in found], np.int64)
+    scores = np.einsum("qd,qkd->qk", queries, vectors[rows])
+    return float(np.mean((scores >= kth[:, None] - 1e-5).sum(1) / k))
+
+
+def tune_leaves(searcher, vectors: np.ndarray, queries: np.ndarray, config: IndexConfig, k: int = 10) -> dict:
+    """The fewest leaves to search whose recall@k on ``queries`` reaches ``config.recall_target``
+    (all leaves when none does): {"leaves_to_search", "recall@10", "queries", "ladder"}."""
+    n = len(vectors)
+    leaves = config.leaves(n)
+    kth = kth_exact_score(vectors, queries, k)
+    ladder, tried = sorted({max(1, round(leaves * f)) for f in
+                            (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0)}), {}
+    for searched in ladder:
+        tried[searched] = recall_at(searcher, vectors, queries, kth, k, searched)
+        if tried[searched] >= config.recall_target:
+            break
+    chosen = next((s for s, r in tried.items() if r >= config.recall_target), leaves)
+    return {"leaves_to_search": chosen, f"recall@{k}": tried.get(chosen, tried[max(tried)]),
+            "queries": len(queries), "ladder": {str(s): round(r, 4) for s, r in tried.items()}}
 
 
 def _with_column(vectors: np.ndarray, column) -> np.ndarray:
@@ -81,20 +130,53 @@ class ItemIndex(DescribedFolder):
     DOCIDS = "item_ids.json"
     SCANN_ASSETS = "scann_assets.pbtxt"
 
-    def __init__(self, searcher, config: IndexConfig, dimension: int, shifted: bool = False):
+    def __init__(self, searcher, config: IndexConfig, dimension: int, shifted: bool = False,
+                 tuning: dict | None = None):
         self.searcher = searcher
         self.config = config
         self.dimension = dimension
         self.shifted = shifted
+        self.tuning = tuning or {}  # what the build measured: leaves_to_search, recall@10, ...
+        self.leaves_to_search = int(self.tuning.get("leaves_to_search", config.leaves_to_search)) or None
+        self.rebalances = 0
+
+    @property
+    def is_tree(self) -> bool:
+        return "leaves_to_search" in self.tuning
 
     @classmethod
     def build(cls, embeddings: np.ndarray, item_ids, config: IndexConfig = IndexConfig(),
-              score_shift: np.ndarray | None = None) -> "ItemIndex":
+              score_shift: np.ndarray | None = None, queries: np.ndarray | None = None,
+              seed: int = 0) -> "ItemIndex":
         """``score_shift`` [items]: added to each item's score by ``search``; none (or all 0) keeps
-        the plain embeddings."""
+        the plain embeddings. A tree index searches the fewest leaves that reach
+        ``config.recall_target`` on ``queries`` [Q, dim] (held-out retrieval queries; none: a fifth
+        of the leaves)."""
         shifted = score_shift is not None and bool(np.any(np.asarray(score_shift) != 0))
-        vectors = _with_column(embeddings, score_shift) if shifted else embeddings
-        return cls(build_searcher(vectors, item_ids, config), config, embeddings.shape[1], shifted)
+        vectors = np.ascontiguousarray(_with_column(embeddings, score_shift) if shifted else embeddings, np.float32)
+        searcher = build_searcher(vectors, item_ids, config)
+        tuning = None
+        if len(vectors) >= config.brute_force_below:
+            rng = np.random.default_rng(seed)
+            if queries is not None and len(queries):
+                sample = np.asarray(queries, np.float32)[rng.permutation(len(queries))[:config.tuning_queries]]
+                sample = np.ascontiguousarray(_with_column(sample, 1.0) if shifted else sample)
+                fixed, source = config.leaves_to_search, "held-out queries"
+            else:
+                # Items as their own queries find their own leaf: too optimistic to tune on, so a
+                # fifth of the leaves (the recall on them is recorded, not used).
+                sample = vectors[rng.choice(len(vectors), min(config.tuning_queries, len(vectors)), replace=False)]
+                sample = np.ascontiguousarray(_with_column(sample[:, :-1], 0.0) if shifted else sample)
+                fixed = config.leaves_to_search or max(1, config.leaves(len(vectors)) // 5)
+                source = "item sample (no held-out queries)"
+            if fixed:
+                kth = kth_exact_score(vectors, sample, 10)
+                tuning = {"leaves_to_search": fixed, "queries": len(sample),
+                          "recall@10": recall_at(searcher, vectors, sample, kth, 10, fixed)}
+            else:
+                tuning = tune_leaves(searcher, vectors, sample, config)
+            tuning["source"] = source
+        return cls(searcher, config, embeddings.shape[1], shifted, tuning)
 
     def _queries(self, queries: np.ndarray, with_shift: bool) -> np.ndarray:
         queries = np.asarray(queries, np.float32)
@@ -103,25 +185,47 @@ class ItemIndex(DescribedFolder):
     def search(self, query: np.ndarray, k: int, with_shift: bool = True):
         """Best ``k`` items by query · item (+ the item's score shift unless ``with_shift`` is False:
         item-to-item similarity)."""
-        ids, scores = self.searcher.search(self._queries(query, with_shift), final_num_neighbors=k)
+        ids, scores = self.searcher.search(self._queries(query, with_shift), final_num_neighbors=k,
+                                           leaves_to_search=self.leaves_to_search or -1)
         return [str(i) for i in ids], np.asarray(scores)
 
     def search_batched(self, queries: np.ndarray, k: int, with_shift: bool = True):
-        ids, scores = self.searcher.search_batched(self._queries(queries, with_shift), final_num_neighbors=k)
+        ids, scores = self.searcher.search_batched(self._queries(queries, with_shift), final_num_neighbors=k,
+                                                   leaves_to_search=self.leaves_to_search)
         return [[str(i) for i in row] for row in ids], np.asarray(scores)
 
     def upsert(self, item_ids, embeddings: np.ndarray, score_shift=0.0):
         """Adds or replaces items; ``score_shift`` (one per item, or one for all) is kept when the
-        index is shifted."""
+        index is shifted. A tree whose partitions drifted past ``rebalance_above`` is re-trained."""
         embeddings = np.asarray(embeddings, np.float32)
         if embeddings.shape[1] != self.dimension:
             raise ValueError(f"embedding dimension {embeddings.shape[1]} != index dimension {self.dimension}")
         if self.shifted:
             embeddings = _with_column(embeddings, score_shift)
-        self.searcher.upsert([str(i) for i in item_ids], embeddings)
+        self.searcher.upsert([str(i) for i in item_ids], embeddings, batch_size=256)
+        self.rebalance_if_drifted()
 
     def delete(self, item_ids):
         self.searcher.delete([str(i) for i in item_ids])
+        self.rebalance_if_drifted()
+
+    def health(self) -> dict:
+        """ScaNN's statistics of a tree index (partition imbalance, quantization error), the build's
+        tuning and the rebalances so far; {} for brute force."""
+        if not self.is_tree:
+            return {}
+        return {**self.searcher.get_health_stats(), "tuning": self.tuning, "rebalances": self.rebalances}
+
+    def rebalance_if_drifted(self) -> bool:
+        """Re-trains the tree on the current items when its partitions are more imbalanced than
+        ``config.rebalance_above`` (ScaNN's partition-weighted relative imbalance)."""
+        if not self.is_tree:
+            return False
+        if self.searcher.get_health_stats()["partition_weighted_avg_relative_imbalance"] <= self.config.rebalance_above:
+            return False
+        self.searcher.rebalance()
+        self.rebalances += 1
+        return True
 
     @property
     def size(self) -> int:
@@ -136,7 +240,8 @@ class ItemIndex(DescribedFolder):
         self.searcher.searcher.serialize(str(path), True)
         (path / self.DOCIDS).write_text(json.dumps(list(self.searcher.docids)))
         self.describe(path, {
-            "config": settings.to_dict(self.config), "dimension": self.dimension, "shifted": self.shifted})
+            "config": settings.to_dict(self.config), "dimension": self.dimension, "shifted": self.shifted,
+            "tuning": self.tuning})
 
     @classmethod
     def of_model(cls, model_dir: str, config: IndexConfig = IndexConfig()) -> "ItemIndex":
@@ -145,7 +250,7 @@ class ItemIndex(DescribedFolder):
         from tworec.towers.artifact import RetrievalArtifact
 
         model = RetrievalArtifact.load(model_dir)
-        return cls.build(model.item_embeddings, model.item_ids, config, model.score_shift)
+        return cls.build(model.item_embeddings, model.item_ids, config, model.score_shift, model.held_out_queries)
 
     @classmethod
     def load(cls, directory: str) -> "ItemIndex":
@@ -157,4 +262,5 @@ class ItemIndex(DescribedFolder):
         assets = (path / cls.SCANN_ASSETS).read_text()
         searcher = scann_ops_pybind.ScannSearcher(
             scann_ops_pybind.scann_pybind.ScannNumpy(os.fspath(path), assets), docids)
-        return cls(searcher, settings.from_dict(IndexConfig, meta["config"]), meta["dimension"], meta["shifted"])
+        return cls(searcher, settings.from_dict(IndexConfig, meta["config"]), meta["dimension"], meta["shifted"],
+                   meta.get("tuning"))

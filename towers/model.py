@@ -234,9 +234,22 @@ def _gather_across_replicas(rows, candidates, probability, gather: bool = True):
     local = tf.shape(rows)[0]
     if context is None or context.num_replicas_in_sync == 1:
         return rows, candidates, probability, local
+    # Equal batches: the global batch is the local one times the replicas (no integer all-reduce,
+    # which multi-worker collectives cannot place in a graph).
+    global_batch = local * context.num_replicas_in_sync
     if not gather:  # each replica sees only its own batch as negatives (for comparison)
-        return rows, candidates, probability, context.all_reduce(tf.distribute.ReduceOp.SUM, local)
+        return rows, candidates, probability, global_batch
     shift = -tf.cast(context.replica_id_in_sync_group, tf.int32) * local
-    gathered = [tf.roll(context.all_gather(t, axis=0), shift, axis=0) for t in (rows, candidates, probability)]
-    global_batch = context.all_reduce(tf.distribute.ReduceOp.SUM, local)
+    gathered = [tf.roll(context.all_gather(_placed(t, context), axis=0), shift, axis=0)
+                for t in (rows, candidates, probability)]
     return (*gathered, global_batch)
+
+
+def _placed(tensor, context):
+    """``tensor`` on this worker's device when it has none: a multi-worker graph leaves a replica's
+    tensors unplaced, and all_gather needs a device to gather to."""
+    devices = context.strategy.extended.worker_devices
+    if tensor.device or len(devices) != 1:
+        return tensor
+    with tf.device(devices[0]):
+        return tf.identity(tensor)

@@ -1,9 +1,16 @@
 """``tworec train-retrieval``: the two-tower model trained under a ``tf.distribute`` strategy
-(MirroredStrategy over every visible GPU, else the CPU), with checkpoints, resume, TensorBoard,
-early stopping on validation HitRate and the new-item offset fitted after training. The folder it
-writes is a ``RetrievalArtifact`` (towers/artifact.py)."""
+(MirroredStrategy over every visible GPU, else the CPU; MultiWorkerMirroredStrategy when TF_CONFIG
+names several workers), with checkpoints, resume, TensorBoard, early stopping on validation
+HitRate and the new-item offset fitted after training. The folder it writes is a
+``RetrievalArtifact`` (towers/artifact.py).
+
+On several machines: run the same command on each, with TF_CONFIG naming all of them and this
+one's index (``{"cluster": {"worker": ["host0:port", "host1:port"]}, "task": {"type": "worker",
+"index": 0}}``). Every worker reads the whole data folder (each takes its share of every global
+batch), so it must be on shared storage; worker 0 writes the model folder."""
 from __future__ import annotations
 
+import tempfile
 import time
 
 from tworec.contract import PROTOCOLS
@@ -22,7 +29,7 @@ from tworec.towers.selection import (
     ValidationHitRate, fit_click_prior, fit_live_weight, fit_new_item_offset, validation_split,
 )
 from tworec.training import (
-    Throughput, TrainingFolder, default_strategy, fit_summary, training_callbacks, transfer_weights, verbosity,
+    Throughput, TrainingFolder, default_strategy, fit_summary, is_chief, training_callbacks, transfer_weights, verbosity,
 )
 
 
@@ -78,6 +85,8 @@ def train_retrieval(data_dir: str, out_dir: str, config: RetrievalConfig = Retri
     vocabularies = previous.vocabularies.grown(data_vocabularies(data_dir, protocol.train)[0]) if previous else None
     catalog = load_catalog(data_dir, protocol.train, vocabularies)
     strategy = strategy or default_strategy()
+    if not is_chief(strategy):  # every worker saves (saving is collective); the chief's folder is the model
+        out_dir = tempfile.mkdtemp(prefix="tworec-worker-")
     batch_size = batch_size_for(data_dir, protocol.train, config, strategy.num_replicas_in_sync)
     lookups = Lookups(catalog.item_ids, catalog.user_vocab)
     paths = TrainingFolder.paths(out_dir)
@@ -130,6 +139,10 @@ def train_retrieval(data_dir: str, out_dir: str, config: RetrievalConfig = Retri
         judged = judged or validation_split(data_dir, catalog, config.validation_queries)
         click_prior = fit_click_prior(RetrievalScorer.of_model(model, lookups, config.history_length, judged), judged,
                                       config.click_prior_base_rate, seed=config.seed)
+    held_out = None
+    if protocol.valid is not None:
+        judged = judged or validation_split(data_dir, catalog, config.validation_queries)
+        held_out = judged.queries(model, lookups, config.history_length).query
     summary = {
         **fit_summary(strategy, history, monitor if validation is not None else None),
         "train_examples_per_second": round(throughput.per_second, 1),
@@ -141,7 +154,8 @@ def train_retrieval(data_dir: str, out_dir: str, config: RetrievalConfig = Retri
         "live_weight_fit": {f"{w:g}": v for w, v in live_fit.items()},
         "warm_start": {"from": str(previous.path.resolve()), **warm} if previous else None,
     }
-    return RetrievalArtifact.save(out_dir, model, catalog, config, data_dir, summary, live_weight, click_prior)
+    return RetrievalArtifact.save(out_dir, model, catalog, config, data_dir, summary, live_weight, click_prior,
+                                  held_out)
 
 
 

@@ -41,9 +41,26 @@ class TrainingFolder:
 
 
 def default_strategy() -> tf.distribute.Strategy:
-    """MirroredStrategy over every visible GPU; on a machine without one, over the CPU."""
+    """MultiWorkerMirroredStrategy when TF_CONFIG names more than one worker (training on several
+    machines: every worker runs the same command); otherwise MirroredStrategy over every visible
+    GPU, or the CPU on a machine without one."""
+    import json
+    import os
+
+    cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
+    if len(cluster.get("worker", [])) + len(cluster.get("chief", [])) > 1:
+        return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = tf.config.list_logical_devices("GPU")
     return tf.distribute.MirroredStrategy([d.name for d in gpus] or ["/cpu:0"])
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process writes the artifacts: the only one, or the multi-worker chief."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return True
+    return resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0
+                                             and "chief" not in resolver.cluster_spec().as_dict())
 
 
 class Throughput(keras.callbacks.Callback):

@@ -1,0 +1,47 @@
+"""Training past one machine, in miniature on loopback: MultiWorkerMirroredStrategy with two worker
+processes (TF_CONFIG) against one process with the same global batch, and ParameterServerStrategy
+with the item table partitioned over two parameter servers (an in-process cluster)."""
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+HELPERS = Path(__file__).parent / "helpers"
+
+
+def _free_ports(n):
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def _result(done):
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_two_workers_log_the_mean_loss_of_one_process_with_the_same_global_batch(synthetic_data, tmp_path):
+    helper, weights = str(HELPERS / "multiworker_losses.py"), str(tmp_path / "initial.npz")
+    single = _result(subprocess.run([sys.executable, helper, str(synthetic_data), "single", weights],
+                                    capture_output=True, text=True, timeout=600))
+    ports = ",".join(map(str, _free_ports(2)))
+    workers = [subprocess.Popen([sys.executable, helper, str(synthetic_data), "worker", weights, str(i), ports],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    results = []
+    for w in workers:
+        out, err = w.communicate(timeout=600)
+        results.append(_result(subprocess.CompletedProcess(w.args, w.returncode, out, err)))
+    assert single["replicas"] == 1 and not single["multi_worker"]
+    for r in results:
+        assert r["multi_worker"] and r["replicas"] == 2
+        assert len(r["losses"]) == len(single["losses"]) == 6
+        # The mean over the global batch, not the sum over the two replicas (which would be ~2x).
+        np.testing.assert_allclose(r["losses"], single["losses"], rtol=2e-4, atol=2e-5)
+    assert results[0]["losses"] == results[1]["losses"]
