@@ -9,8 +9,8 @@
 - freshness across replicas: the click recorded at replica A, Recommend polled at replica B (both
   on one real Redis, started here) until B reflects it, p50/p99;
 - Recommend latency with live state and trending against the gateway without live state
-  (``recorder`` off), alternating rounds of the closed-loop load generator at concurrency 1:
-  medians and their ratio.
+  (``recorder`` off), and with the exploration slot on against off, alternating rounds of the
+  closed-loop load generator at concurrency 1: medians and their ratios.
 """
 from __future__ import annotations
 
@@ -90,18 +90,26 @@ def freshness(record_client, read_client, pb, trials: int, tag: str) -> dict:
 
 
 def latency_ab(service, address: str, requests_path: str, rounds: int, seconds: float) -> dict:
+    """Recommend p50 at concurrency 1 in three modes, alternating within each round: ``off`` (no
+    live state), ``live_no_slot`` (live state + trending, exploration slot off) and ``live`` (with
+    the slot, when the version has a click prior). Medians over rounds, and their ratios."""
     from bench_gateway import run_load
 
-    recorder = service.recommender.recorder
-    runs = {"live": [], "off": []}
+    recommender = service.recommender
+    recorder, exploration = recommender.recorder, recommender.exploration
+    modes = {"off": (None, None), "live_no_slot": (recorder, None), "live": (recorder, exploration)}
+    runs = {mode: [] for mode in modes}
     run_load(address, requests_path, 1, 2.0)  # warm-up
+    slots_before = recommender.counters["exploration"]
     for _ in range(rounds):
-        for mode in ("off", "live"):
-            service.recommender.recorder = recorder if mode == "live" else None
+        for mode, (rec, slot) in modes.items():
+            recommender.recorder, recommender.exploration = rec, slot
             runs[mode].append(float(np.percentile(run_load(address, requests_path, 1, seconds)["latencies_ms"], 50)))
-    service.recommender.recorder = recorder
+    recommender.recorder, recommender.exploration = recorder, exploration
     out = {mode: round(statistics.median(v), 3) for mode, v in runs.items()}
     out["ratio_live_over_off"] = round(out["live"] / out["off"], 3)
+    out["ratio_slot_on_over_off"] = round(out["live"] / out["live_no_slot"], 3)
+    out["slot_answers"] = recommender.counters["exploration"] - slots_before  # answers that had a slot
     out["rounds"] = rounds
     return out
 
@@ -173,7 +181,8 @@ def main(argv=None) -> dict:
                 json.dump(requests, handle)
             result["recommend_latency_ab"] = latency_ab(service, service.address, handle.name, args.rounds,
                                                         args.seconds)
-            print("Recommend p50 ms, live state + trending vs off:", result["recommend_latency_ab"], flush=True)
+            print("Recommend p50 ms, off / live state + trending / + exploration slot:", result["recommend_latency_ab"],
+                  flush=True)
         redis_process, url = _start_redis()
         try:
             live = dict(state=url, event_log=os.path.join(work, "events"))

@@ -78,7 +78,8 @@ def segments_of(catalog, items) -> dict:
 
 
 def _pb_events(pb, events, prefix: str):
-    return [pb.Event(event_id=f"{prefix}:{e['user_id']}:{e['item_id']}:{e['timestamp']}", user_id=e["user_id"],
+    return [pb.Event(event_id=f"{prefix}:{e.get('seq', '')}:{e['user_id']}:{e['item_id']}:{e['timestamp']}",
+                     user_id=e["user_id"],
                      item_id=e["item_id"], type=pb.RATING, timestamp=e["timestamp"], value=float(e["rating"]))
             for e in events]
 
@@ -269,7 +270,8 @@ def main(argv=None) -> dict:
 
         def items_shuffled(events):
             items = rng.permutation([e["item_id"] for e in events])
-            return [{**e, "item_id": str(i)} for e, i in zip(events, items)]
+            # "seq": a shuffled item can repeat a (user, item, time), which must stay two events
+            return [{**e, "item_id": str(i), "seq": n} for n, (e, i) in enumerate(zip(events, items))]
 
         recorded = (items_shuffled(valid), items_shuffled(test))
         control = {"what": "recorded events' items shuffled among the events; requests and targets real"}

@@ -225,3 +225,47 @@ def test_ordered_tfrecords_do_not_depend_on_input_order(tmp_path):
             str(tmp_path / "empty" / "part"))
     assert [path.name for path in (tmp_path / "empty").iterdir()] == ["part-00000-of-00001.tfrecord.gz"]
     assert read_records(str(tmp_path / "empty" / "part-*")) == []
+
+
+@pytest.fixture(scope="module")
+def job_service():
+    """Beam's local job service: the job-submission API that the Flink and Spark job servers
+    expose, here without their jars."""
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    service = subprocess.Popen([sys.executable, "-m", "apache_beam.runners.portability.local_job_service_main",
+                                "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.2)
+    else:
+        service.kill()
+        raise RuntimeError("the local job service did not start")
+    yield f"localhost:{port}"
+    service.terminate()
+    service.wait(timeout=30)
+
+
+def test_the_portable_runner_through_a_job_service_writes_the_same_dataset(two_runs, raw_folder, job_service,
+                                                                           tmp_path):
+    """The job submitted to a job service (PortableRunner, as on Flink or Spark) gives the same
+    records in the same files as the local runner."""
+    config = DataConfig(**{**CONFIG.__dict__, "input": str(raw_folder)})
+    out = tmp_path / "portable"
+    run(config, str(out), ["--runner=PortableRunner", f"--job_endpoint={job_service}",
+                           "--environment_type=LOOPBACK"])
+    local = two_runs[0]
+    for split in Split:
+        assert _split_records(out, split) == _split_records(local, split), split
+        assert _files_in_order(out, split) == _files_in_order(local, split), split
+    for name in ("users", "items", "categories"):
+        assert (out / "vocab" / f"{name}.txt").read_text() == (local / "vocab" / f"{name}.txt").read_text()
+    assert (out / "popularity.tsv").read_text() == (local / "popularity.tsv").read_text()
+    assert _stats(out) == _stats(local)

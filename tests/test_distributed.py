@@ -45,3 +45,18 @@ def test_two_workers_log_the_mean_loss_of_one_process_with_the_same_global_batch
         # The mean over the global batch, not the sum over the two replicas (which would be ~2x).
         np.testing.assert_allclose(r["losses"], single["losses"], rtol=2e-4, atol=2e-5)
     assert results[0]["losses"] == results[1]["losses"]
+
+
+def test_parameter_servers_hold_the_item_table_partitioned_and_training_updates_it(synthetic_data):
+    done = subprocess.run([sys.executable, str(HELPERS / "ps_training.py"), str(synthetic_data)],
+                          capture_output=True, text=True, timeout=600)
+    result = _result(done)
+    shards = result["shards"]["item_id_embedding"]
+    # Two shards, one on each parameter server, that together are the whole table.
+    assert sorted(device.split("/device")[0] for device, _ in shards) == ["/job:ps/replica:0/task:0",
+                                                                          "/job:ps/replica:0/task:1"]
+    assert sum(rows for _, rows in shards) == result["vocab"]
+    assert result["embeddings_match"]  # a lookup reads the right shard
+    assert np.isfinite(result["losses"]).all() and len(result["losses"]) == 3
+    before, after = result["first_batch"]
+    assert after < before and result["rows_changed"] > 0.5  # the workers' steps reached the servers

@@ -119,7 +119,9 @@ class QueryTower(keras.layers.Layer):
         flat = tf.reshape(history_rows, [-1])
         unique, position = tf.unique(tf.maximum(flat, 0))
         embedded = tf.gather(self.item_tower(unique, training=training), position)
-        return tf.reshape(embedded, tf.concat([tf.shape(history_rows), [-1]], 0))
+        out = tf.reshape(embedded, tf.concat([tf.shape(history_rows), [-1]], 0))
+        out.set_shape(history_rows.shape.concatenate([self.config.embedding_dim]))  # lost to partitioned tables
+        return out
 
     def call(self, features, training=False):
         user = tf.cast(features["user_row"], tf.int32)
