@@ -10,7 +10,7 @@ import numpy as np
 from tworec.ranking.config import RankerConfig
 from tworec.ranking.features import RankerTables
 from tworec.towers.queries import SplitQueries
-from tworec.towers.scoring import top_candidates
+from tworec.towers.scoring import query_chunk, top_candidates
 
 
 @dataclass
@@ -52,6 +52,7 @@ def mine_lists(queries: SplitQueries, item_embeddings: np.ndarray, config: Ranke
     shift = np.zeros(num_items, np.float32) if score_shift is None else np.asarray(score_shift, np.float32)
     lists, scores, kept = [], [], []
     trending_off = np.random.default_rng([seed, 7]).random(len(queries)) < config.live_dropout
+    chunk = query_chunk(num_items, chunk)
     for start in range(0, len(queries), chunk):
         stop = min(start + chunk, len(queries))
         q, history, target = queries.query[start:stop], queries.history_rows[start:stop], queries.item_row[start:stop]

@@ -27,7 +27,10 @@ from tworec.layout import DataLayout
 from tworec.metrics import by_segment, head_items, ranks_of_targets
 from tworec.tfrecord_io import read_records
 
-BATCH = 512  # queries scored at once: the score matrix is [BATCH, items]
+BATCH = 512  # queries scored at once at most: the score matrix is [BATCH, items]
+# Score-matrix cells held at once (128 MB of float32): large catalogs score fewer queries at a
+# time, so memory does not grow with queries × items.
+SCORE_BUDGET = 1 << 25
 TOP_SAVED = 10  # top rows kept per query (what the report shows)
 HISTORY_SAVED = 10  # recent history rows kept per query
 RERANK_DEPTH = 200  # the first stage's top rows a second stage re-orders (the gateway's candidates)
@@ -117,8 +120,9 @@ class JudgedSplit:
         ``rerank``, the first stage's top ``RERANK_DEPTH`` rows are re-ordered by it and the rest
         keep the first stage's order."""
         ranks, tops = [np.zeros(0, np.int64)], [np.zeros((0, TOP_SAVED), np.int64)]
-        for start in range(0, len(self.targets), BATCH):
-            stop = min(start + BATCH, len(self.targets))
+        chunk = query_chunk(len(self.popularity))
+        for start in range(0, len(self.targets), chunk):
+            stop = min(start + chunk, len(self.targets))
             scores = score(start, stop).astype(np.float32, copy=True)
             excluded = self.excluded(start, stop, scores.shape[1])
             if excluded is not None:
@@ -147,10 +151,27 @@ class JudgedSplit:
         return queries
 
 
+def query_chunk(num_items: int, cap: int = BATCH) -> int:
+    """Queries to score at once against ``num_items`` items within SCORE_BUDGET (at most ``cap``)."""
+    return max(1, min(cap, SCORE_BUDGET // max(num_items, 1)))
+
+
 def top_rows(scores: np.ndarray, depth: int) -> np.ndarray:
     """Each row's ``depth`` highest-scoring columns, best first, ties to the lower column (as in
     ``ranks_of_targets``, so a top list and a rank always agree)."""
-    return np.argsort(-scores, axis=1, kind="stable")[:, : min(depth, scores.shape[1])]
+    n = scores.shape[1]
+    depth = min(depth, n)
+    if n <= 8 * depth:
+        return np.argsort(-scores, axis=1, kind="stable")[:, :depth]
+    # Large catalogs: partition to the depth-th score, then order only the columns above it and
+    # the lowest-column ties at it.
+    kth = np.take_along_axis(scores, np.argpartition(-scores, depth - 1, axis=1)[:, depth - 1:depth], 1)[:, 0]
+    out = np.empty((len(scores), depth), np.int64)
+    for i, row in enumerate(scores):
+        above = np.flatnonzero(row > kth[i])
+        chosen = np.concatenate([above, np.flatnonzero(row == kth[i])[: depth - len(above)]])
+        out[i] = chosen[np.argsort(-row[chosen], kind="stable")]
+    return out
 
 
 def _reranked(scores, targets, first_ranks, rerank):

@@ -23,7 +23,7 @@ from tworec.contract import Split
 from tworec.live.exploration import ClickPrior
 from tworec.tf_setup import keras
 from tworec.towers.live_counts import LiveTerm, PostTrainingEvents
-from tworec.towers.scoring import RERANK_DEPTH, JudgedSplit, RetrievalScorer
+from tworec.towers.scoring import RERANK_DEPTH, JudgedSplit, RetrievalScorer, query_chunk
 
 
 def validation_split(data_dir: str, catalog, max_queries: int = 10_000) -> JudgedSplit:
@@ -121,8 +121,9 @@ def fit_click_prior(scorer: RetrievalScorer, judged: JudgedSplit, base_ctr: floa
     so that a random item shown to a random query has mean rate ``base_ctr``."""
     rng = np.random.default_rng(seed)
     positive, negative = [], []
-    for start in range(0, len(judged), 512):
-        stop = min(start + 512, len(judged))
+    chunk = query_chunk(len(judged.popularity))
+    for start in range(0, len(judged), chunk):
+        stop = min(start + chunk, len(judged))
         scores = scorer(start, stop)
         positive.append(scores[np.arange(stop - start), judged.targets[start:stop]])
         negative.append(np.take_along_axis(scores, rng.integers(0, scores.shape[1], (stop - start, negatives)), 1)
