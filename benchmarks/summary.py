@@ -72,6 +72,22 @@ def _rows(name: str, r: dict) -> list:
         ab = r["recommend_latency_ab"]
         rows.append((name, "Recommend p50, live state + trending vs none", f"{ab['live']} vs {ab['off']} ms",
                      f"×{ab['ratio_live_over_off']} (medians of {ab['rounds']} alternating rounds)"))
+        if "live_no_slot" in ab:
+            rows.append((name, "Recommend p50, exploration slot on vs off", f"{ab['live']} vs {ab['live_no_slot']} ms",
+                         f"×{ab['ratio_slot_on_over_off']} ({ab['slot_answers']} answers had a slot)"))
+        return rows
+    if name == "sim_exploration":
+        rows = []
+        for arm, v in r["arms"].items():
+            median = v["median_impressions_to_first_click"]
+            reached = "" if v["reached_impressions_to_first_click"] else " (not reached in every seed)"
+            rows.append((name, f"{arm}: clicks / new-item clicks / discoverable new items",
+                         f"{v['clicks']:.0f} / {v['new_item_clicks']:.0f} / {v['discoverable_new_items']:.1f}",
+                         f"median impressions to first click {median:.0f}{reached}, {r['seeds']} seeds"))
+        o = r["ope"]
+        rows.append((name, "off-policy IPS / SNIPS / DR vs true (Thompson from random logs)",
+                     f"{o['ips']:.4f} / {o['snips']:.4f} / {o['dr']:.4f} vs {o['true']:.4f}",
+                     f"ESS {o['ess']:.0f} of {o['n']}, max weight {o['max_weight']:.0f}"))
         return rows
     if name == "soak":
         return [(name, "soak", json.dumps({k: v for k, v in r.items() if isinstance(v, (int, float))})[:80], "")]

@@ -190,19 +190,24 @@ def _exploration_html(sim: dict, out: Path, numbers: dict) -> str:
     figures.exploration(sim["curves"], sim["arms"], out / "exploration.png")
     rows = []
     for arm, s in sim["arms"].items():
-        rows.append((arm.replace("_", " "), f"{s['clicks']:,.0f}", f"{s['new_item_clicks']:,.0f}",
-                     f"{s['discoverable_new_items']:.1f}",
+        low, high = s["ci95"]["clicks"]
+        rows.append((arm.replace("_", " "), f"{s['clicks']:,.0f} [{low:,.0f}, {high:,.0f}]",
+                     f"{s['new_item_clicks']:,.0f}", f"{s['discoverable_new_items']:.1f}",
+                     f"{s['median_impressions_to_first_click']:,.0f}"
+                     + ("" if s["reached_impressions_to_first_click"] else " (not reached in every seed)"),
                      f"{s['median_requests_to_first_click']:,.0f}" + ("" if s["reached_requests_to_first_click"]
                                                                       else " (not reached: horizon)")))
     ope = sim["ope"]
+    interval = ope.get("ci95", {}).get("ips")
+    interval = f" (95% interval of IPS [{interval[0]:.4f}, {interval[1]:.4f}])" if interval else ""
     return (f'<p class="meta">benchmarks/sim_exploration.py: {sim["requests"]:,} requests, {sim["new_items"]} new items, '
             f'{sim["seeds"]} seeds, a hidden matrix-factorisation ground truth.</p>'
-            + html.grid_table(("arm", "clicks", "new-item clicks", "new items with ≥ 3 clicks",
-                               "median requests to first click"), rows)
+            + html.grid_table(("arm", "clicks [95%]", "new-item clicks", "new items with ≥ 3 clicks",
+                               "median impressions to first click", "median requests to first click"), rows)
             + html.figure("exploration.png", "Kaplan-Meier share of new items without a click (seed 0), and the "
                                              "clicks trade-off")
             + f"<p>Off-policy estimate of the Thompson slot's click rate from the random arm's logs: IPS "
-              f"{ope['ips']:.4f}, SNIPS {ope['snips']:.4f}, DR {ope['dr']:.4f} against {ope['true']:.4f} "
+              f"{ope['ips']:.4f}, SNIPS {ope['snips']:.4f}, DR {ope['dr']:.4f} against {ope['true']:.4f}{interval} "
               f"(effective sample size {ope['ess']:,.0f}, largest weight {ope['max_weight']:.0f}).</p>")
 
 

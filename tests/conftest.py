@@ -45,7 +45,9 @@ def synthetic_data(tmp_path_factory):
         return Path(os.environ[SYNTHETIC_DATA_ENV])
     out = tmp_path_factory.mktemp("synthetic") / "data"
     run(DataConfig(dataset="synthetic", history_length=10,
-                   synthetic=SyntheticConfig(interactions=6000, seed=11)), str(out))
+                   # TWOREC_SYNTHETIC_SEED: run the suite on other synthetic data (the seed check)
+                   synthetic=SyntheticConfig(interactions=6000, seed=int(os.environ.get("TWOREC_SYNTHETIC_SEED", 11)))),
+        str(out))
     return out
 
 

@@ -113,3 +113,25 @@ def test_report_numbers_agree_with_the_evaluation(report, run_dir):
     leaves = [p["leaves_to_search"] for p in curve["points"]]
     assert leaves == sorted(set(leaves)) and leaves[-1] == curve["leaves"]  # up to every leaf
     assert all(0 <= p["recall"] <= 1 and p["qps"] > 0 for p in curve["points"]) and curve["brute_force_qps"] > 0
+
+
+def test_the_exploration_section_shows_each_arm_its_interval_and_the_off_policy_estimate(tmp_path):
+    from tworec.report.build import _exploration_html
+
+    def arm(clicks, new, discoverable, median, reached):
+        return {"clicks": clicks, "new_item_clicks": new, "discoverable_new_items": discoverable,
+                "median_impressions_to_first_click": median, "reached_impressions_to_first_click": reached,
+                "median_requests_to_first_click": 5000.0, "reached_requests_to_first_click": reached,
+                "ci95": {"clicks": [clicks - 40, clicks + 40], "new_item_clicks": [new - 10, new + 10]}, "per_seed": []}
+
+    sim = {"requests": 10_000, "new_items": 66, "seeds": 5,
+           "arms": {"no_slot": arm(2923, 56, 3.4, 274, False), "thompson_slot": arm(2835, 168, 13.4, 217, True)},
+           "curves": {"no_slot": [[0, 1.0], [5000, 0.9]], "thompson_slot": [[0, 1.0], [3000, 0.5]]},
+           "ope": {"ips": 0.0065, "snips": 0.0065, "dr": 0.0057, "true": 0.0087, "ess": 2650, "max_weight": 56,
+                   "ci95": {"ips": [0.0042, 0.0088]}, "per_seed": []}}
+    numbers = {}
+    page = _exploration_html(sim, tmp_path, numbers)
+    assert (tmp_path / "exploration.png").stat().st_size > 1000
+    assert "thompson slot" in page and "2,835 [2,795, 2,875]" in page and "not reached in every seed" in page
+    assert "IPS 0.0065" in page and "[0.0042, 0.0088]" in page and "2,650" in page
+    assert set(numbers["exploration"]["arms"]) == {"no_slot", "thompson_slot"}
