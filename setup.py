@@ -1,13 +1,13 @@
 """The tworec distribution.
 
-The product's folders live at the repository root (beam/, towers/, ranking/, export/, serving/) so a
+The product's folders live at the repository root (beam/, towers/, ranking/, search/, export/, serving/) so a
 newcomer finds a feature by its folder name; they install as subpackages of one import namespace,
 ``tworec.beam``, ``tworec.towers`` and so on. ``tworec/`` itself holds what crosses folders: the data
 contract, the run layout, settings, item text composition; ``cli/`` holds the ``tworec`` command.
 """
 from setuptools import setup
 
-FOLDERS = ("live", "beam", "towers", "ranking", "evaluation", "export", "serving", "report", "cli")
+FOLDERS = ("live", "beam", "towers", "ranking", "search", "evaluation", "export", "serving", "report", "cli")
 
 # Pinned to the stack known to resolve together (see BUILD.md). TFRS needs Keras 2 (tf-keras).
 INSTALL_REQUIRES = [
@@ -29,6 +29,8 @@ INSTALL_REQUIRES = [
     "tqdm",
     "matplotlib",
     "redis",  # the client of the live state store several gateway replicas share
+    "bm25s==0.3.*",  # search's lexical leg: a maintained BM25 (numpy/scipy only)
+    "PyStemmer",  # English stemming for BM25
 ]
 
 # torch is only the reference for the MiniLM parity test; 2.13.0 is a CPU wheel on this machine image.

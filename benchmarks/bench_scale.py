@@ -31,7 +31,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-STAGES = ("data", "retrieval", "retrieval_id_only", "index", "ranker", "eval", "export")
+STAGES = ("data", "retrieval", "retrieval_id_only", "index", "search", "ranker", "eval", "export")
 
 
 def _tree_rss_kb(root: int) -> int:
@@ -140,7 +140,7 @@ def end_to_end(args) -> dict:
               "--retrieval-encoder", args.encoder, *args.extra]
     out = {"items": args.items, "events": args.events, "run": str(run), "encoder": args.encoder, "stages": {}}
     folders = {"data": "data", "retrieval": "retrieval", "retrieval_id_only": "retrieval_id_only", "index": "index",
-               "ranker": "ranker", "eval": "eval", "export": "repo"}
+               "search": "search", "ranker": "ranker", "eval": "eval", "export": "repo"}
     for stage in STAGES:
         if stage not in args.stages:
             continue

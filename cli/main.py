@@ -173,6 +173,45 @@ def _run_eval_policy(args, _):
     return 0
 
 
+def _add_build_search(sub, common):
+    p = sub.add_parser("build-search", parents=[common],
+                       help="build the search indexes (BM25 + semantic) and fit their fusion and personal re-ranking "
+                            "on validation queries")
+    p.add_argument("--data", required=True, help="the data folder")
+    p.add_argument("--retrieval", required=True, help="the retrieval model folder (the personal context)")
+    p.add_argument("--out", required=True, help="search folder")
+    p.set_defaults(run=_run_build_search)
+
+
+def _run_build_search(args, _):
+    from tworec.search.artifact import build_search
+
+    artifact = build_search(args.data, args.retrieval, args.out, log=_out)
+    _out(f"search over {len(artifact.engine().item_ids):,} items (fusion {artifact.fusion.form}, lexical weight "
+         f"{artifact.fusion.lexical_weight}) → {args.out}")
+    return 0
+
+
+def _add_eval_search(sub, common):
+    p = sub.add_parser("eval-search", parents=[common],
+                       help="measure search (bm25, semantic, fused, fused + personal) on category-path and "
+                            "review-summary queries, and SimilarItems' neighbourhood agreement")
+    p.add_argument("--data", required=True, help="the data folder")
+    p.add_argument("--out", required=True, help="writes OUT/metrics.json")
+    p.add_argument("--retrieval", help="the retrieval model folder (default: beside the data folder)")
+    p.add_argument("--search", help="a build-search folder (default: build one into OUT/search)")
+    p.add_argument("--reviews", help="Amazon reviews file for review-summary queries (default: beside the data's input)")
+    p.set_defaults(run=_run_eval_search)
+
+
+def _run_eval_search(args, _):
+    from tworec.evaluation.search import eval_search
+
+    eval_search(args.data, args.out, args.retrieval, args.search, args.reviews, log=_out)
+    _out(f"→ {args.out}/metrics.json")
+    return 0
+
+
 def _add_export(sub, common):
     p = sub.add_parser("export", parents=[common], help="publish the next version into a deployment repository "
                                                         "(Triton models + gateway bundle + manifest)")
@@ -181,13 +220,14 @@ def _add_export(sub, common):
     p.add_argument("--repo", required=True, help="deployment repository (created if missing)")
     p.add_argument("--eval", help="an eval folder: its metrics go into the manifest")
     p.add_argument("--index", help="a `tworec index` folder: the gateway's index is built with its settings")
+    p.add_argument("--search", help="a `tworec build-search` folder: the version serves Search with it")
     p.set_defaults(run=_run_export)
 
 
 def _run_export(args, _):
     from tworec.export.repository import export_repository
 
-    entry = export_repository(args.retrieval, args.ranker, args.repo, args.eval, args.index)
+    entry = export_repository(args.retrieval, args.ranker, args.repo, args.eval, args.index, args.search)
     _out(f"published version {entry['version']} → {args.repo} (Triton models {entry['triton']}, "
          f"gateway {entry['gateway']})")
     return 0
@@ -325,7 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="show the libraries' own log lines (TensorFlow, Beam, gRPC) and full tracebacks")
     parser = argparse.ArgumentParser(prog="tworec", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_data, _add_train_retrieval, _add_index, _add_train_ranker, _add_eval, _add_eval_policy, _add_export,
+    for add in (_add_data, _add_train_retrieval, _add_index, _add_build_search, _add_train_ranker, _add_eval,
+                _add_eval_policy, _add_eval_search, _add_export,
                 _add_export_embeddings, _add_serve, _add_recommend, _add_pipeline, _add_report, _add_demo):
         add(sub, common)
     return parser

@@ -24,7 +24,7 @@ from tworec.settings import section
 from tworec.towers.config import RetrievalConfig
 from tworec.towers.index import IndexConfig
 
-STAGES = ("data", "retrieval", "retrieval_id_only", "index", "ranker", "eval", "export")
+STAGES = ("data", "retrieval", "retrieval_id_only", "index", "search", "ranker", "eval", "export")
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,7 @@ def _done(run: RunLayout, config: PipelineConfig) -> dict:
     from tworec.evaluation.artifact import EvalResults
     from tworec.export.artifact import DeploymentRepository
     from tworec.ranking.artifact import RankerArtifact
+    from tworec.search.artifact import SearchArtifact
     from tworec.towers.artifact import RetrievalArtifact
     from tworec.towers.index import ItemIndex
 
@@ -76,6 +77,7 @@ def _done(run: RunLayout, config: PipelineConfig) -> dict:
         "retrieval_id_only": lambda: retrieval(run.retrieval_id_only, id_only(config)),
         "index": lambda: ItemIndex.exists(run.index) and _same_settings(run.index, ItemIndex.load(run.index).config,
                                                                           config.index),
+        "search": lambda: SearchArtifact.exists(run.search),
         "ranker": lambda: RankerArtifact.exists(run.ranker) and _same_settings(
             run.ranker, RankerArtifact.load(run.ranker).config, config.ranker),
         "eval": lambda: EvalResults.exists(run.eval),
@@ -90,7 +92,7 @@ def id_only(config: PipelineConfig) -> RetrievalConfig:
 
 def _outputs(run: RunLayout) -> dict:
     return {"data": run.data.root, "retrieval": run.retrieval, "retrieval_id_only": run.retrieval_id_only,
-            "index": run.index, "ranker": run.ranker, "eval": run.eval, "export": run.repo}
+            "index": run.index, "search": run.search, "ranker": run.ranker, "eval": run.eval, "export": run.repo}
 
 
 def run_pipeline(out: str, config: PipelineConfig = PipelineConfig(), beam_args=(), until: str | None = None,
@@ -103,6 +105,7 @@ def run_pipeline(out: str, config: PipelineConfig = PipelineConfig(), beam_args=
         "retrieval": lambda: _retrieval(run, run.retrieval, config.retrieval),
         "retrieval_id_only": lambda: _retrieval(run, run.retrieval_id_only, id_only(config)),
         "index": lambda: _index(run, config.index),
+        "search": lambda: _search(run, log),
         "ranker": lambda: _ranker(run, config.ranker),
         "eval": lambda: _eval(run),
         "export": lambda: _export(run),
@@ -141,6 +144,12 @@ def _index(run, config):
     ItemIndex.of_model(run.retrieval, config).save(run.index)
 
 
+def _search(run, log):
+    from tworec.search.artifact import build_search
+
+    build_search(run.data.root, run.retrieval, run.search, log)
+
+
 def _ranker(run, config):
     from tworec.ranking.train import train_ranker
 
@@ -156,4 +165,4 @@ def _eval(run):
 def _export(run):
     from tworec.export.repository import export_repository
 
-    export_repository(run.retrieval, run.ranker, run.repo, run.eval, run.index)
+    export_repository(run.retrieval, run.ranker, run.repo, run.eval, run.index, run.search)

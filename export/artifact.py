@@ -55,6 +55,7 @@ class GatewayArtifact(DescribedFolder):
     QUERY_TOWER = "query_tower.savedmodel"
     QUERY_TOWER_TFLITE = "query_tower.tflite"
     INDEX = "index"
+    SEARCH = "search"  # a search.artifact.SearchArtifact folder; absent: the version serves no Search
     ITEMS = "items.npz"
     USERS = "users.txt"
 
@@ -122,6 +123,13 @@ class GatewayArtifact(DescribedFolder):
         from tworec.towers.index import ItemIndex
 
         return ItemIndex.load(str(self.path / self.INDEX))
+
+    def search(self):
+        """The version's search folder (search.artifact.SearchArtifact), or None."""
+        from tworec.search.artifact import SearchArtifact
+
+        path = self.path / self.SEARCH
+        return SearchArtifact.load(path) if SearchArtifact.exists(path) else None
 
     def tables(self):
         from tworec.ranking.features import RankerTables

@@ -67,10 +67,11 @@ def data_snapshot(data_dir: str) -> dict:
 
 
 def export_repository(retrieval_dir: str, ranker_dir: str, repo: str, eval_dir: str | None = None,
-                      index_dir: str | None = None) -> dict:
+                      index_dir: str | None = None, search_dir: str | None = None) -> dict:
     """Publishes the next version; returns its manifest entry with its number (``version``). The
     gateway's index is built with the settings of ``index_dir`` (a ``tworec index`` folder; default
-    IndexConfig's defaults), for the items the ranker's tables hold."""
+    IndexConfig's defaults), for the items the ranker's tables hold. ``search_dir`` (a
+    ``tworec build-search`` folder over the same catalog) is copied in: the version serves Search."""
     from tworec.evaluation.artifact import EvalResults
     from tworec.export.triton_repo import site_packages_path
     from tworec.ranking.artifact import RankerArtifact
@@ -118,6 +119,11 @@ def export_repository(retrieval_dir: str, ranker_dir: str, repo: str, eval_dir: 
             index_config = settings.from_dict(IndexConfig, ItemIndex.described(index_dir)["config"])
         GatewayArtifact.save(gateway, version, retrieval, retrieval_artifact.live_weight, retrieval_artifact.click_prior,
                              tables, query_tower, triton, index_config, retrieval_artifact.held_out_queries)
+        if search_dir:
+            from tworec.search.artifact import SearchArtifact
+
+            SearchArtifact.load(search_dir)  # refuses a missing or other-format folder before copying
+            shutil.copytree(search_dir, gateway / GatewayArtifact.SEARCH)
         target = repository.gateway_path(version)
         target.parent.mkdir(parents=True, exist_ok=True)
         os.rename(gateway, target)

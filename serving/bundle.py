@@ -67,6 +67,7 @@ class Bundle:
             artifact = DeploymentRepository(repo).gateway(version)
             index, tables, catalog, users = artifact.index(), artifact.tables(), artifact.catalog(), artifact.users()
             query_tower = TfliteQueryTower(artifact.query_tower_tflite())
+            search = artifact.search()
         except (ArtifactError, OSError) as err:
             raise ConfigError(f"version {version} of {repo} cannot be loaded: {err}") from err
         self.version = version
@@ -84,6 +85,11 @@ class Bundle:
         self.index = index
         self.items = ItemTable(catalog.item_ids, catalog.titles, catalog.train_counts == 0, tables)
         self.categories = {c: i + 1 for i, c in enumerate(catalog.categories)}
+        self.category_names = ["", *catalog.categories]  # category row → name
+        # Search and SimilarItems' semantic space (search/): None when the version has no search folder.
+        self.search_engine = search.engine() if search else None
+        self.text_encoder = search.query_encoder() if search else None
+        self.similar_semantic_share = search.similar_semantic_share if search else 0.0
         self.attributes = {a: i + 1 for i, a in enumerate(tables.attributes)}
         if index.dimension != self.dim or tables.item_embedding.shape[1] != self.dim:
             raise ConfigError(f"{artifact.path}: index dimension {index.dimension}, item embeddings "
@@ -147,7 +153,25 @@ class Bundle:
             if present:
                 self.index.delete(present)
                 self.removed.update(present)
-            return len(present)
+        if present and self.search_engine is not None:
+            self.search_engine.remove(present)
+        return len(present)
+
+    def upsert_search(self, ids, texts, categories) -> None:
+        """Items added or changed at run time, into search's legs (semantic now, lexical after its
+        rebuild); ``categories``: each item's category names."""
+        if self.search_engine is None:
+            return
+        from tworec.search.engine import category_tokens
+
+        vectors = np.stack([self.text_encoder(t, self.max_text_length) for t in texts])
+        self.search_engine.upsert(list(ids), list(texts), vectors, [category_tokens(c) for c in categories])
+
+    def categories_of(self, item: str) -> set:
+        r = self.items.row_of.get(item)
+        if r is None:
+            return set()
+        return {self.category_names[c] for c in self.items.tables.item_category_rows[r] if c > 0}
 
 
 def current_version(repo: str) -> int:

@@ -37,6 +37,13 @@ class RecommenderClient:
         request = pb.SimilarItemsRequest(k=k, **({"item_id": item_id} if item_id is not None else {"text": text}))
         return self.stub.SimilarItems(request, timeout=self.timeout_s, metadata=self.metadata)
 
+    def search(self, query: str, user_id: str = "", recent_item_ids=(), k: int = 10, categories=(),
+               exclude_item_ids=(), context=None):
+        request = pb.SearchRequest(query=query, user_id=user_id, recent_item_ids=list(recent_item_ids), k=k,
+                                   categories=list(categories), exclude_item_ids=list(exclude_item_ids),
+                                   context=context or {})
+        return self.stub.Search(request, timeout=self.timeout_s, metadata=self.metadata)
+
     def upsert_items(self, items):
         """``items``: dicts with item_id, title, description, categories."""
         return self.stub.UpsertItems(pb.UpsertItemsRequest(items=[pb.Item(**i) for i in items]),

@@ -32,7 +32,8 @@ from tworec.serving import protos
 from tworec.serving.bundle import Bundle
 from tworec.serving.config import GatewayConfig
 from tworec.serving.triton_models import ModelUnavailable, TritonModels
-from tworec.serving.validation import InvalidRequest, check_id, check_ids, check_k, check_recommend, check_text, \
+from tworec.serving.validation import InvalidRequest, check_id, check_ids, check_k, check_recommend, check_search, \
+    check_text, \
     check_upsert, MAX_REMOVE_ITEMS
 
 log = logging.getLogger("tworec.gateway")
@@ -327,12 +328,22 @@ class Recommender(pb_grpc.RecommenderServicer):
                     raise InvalidRequest("text is empty")
         except InvalidRequest as err:
             return self._fail(context, grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        engine = bundle.search_engine
         if which == "item_id":
             r = bundle.items.row_of.get(request.item_id)
             if r is None or request.item_id in bundle.removed:
                 return self._fail(context, grpc.StatusCode.NOT_FOUND, f"item {request.item_id!r} is not in the index")
+            if engine is not None and request.item_id in engine.row_of:
+                ids, scores = self._similar_blend(bundle, request.item_id, request.k)
+                return pb.SimilarItemsResponse(items=self._items(bundle, ids, scores, pb.RETRIEVAL),
+                                               model_version=str(bundle.version))
             vector = bundle.items.item_embedding[r]
             skip = {request.item_id}
+        elif engine is not None:  # a text: what Search answers without a user
+            found = engine.candidates(request.text, bundle.text_encoder(request.text))
+            order = np.argsort(-found.fused, kind="stable")[: request.k]
+            return pb.SimilarItemsResponse(items=self._items(bundle, [found.ids[j] for j in order], found.fused[order],
+                                                             pb.RETRIEVAL), model_version=str(bundle.version))
         else:
             try:
                 vector = self._embed(bundle, [request.text], [""], [()], context)[0]
@@ -343,6 +354,71 @@ class Recommender(pb_grpc.RecommenderServicer):
         pairs = [(i, s) for i, s in zip(ids, scores) if i not in skip][: request.k]
         return pb.SimilarItemsResponse(items=self._items(bundle, [i for i, _ in pairs], [s for _, s in pairs],
                                                          pb.RETRIEVAL), model_version=str(bundle.version))
+
+    @staticmethod
+    def _similar_blend(bundle: Bundle, item: str, k: int):
+        """Items like ``item``: share × cosine in the sentence space + (1 - share) × cosine in the
+        collaborative space (the share chosen by neighbourhood agreement at build), over both
+        spaces' nearest items."""
+        engine, share, table = bundle.search_engine, bundle.similar_semantic_share, bundle.items
+        sem_query = engine.vectors[engine.row_of[item]]
+        col_query = table.item_embedding[table.row_of[item]]
+        depth = 4 * (k + 1)
+        found, _ = engine.semantic_index.search(sem_query, min(depth, engine.semantic_index.size), with_shift=False)
+        if share < 1.0:
+            more, _ = bundle.search(col_query, depth, with_shift=False)
+            found = list(found) + list(more)
+        ids = [i for i in dict.fromkeys(found) if i != item and i not in bundle.removed and i in engine.row_of
+               and i in table.row_of]
+        if not ids:
+            return [], np.zeros(0)
+        sem = engine.vectors[[engine.row_of[i] for i in ids]] @ sem_query
+        col = table.item_embedding[[table.row_of[i] for i in ids]] @ col_query
+        col = col / max(float(np.linalg.norm(col_query)), 1e-12)  # item embeddings are unit: cosine
+        scores = share * sem + (1 - share) * col
+        order = np.argsort(-scores, kind="stable")[:k]
+        return [ids[j] for j in order], scores[order]
+
+    # --- Search: parse → legs → fuse → personalise → respond --------------------------------------
+    def Search(self, request, context):
+        self.counters.add("search")
+        try:
+            parsed = check_search(request)
+        except InvalidRequest as err:
+            return self._fail(context, grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        bundle = self._bundle()
+        engine = bundle.search_engine
+        if engine is None:
+            return self._fail(context, grpc.StatusCode.FAILED_PRECONDITION,
+                              f"version {bundle.version} serves no search: export it with `tworec export --search`")
+        state = self._user_state(bundle, request, parsed)
+        excluded = set(request.exclude_item_ids) | bundle.removed
+        wanted = set(request.categories)
+
+        def allowed(item: str) -> bool:
+            return item not in excluded and (not wanted or bool(bundle.categories_of(item) & wanted))
+
+        found = engine.candidates(request.query, bundle.text_encoder(request.query), allowed)
+        affinity = None
+        if state.has_signal and found.ids:
+            query = bundle.query(state.user_row, state.history, state.history_ts, state.now)
+            table = bundle.items
+            rows = np.array([table.row_of.get(i, 0) for i in found.ids])
+            shift = np.where(table.tables.item_row[rows] == 0, bundle.new_item_offset, 0.0)
+            affinity = table.item_embedding[rows] @ query + shift
+        scores = engine.rank(found, affinity)
+        order = np.argsort(-scores, kind="stable")[: request.k]
+        legs = {"lexical": pb.LEXICAL, "semantic": pb.SEMANTIC}
+        table = bundle.items
+        results = []
+        for j in order:
+            item, r = found.ids[j], table.row_of.get(found.ids[j])
+            results.append(pb.SearchResult(item_id=item, score=float(scores[j]), legs=[legs[g] for g in found.legs(j)],
+                                           lexical_score=float(found.lexical[j]), semantic_score=float(found.semantic[j]),
+                                           title=table.titles[r] if r is not None else "",
+                                           cold=bool(table.cold[r]) if r is not None else False))
+        return pb.SearchResponse(results=results, model_version=str(bundle.version), personalised=affinity is not None,
+                                 request_id=secrets.token_hex(8))
 
     # --- UpsertItems / RemoveItems ----------------------------------------------------------------
     @staticmethod
@@ -383,8 +459,13 @@ class Recommender(pb_grpc.RecommenderServicer):
         return pb.UpsertItemsResponse(upserted=len(items), index_size=bundle.index.size)
 
     def apply_upsert(self, bundle: Bundle, items: list, vectors) -> None:
+        from tworec.text import compose_item_text
+
         bundle.upsert([i.item_id for i in items], [i.title or i.description[:80] for i in items], vectors,
                       [bundle.category_rows(i.categories) for i in items])
+        bundle.upsert_search([i.item_id for i in items],
+                             [compose_item_text(i.title, i.description, i.categories) for i in items],
+                             [list(i.categories) for i in items])
         self.live_changes.upserted(items)
 
     def RemoveItems(self, request, context):

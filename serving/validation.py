@@ -79,6 +79,22 @@ def check_recommend(request) -> dict:
     return {"now": now, "attributes": attributes}
 
 
+MAX_QUERY_CHARS = 512
+MAX_FILTER_CATEGORIES = 50
+
+
+def check_search(request) -> dict:
+    """A Search request's parsed context (as ``check_recommend``); the query must say something."""
+    check_text(request.query, "query", MAX_QUERY_CHARS)
+    if not request.query.strip():
+        raise InvalidRequest("query is empty")
+    if len(request.categories) > MAX_FILTER_CATEGORIES:
+        raise InvalidRequest(f"too many categories: {len(request.categories)} > {MAX_FILTER_CATEGORIES}")
+    for i, category in enumerate(request.categories):
+        check_text(category, f"categories[{i}]", MAX_CATEGORY_CHARS)
+    return check_recommend(request)
+
+
 def check_upsert(request):
     if not request.items:
         raise InvalidRequest("items is empty")

@@ -76,13 +76,24 @@ def tiny_ranker(synthetic_data, tiny_retrieval, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def tiny_repo(tiny_retrieval, tiny_ranker, tmp_path_factory):
-    """A deployment repository (version 1) of the tiny models. Tests that serve it take their own
-    copy (``repo_copy``), so one that publishes a new version does not change another's."""
+def tiny_search(synthetic_data, tiny_retrieval, tmp_path_factory):
+    """The search folder of the synthetic data (real MiniLM, BM25; fitted on its validation split)."""
+    from tworec.search.artifact import build_search
+
+    out = tmp_path_factory.mktemp("search") / "search"
+    build_search(str(synthetic_data), str(tiny_retrieval), str(out), log=lambda *_: None)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_repo(tiny_retrieval, tiny_ranker, tiny_search, tmp_path_factory):
+    """A deployment repository (version 1) of the tiny models, serving Search. Tests that serve it
+    take their own copy (``repo_copy``), so one that publishes a new version does not change
+    another's."""
     from tworec.export.repository import export_repository
 
     path = tmp_path_factory.mktemp("tiny_repo") / "repo"
-    export_repository(str(tiny_retrieval), str(tiny_ranker), str(path))
+    export_repository(str(tiny_retrieval), str(tiny_ranker), str(path), search_dir=str(tiny_search))
     return path
 
 

@@ -58,7 +58,7 @@ def test_300_items_and_6000_interactions_complete_every_stage(tmp_path_factory):
     run = tmp_path_factory.mktemp("small_run")
     code, out, err = _tworec("pipeline", "--dataset", "csv", "--input", str(data), "--out", str(run), *FAST)
     assert code == 0, out[-3000:] + err[-3000:]
-    for stage in ("data", "retrieval", "retrieval_id_only", "index", "ranker", "eval", "export"):
+    for stage in ("data", "retrieval", "retrieval_id_only", "index", "search", "ranker", "eval", "export"):
         assert f"[done] {stage} " in out, out
     assert (run / "repo" / "manifest.json").exists()
     assert "Traceback" not in out + err

@@ -361,3 +361,55 @@ def test_the_gateway_query_tower_matches_its_savedmodel(service):
     for got, want in zip(answers, expected * 20):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     assert np.abs(expected[0] - expected[2]).max() > 1e-3  # the inputs matter
+
+
+def test_search_answers_with_legs_personalises_for_a_user_and_refuses_bad_queries(service, client):
+    from tworec.serving.client import pb
+
+    bundle = service.bundle
+    item = next(i for i, r in bundle.items.row_of.items() if not bundle.items.cold[r])
+    word = bundle.items.titles[bundle.items.row_of[item]].split()[0]
+    anonymous = client.search(word, k=10)
+    assert 0 < len(anonymous.results) <= 10 and not anonymous.personalised and anonymous.request_id
+    assert len({r.item_id for r in anonymous.results}) == len(anonymous.results)
+    assert all(r.legs for r in anonymous.results)
+    scores = [r.score for r in anonymous.results]
+    assert scores == sorted(scores, reverse=True)
+    assert any(pb.LEXICAL in r.legs and r.lexical_score > 0 for r in anonymous.results)
+    user = next(iter(bundle.user_rows))
+    personal = client.search(word, user_id=user, k=10)
+    assert personal.personalised and len(personal.results) == len(anonymous.results)
+    # A query no item's words match still gets semantic results.
+    nonsense = client.search("qwzxv plorbt", k=5)
+    assert len(nonsense.results) == 5 and all(r.legs == [pb.SEMANTIC] for r in nonsense.results)
+    # Filters: a category no item has removes everything; exclusions are honoured.
+    assert not client.search(word, categories=["no such category"], k=10).results
+    top = anonymous.results[0].item_id
+    assert top not in {r.item_id for r in client.search(word, exclude_item_ids=[top], k=10).results}
+    for bad, reason in (("", "empty"), ("   ", "empty"), ("x" * 513, "too long"), ("bread\x01", "control")):
+        with pytest.raises(grpc.RpcError) as err:
+            client.search(bad)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and reason in err.value.details()
+
+
+def test_an_upserted_item_becomes_searchable_and_similar_items_uses_the_sentence_space(service, client):
+    import time
+
+    from tworec.serving.client import pb
+
+    client.upsert_items([{"item_id": "quokka-book", "title": "Quokka Island",
+                          "description": "A photo book of smiling quokkas on Rottnest Island.",
+                          "categories": ["Travel"]}])
+    semantic_now = client.search("smiling marsupials on an island", k=20)
+    assert "quokka-book" in [r.item_id for r in semantic_now.results]
+    deadline = time.time() + 60  # the lexical leg rebuilds in the background
+    while time.time() < deadline:
+        found = {r.item_id: list(r.legs) for r in client.search("quokka", k=5).results}
+        if pb.LEXICAL in found.get("quokka-book", []):
+            break
+        time.sleep(0.2)
+    assert found.get("quokka-book") == [pb.LEXICAL, pb.SEMANTIC]
+    similar = client.similar_items(item_id="quokka-book", k=5).items
+    assert len(similar) == 5 and "quokka-book" not in [i.item_id for i in similar]
+    client.remove_items(["quokka-book"])
+    assert "quokka-book" not in [r.item_id for r in client.search("quokka", k=5).results]

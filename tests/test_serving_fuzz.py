@@ -1,6 +1,6 @@
 """Property-based bad input for the gateway: 5,000+ generated malformed and edge-case requests
 (empty, huge, unicode and control-character ids; k ≤ 0 and huge k; duplicated and oversize
-histories; missing fields; events of unknown types, with absurd times, positions, values and
+histories; missing fields; empty, oversize and control-character search queries; events of unknown types, with absurd times, positions, values and
 propensities, repeated ids, oversize batches; arbitrary bytes as the request message) are each
 answered with INVALID_ARGUMENT and a message, or a valid result (for events: every event
 accepted, a duplicate or rejected with a reason); never UNKNOWN/INTERNAL or a crash. Health stays
@@ -51,7 +51,7 @@ def calls(draw):
     from tworec.serving.client import pb
 
     kind = draw(st.sampled_from(["recommend", "recommend", "recommend", "similar", "upsert", "remove", "events",
-                                 "events", "bytes"]))
+                                 "events", "search", "search", "bytes"]))
     if kind == "events":
         numbers = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([0.0, 0.5, 1.0, 1.5, -1.0]))
         event = st.builds(
@@ -84,6 +84,15 @@ def calls(draw):
         if which:
             fields[which] = draw(ids) if which == "item_id" else draw(st.text(max_size=200))
         return kind, pb.SimilarItemsRequest(**fields)
+    if kind == "search":
+        query = draw(st.one_of(st.text(max_size=600), st.sampled_from(["", "   ", "x" * 513, "bread\x00", "space",
+                                                                          "a space opera with starships", "🙂"])))
+        return kind, pb.SearchRequest(
+            query=query, user_id=draw(st.one_of(st.just(""), ids)), k=draw(ints),
+            recent_item_ids=draw(st.lists(ids, max_size=52)),
+            categories=draw(st.one_of(st.lists(st.text(max_size=120), max_size=5), st.just(["c"] * 51))),
+            exclude_item_ids=draw(st.lists(ids, max_size=5)),
+            context=draw(st.dictionaries(st.text(max_size=20), st.text(max_size=30), max_size=3)))
     if kind == "upsert":
         items = draw(st.lists(st.builds(pb.Item, item_id=ids, title=st.text(max_size=50),
                                         description=st.text(max_size=50),
@@ -91,7 +100,7 @@ def calls(draw):
         return kind, pb.UpsertItemsRequest(items=items)
     if kind == "remove":
         return kind, pb.RemoveItemsRequest(item_ids=draw(st.lists(ids, max_size=5)))
-    method = draw(st.sampled_from(["Recommend", "SimilarItems", "UpsertItems", "RemoveItems", "RecordEvents"]))
+    method = draw(st.sampled_from(["Recommend", "SimilarItems", "UpsertItems", "RemoveItems", "RecordEvents", "Search"]))
     return method, draw(st.binary(max_size=200))
 
 
@@ -101,9 +110,9 @@ def test_generated_bad_requests_get_invalid_argument_or_a_valid_answer(service):
     channel = grpc.insecure_channel(service.address)
     stub = pb_grpc.RecommenderStub(channel)
     raw = {m: channel.unary_unary(f"/tworec.v1.Recommender/{m}") for m in
-           ("Recommend", "SimilarItems", "UpsertItems", "RemoveItems", "RecordEvents")}
+           ("Recommend", "SimilarItems", "UpsertItems", "RemoveItems", "RecordEvents", "Search")}
     methods = {"recommend": stub.Recommend, "similar": stub.SimilarItems, "upsert": stub.UpsertItems,
-               "remove": stub.RemoveItems, "events": stub.RecordEvents}
+               "remove": stub.RemoveItems, "events": stub.RecordEvents, "search": stub.Search}
     codes, replay, outcomes = Counter(), [], Counter()
 
     @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
@@ -117,6 +126,10 @@ def test_generated_bad_requests_get_invalid_argument_or_a_valid_answer(service):
                 if kind == "recommend":
                     assert 0 < len(reply.items) <= request.k
                     assert len({i.item_id for i in reply.items}) == len(reply.items)
+                if kind == "search":
+                    assert len(reply.results) <= request.k and len({r.item_id for r in reply.results}) == len(reply.results)
+                    assert all(r.legs for r in reply.results)
+                    outcomes["search_answers"] += 1
                 if kind == "events":
                     assert reply.accepted + reply.duplicates + len(reply.rejected) == len(request.events)
                     assert all(r.reason for r in reply.rejected)
@@ -143,7 +156,7 @@ def test_generated_bad_requests_get_invalid_argument_or_a_valid_answer(service):
     print(f"{total} requests: {dict(codes)}")
     assert total >= EXAMPLES
     assert codes["INVALID_ARGUMENT"] > 1000 and codes["OK"] > 100
-    assert outcomes["rejected"] > 500 and outcomes["accepted"] > 10, outcomes
+    assert outcomes["rejected"] > 500 and outcomes["accepted"] > 10 and outcomes["search_answers"] > 50, outcomes
     assert not codes["UNKNOWN"] and not codes["INTERNAL"]
     with RecommenderClient(service.address) as client:
         assert client.health() == "SERVING"
@@ -154,7 +167,7 @@ def test_generated_bad_requests_get_invalid_argument_or_a_valid_answer(service):
     channel = grpc.insecure_channel(service.address)
     stub = pb_grpc.RecommenderStub(channel)
     methods = {"recommend": stub.Recommend, "similar": stub.SimilarItems, "upsert": stub.UpsertItems,
-               "remove": stub.RemoveItems, "events": stub.RecordEvents}
+               "remove": stub.RemoveItems, "events": stub.RecordEvents, "search": stub.Search}
     rss = []
     for _ in range(4):
         for kind, request in replay:

@@ -9,7 +9,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 # The layers, lowest first: a folder imports only from folders before it.
-LAYERS = ("tworec", "live", "beam", "towers", "ranking", "evaluation", "export", "serving", "report", "cli")
+LAYERS = ("tworec", "live", "beam", "towers", "ranking", "search", "evaluation", "export", "serving", "report", "cli")
 
 
 def _modules():

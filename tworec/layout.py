@@ -4,6 +4,7 @@
     RUN/retrieval/   the content two-tower model (tworec.towers.train)
     RUN/retrieval_id_only/  the no-text baseline
     RUN/index/       ScaNN index + id map
+    RUN/search/      search: BM25 + semantic indexes, fusion and personal weights
     RUN/ranker/      ranking model + its serving SavedModel
     RUN/eval/        metrics.json, summary.md
     RUN/repo/        deployment repository: Triton models, gateway bundles, manifest
@@ -107,6 +108,10 @@ class RunLayout:
     @property
     def index(self) -> str:
         return os.path.join(self.root, "index")
+
+    @property
+    def search(self) -> str:
+        return os.path.join(self.root, "search")
 
     @property
     def ranker(self) -> str:

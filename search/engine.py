@@ -1,0 +1,171 @@
+"""Hybrid search: the lexical and the semantic leg each retrieve candidates, a fusion fitted on
+validation queries merges them, and with a user, a re-ranking fitted on search-style lists adds
+what the shopper has done.
+
+    engine = SearchEngine(lexical, semantic_index, vectors, item_ids, categories, fusion, personal)
+    results = engine.search(query_text, query_vector, k, affinity=None, allowed=None)
+
+A result row carries the item, its fused (or personal) score, each leg's score and which legs
+found it. ``Fusion`` and ``PersonalRanker`` are the fitted parts (``fit_fusion``,
+``fit_personal``); the engine is what evaluation and the gateway both run.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+
+LEXICAL, SEMANTIC = "lexical", "semantic"
+FEATURES = ("fused", "lexical", "semantic", "category_match", "affinity")
+
+
+@dataclass(frozen=True)
+class Fusion:
+    """How the legs merge. ``rrf``: lexical_weight / (rrf_k + lexical rank) + (1 - lexical_weight)
+    / (rrf_k + semantic rank), a leg that did not find the item adding 0. ``weighted``:
+    lexical_weight × BM25 / the query's best BM25 + (1 - lexical_weight) × cosine."""
+
+    form: str = "weighted"
+    lexical_weight: float = 0.5
+    rrf_k: int = 60
+
+    def __call__(self, lexical: np.ndarray, semantic: np.ndarray, lexical_rank: np.ndarray,
+                 semantic_rank: np.ndarray) -> np.ndarray:
+        w = self.lexical_weight
+        if self.form == "rrf":
+            lex = np.where(lexical_rank > 0, 1.0 / (self.rrf_k + lexical_rank), 0.0)
+            sem = np.where(semantic_rank > 0, 1.0 / (self.rrf_k + semantic_rank), 0.0)
+            return w * lex + (1 - w) * sem
+        top = float(lexical.max()) if len(lexical) else 0.0
+        return w * (lexical / top if top > 0 else lexical) + (1 - w) * semantic
+
+
+@dataclass(frozen=True)
+class PersonalRanker:
+    """A linear score over FEATURES (the candidate's fused score, BM25 relative to the query's
+    best, cosine, the share of query words in the item's categories, and the two-tower score of
+    the user for the item), fitted listwise on validation queries."""
+
+    weights: tuple = (1.0, 0.0, 0.0, 0.0, 0.0)
+
+    def __call__(self, features: np.ndarray) -> np.ndarray:
+        return features @ np.asarray(self.weights, np.float64)
+
+
+@dataclass
+class Candidates:
+    """One query's candidates: item ids and, per candidate, each leg's score, its rank in each leg
+    (0: that leg did not find it) and the category match."""
+
+    ids: list
+    lexical: np.ndarray
+    semantic: np.ndarray
+    lexical_rank: np.ndarray
+    semantic_rank: np.ndarray
+    category_match: np.ndarray
+    fused: np.ndarray = field(default=None)
+
+    def features(self, affinity: np.ndarray | None) -> np.ndarray:
+        """[candidates, FEATURES]; a missing user's affinity is 0."""
+        top = float(self.lexical.max()) if len(self.lexical) else 0.0
+        return np.stack([self.fused, self.lexical / top if top > 0 else self.lexical, self.semantic,
+                         self.category_match, np.zeros(len(self.ids)) if affinity is None else affinity], 1)
+
+    def legs(self, i: int) -> list:
+        return [leg for leg, rank in ((LEXICAL, self.lexical_rank[i]), (SEMANTIC, self.semantic_rank[i])) if rank > 0]
+
+
+class SearchEngine:
+    """The two legs over one catalog, their fusion and the personal re-ranking.
+
+    ``lexical``: a search.lexical.LiveLexical; ``semantic_index``: a towers.index.ItemIndex over
+    ``vectors`` [items, 384] (unit, the semantic space) with ``item_ids``; ``categories``: each
+    item's category token set (stemmed words). ``upsert`` and ``remove`` keep all of it current."""
+
+    def __init__(self, lexical, semantic_index, vectors: np.ndarray, item_ids: list, categories: list,
+                 fusion: Fusion, personal: PersonalRanker, candidates: int = 200):
+        self.lexical = lexical
+        self.semantic_index = semantic_index
+        self.vectors = np.asarray(vectors, np.float32)
+        self.item_ids = list(item_ids)
+        self.row_of = {item: i for i, item in enumerate(self.item_ids)}
+        self.categories = list(categories)
+        self.fusion = fusion
+        self.personal = personal
+        self.depth = candidates
+        self.removed: set = set()
+        self._lock = threading.Lock()
+
+    def candidates(self, query: str, query_vector: np.ndarray, allowed=None) -> Candidates:
+        """Each leg's top ``depth`` items (``allowed(id)`` False: left out), merged and fused."""
+        from tworec.search.lexical import tokenize
+
+        scores, index = self.lexical.scores(query)
+        lexical_top = [index.item_ids[r] for r in _top(scores, self.depth * 2) if scores[r] > 0]
+        with self._lock:
+            vectors, row_of, removed = self.vectors, self.row_of, self.removed
+            size = self.semantic_index.size
+        semantic_top, _ = self.semantic_index.search(query_vector, min(size, self.depth * 2), with_shift=False)
+        keep = (lambda i: i in row_of and i not in removed and (allowed is None or allowed(i)))
+        lexical_top = [i for i in lexical_top if keep(i)][: self.depth]
+        semantic_top = [i for i in semantic_top if keep(i)][: self.depth]
+        ids = list(dict.fromkeys(lexical_top + semantic_top))
+        lexical_rank = {i: r + 1 for r, i in enumerate(lexical_top)}
+        semantic_rank = {i: r + 1 for r, i in enumerate(semantic_top)}
+        rows = np.array([row_of[i] for i in ids], np.int64)
+        words = set(tokenize([query])[0])
+        match = np.array([len(words & self.categories[r]) / len(words) if words else 0.0 for r in rows])
+        lex = np.array([scores[index.row_of[i]] if i in index.row_of else 0.0 for i in ids], np.float64)
+        out = Candidates(ids, lex, (vectors[rows] @ query_vector).astype(np.float64) if len(rows) else np.zeros(0),
+                         np.array([lexical_rank.get(i, 0) for i in ids]), np.array([semantic_rank.get(i, 0) for i in ids]),
+                         match)
+        out.fused = self.fusion(out.lexical, out.semantic, out.lexical_rank, out.semantic_rank)
+        return out
+
+    def rank(self, candidates: Candidates, affinity: np.ndarray | None = None) -> np.ndarray:
+        """The candidates' final scores: fused, or with a user (``affinity`` per candidate) the
+        personal re-ranking."""
+        if affinity is None:
+            return candidates.fused
+        return self.personal(candidates.features(affinity))
+
+    def upsert(self, item_ids: list, texts: list, vectors: np.ndarray, categories: list) -> None:
+        """New or changed items: searchable by the semantic leg at once, by the lexical leg after
+        its background rebuild."""
+        vectors = np.asarray(vectors, np.float32)
+        with self._lock:
+            all_vectors, ids, cats = self.vectors.copy(), list(self.item_ids), list(self.categories)
+            for item, vector, category in zip(item_ids, vectors, categories):
+                if item in self.row_of:
+                    r = self.row_of[item]
+                    all_vectors[r], cats[r] = vector, category
+                else:
+                    ids.append(item)
+                    all_vectors = np.concatenate([all_vectors, vector[None]], 0)
+                    cats.append(category)
+            self.semantic_index.upsert(item_ids, vectors)
+            self.vectors, self.item_ids, self.categories = all_vectors, ids, cats
+            self.row_of = {item: i for i, item in enumerate(ids)}
+            self.removed.difference_update(item_ids)
+        self.lexical.upsert(dict(zip(item_ids, texts)))
+
+    def remove(self, item_ids) -> None:
+        with self._lock:
+            self.removed = self.removed | set(item_ids)
+        self.lexical.remove(item_ids)
+
+
+def _top(scores: np.ndarray, k: int) -> np.ndarray:
+    k = min(k, len(scores))
+    if k <= 0:
+        return np.zeros(0, np.int64)
+    top = np.argpartition(-scores, k - 1)[:k]
+    return top[np.argsort(-scores[top], kind="stable")]
+
+
+def category_tokens(categories) -> set:
+    """The stemmed words of an item's categories (what the category match counts)."""
+    from tworec.search.lexical import tokenize
+
+    return set(tokenize([" ".join(categories)])[0]) if categories else set()

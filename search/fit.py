@@ -1,0 +1,270 @@
+"""Search queries built from data we have, the search engine built for a data folder, and its
+fitted parts: the fusion (form and weight, by validation NDCG@10) and the personal re-ranking
+(listwise on validation lists).
+
+Two query protocols:
+
+- ``category_path`` (after Ai et al., SIGIR 2017): for each interaction, the query is the words
+  of the target item's categories below the root (categories on more than half the catalog's
+  items, e.g. Amazon's "Magazine Subscriptions", are the root); the target is the one relevant
+  item and the user's earlier items are the personal context.
+- ``review_summary`` (Amazon): the shopper's own review summary of the target is the query.
+
+Each query carries the user's two-tower query vector at that moment (the personal context) and
+the items the user had before, which are left out of the answer as Recommend leaves them out.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tworec.contract import Split
+from tworec.search.engine import Fusion, PersonalRanker, SearchEngine, category_tokens
+
+DEPTH = 200  # candidates per leg
+FUSION_WEIGHTS = tuple(round(0.1 * i, 1) for i in range(11))
+
+
+@dataclass
+class SearchQueries:
+    """Queries of one split: text, target catalog row, user, the user's query vector in the
+    retrieval space [Q, D], rows each user had before, and segments (all, cold)."""
+
+    texts: list
+    targets: np.ndarray
+    users: list
+    user_vectors: np.ndarray
+    had_before: list
+    segments: dict
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def subset(self, keep: np.ndarray) -> "SearchQueries":
+        idx = np.flatnonzero(keep)
+        return SearchQueries([self.texts[i] for i in idx], self.targets[idx], [self.users[i] for i in idx],
+                             self.user_vectors[idx], [self.had_before[i] for i in idx],
+                             {k: v[idx] for k, v in self.segments.items()})
+
+
+def root_categories(catalog) -> set:
+    """Categories on more than half of the items: the path's root, which says nothing."""
+    counts = np.bincount(catalog.category_ids[catalog.category_ids > 0].ravel(), minlength=len(catalog.categories) + 1)
+    return {catalog.categories[i - 1] for i in np.flatnonzero(counts > catalog.size / 2) if i > 0}
+
+
+def item_categories(catalog, row: int) -> list:
+    return [catalog.categories[i - 1] for i in catalog.category_ids[row] if i > 0]
+
+
+MAX_QUERIES = 10_000  # per split: enough for a 95% interval of ±0.01 on NDCG; the first ones in time
+
+
+def split_queries(data_dir: str, split: Split, catalog, retrieval, protocol: str,
+                  reviews: str | None = None, limit: int = MAX_QUERIES) -> SearchQueries:
+    """The ``protocol`` queries of ``split`` (its first ``limit`` examples); ``retrieval``: a
+    towers RestoredRetrieval (the user's query vector); ``reviews``: the Amazon reviews file
+    (``*_5.json.gz``) for ``review_summary``."""
+    from tworec.towers.scoring import JudgedSplit
+
+    judged = JudgedSplit(data_dir, "temporal", catalog, split, limit=None if protocol == "review_summary" else limit)
+    vectors = judged.queries(retrieval.model, retrieval.lookups, retrieval.config.history_length).query
+    if protocol == "category_path":
+        root = root_categories(catalog)
+        texts = [" ".join(c for c in item_categories(catalog, t) if c not in root) for t in judged.targets]
+    elif protocol == "review_summary":
+        summaries = review_summaries(reviews)
+        texts = [summaries.get((e["user_id"], e["item_id"]), "") for e in judged.examples]
+    else:
+        raise ValueError(f"unknown protocol {protocol!r}")
+    keep = np.array([bool(t.strip()) for t in texts]) & ~judged.repeats
+    queries = SearchQueries(texts, judged.targets, [e["user_id"] for e in judged.examples], vectors,
+                            [judged.had_before(i) for i in range(len(judged))],
+                            {"all": np.ones(len(texts), bool), "cold": catalog.cold[judged.targets]})
+    return queries.subset(keep)
+
+
+def review_summaries(path: str | None) -> dict:
+    """{(user, item): review summary} from an Amazon 2018 reviews file (5-core json lines)."""
+    if not path:
+        return {}
+    out = {}
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        for line in handle:
+            review = json.loads(line)
+            summary = (review.get("summary") or "").strip()
+            if summary:
+                out[(review["reviewerID"], review["asin"])] = summary
+    return out
+
+
+def reviews_file(data_dir: str) -> str | None:
+    """The reviews file beside the raw Amazon input a data folder was built from, if any."""
+    stats = json.loads((Path(data_dir) / "stats.json").read_text())
+    if not str(stats.get("dataset", "")).startswith("amazon") or not stats.get("input"):
+        return None
+    found = sorted(Path(stats["input"]).glob("*_5.json.gz"))
+    return str(found[0]) if found else None
+
+
+def build_engine(catalog, item_vectors: np.ndarray, fusion: Fusion = Fusion(), personal: PersonalRanker = PersonalRanker(),
+                 depth: int = DEPTH, lexical=None, semantic_index=None) -> SearchEngine:
+    """The engine over ``catalog``'s items with their semantic ``item_vectors``."""
+    from tworec.search.lexical import LexicalIndex, LiveLexical
+    from tworec.towers.index import IndexConfig, ItemIndex
+
+    texts = dict(zip(catalog.item_ids, catalog.texts))
+    lexical = lexical or LexicalIndex.build(catalog.item_ids, catalog.texts)
+    semantic_index = semantic_index or ItemIndex.build(item_vectors, catalog.item_ids, IndexConfig(num_neighbors=depth))
+    categories = [category_tokens(item_categories(catalog, r)) for r in range(catalog.size)]
+    return SearchEngine(LiveLexical(lexical, texts), semantic_index, item_vectors, catalog.item_ids, categories,
+                        fusion, personal, depth)
+
+
+@dataclass
+class QueryCandidates:
+    """What every arm needs of one query: its candidates, the target's index among them (-1:
+    not found) and the user's affinity for each."""
+
+    candidates: object
+    target: int
+    affinity: np.ndarray
+
+
+def gather(engine: SearchEngine, queries: SearchQueries, encode, retrieval_items: np.ndarray,
+           retrieval_shift: np.ndarray) -> list:
+    """Candidates of every query (``encode``: text → semantic vector), the user's items left out."""
+    row_of = engine.row_of
+    out = []
+    for i, text in enumerate(queries.texts):
+        had = {engine.item_ids[r] for r in queries.had_before[i]}
+        found = engine.candidates(text, encode(text), allowed=lambda item, had=had: item not in had)
+        rows = np.array([row_of[j] for j in found.ids], np.int64)
+        affinity = (retrieval_items[rows] @ queries.user_vectors[i] + retrieval_shift[rows]) if len(rows) else np.zeros(0)
+        target = engine.item_ids[queries.targets[i]]
+        out.append(QueryCandidates(found, found.ids.index(target) if target in found.ids else -1, affinity))
+    return out
+
+
+ARMS = ("bm25", "semantic", "fused", "fused_personal")
+
+
+def ranks(gathered: list, arm: str, fusion: Fusion | None = None, personal: PersonalRanker | None = None) -> np.ndarray:
+    """The target's rank (1 = first, 0 = not in the arm's list) per query."""
+    out = np.zeros(len(gathered), np.int64)
+    for q, g in enumerate(gathered):
+        c = g.candidates
+        if g.target < 0:
+            continue
+        if arm == "bm25":
+            score = np.where(c.lexical_rank > 0, -c.lexical_rank.astype(np.float64), -np.inf)
+        elif arm == "semantic":
+            score = np.where(c.semantic_rank > 0, -c.semantic_rank.astype(np.float64), -np.inf)
+        elif arm == "fused":
+            score = (fusion or Fusion())(c.lexical, c.semantic, c.lexical_rank, c.semantic_rank)
+        else:
+            c.fused = (fusion or Fusion())(c.lexical, c.semantic, c.lexical_rank, c.semantic_rank)
+            score = (personal or PersonalRanker())(c.features(g.affinity))
+        if not np.isfinite(score[g.target]):
+            continue
+        ahead = (score > score[g.target]) | ((score == score[g.target]) & (np.arange(len(score)) < g.target))
+        out[q] = int(ahead.sum()) + 1
+    return out
+
+
+def metrics(rank: np.ndarray, users: list, mask: np.ndarray, rounds: int = 1000, seed: int = 0) -> dict:
+    """NDCG@10, HR@10, HR@100 with 95% bootstrap intervals over users."""
+    rank, users = rank[mask], np.asarray(users, object)[mask]
+    if not len(rank):
+        return {"count": 0}
+    hit10, hit100 = (rank > 0) & (rank <= 10), (rank > 0) & (rank <= 100)
+    gain = np.where(hit10, 1.0 / np.log2(np.maximum(rank, 1) + 1.0), 0.0)
+    unique, index = np.unique(users, return_inverse=True)
+    per_user = np.stack([np.bincount(index, weights=x.astype(np.float64), minlength=len(unique))
+                         for x in (gain, hit10, hit100, np.ones(len(rank)))])
+    draws = np.random.default_rng(seed).integers(0, len(unique), (rounds, len(unique)))
+    totals = per_user[:, draws].sum(axis=2)
+    out = {"count": int(len(rank))}
+    for k, name in enumerate(("ndcg@10", "hitrate@10", "hitrate@100")):
+        out[name] = round(float((gain, hit10, hit100)[k].mean()), 4)
+        out[f"ci95_{name}"] = [round(float(x), 4) for x in np.percentile(totals[k] / totals[3], [2.5, 97.5])]
+    return out
+
+
+def ndcg(rank: np.ndarray) -> float:
+    return float(np.where((rank > 0) & (rank <= 10), 1.0 / np.log2(np.maximum(rank, 1) + 1.0), 0.0).mean())
+
+
+def fit_fusion(gathered: list) -> tuple[Fusion, dict]:
+    """The form and lexical weight with the best NDCG@10 on ``gathered`` (validation queries)."""
+    table = {}
+    for form in ("weighted", "rrf"):
+        for w in FUSION_WEIGHTS:
+            table[(form, w)] = ndcg(ranks(gathered, "fused", Fusion(form, w)))
+    (form, w), _ = max(table.items(), key=lambda kv: (kv[1], kv[0][0] == "weighted", -abs(kv[0][1] - 0.5)))
+    return Fusion(form, w), {f"{f}:{w}": round(v, 4) for (f, w), v in table.items()}
+
+
+def fit_personal(gathered: list, fusion: Fusion, iterations: int = 300, l2: float = 1e-3) -> PersonalRanker:
+    """FEATURES' weights maximising the softmax likelihood of each validation query's target
+    among its candidates (queries whose target was not retrieved teach nothing)."""
+    lists = []
+    for g in gathered:
+        if g.target < 0:
+            continue
+        c = g.candidates
+        c.fused = fusion(c.lexical, c.semantic, c.lexical_rank, c.semantic_rank)
+        lists.append((c.features(g.affinity), g.target))
+    if not lists:
+        return PersonalRanker()
+    # Standardise features over all candidates so one step size fits them all; fold back after.
+    stacked = np.concatenate([x for x, _ in lists])
+    mean, std = stacked.mean(0), np.maximum(stacked.std(0), 1e-9)
+    w = np.zeros(stacked.shape[1])
+    w[0] = 1.0
+    for _ in range(iterations):
+        grad = -l2 * w
+        for x, t in lists:
+            z = (x - mean) / std
+            s = z @ w
+            p = np.exp(s - s.max())
+            p /= p.sum()
+            grad += z[t] - p @ z
+        w += 0.5 * grad / len(lists)
+    return PersonalRanker(tuple(float(v) for v in w / std))
+
+
+def neighbourhood_agreement(vectors: np.ndarray, catalog, rows: np.ndarray, k: int = 10) -> float:
+    """The share of each item's ``k`` nearest items (cosine in ``vectors``, itself left out) that
+    share a category with it, root categories left out, over ``rows``."""
+    root = root_categories(catalog)
+    cats = [set(item_categories(catalog, r)) - root for r in range(catalog.size)]
+    unit_vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    shares = []
+    for start in range(0, len(rows), 256):
+        chunk = rows[start:start + 256]
+        scores = unit_vectors[chunk] @ unit_vectors.T
+        scores[np.arange(len(chunk)), chunk] = -np.inf
+        top = np.argpartition(-scores, k, axis=1)[:, :k]
+        for r, neighbours in zip(chunk, top):
+            shares.append(np.mean([bool(cats[r] & cats[n]) for n in neighbours]))
+    return float(np.mean(shares)) if shares else 0.0
+
+
+def blended(semantic: np.ndarray, collaborative: np.ndarray, alpha: float) -> np.ndarray:
+    """Vectors whose dot products are alpha × semantic cosine + (1 - alpha) × collaborative cosine."""
+    def unit(v):
+        return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+    return np.concatenate([np.sqrt(alpha) * unit(semantic), np.sqrt(1 - alpha) * unit(collaborative)], 1)
+
+
+def evaluation_rows(catalog, limit: int = 2000, seed: int = 0) -> np.ndarray:
+    """Items whose neighbourhoods are scored: those with a category below the root."""
+    root = root_categories(catalog)
+    rows = np.array([r for r in range(catalog.size) if set(item_categories(catalog, r)) - root], np.int64)
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.permutation(rows)[:limit])
