@@ -11,6 +11,8 @@
 """
 from __future__ import annotations
 
+import os
+
 import time
 from dataclasses import asdict
 
@@ -214,7 +216,7 @@ def assemble_stats(_, config, started, read, rejected, summaries, cutoffs, cold_
 
     return to_json({
         "dataset": config.dataset,
-        "input": config.input,
+        "input": config.input if not config.input or "://" in config.input else os.path.abspath(config.input),
         "config": asdict(config),
         "read": read,
         "rejected": rejected_by,

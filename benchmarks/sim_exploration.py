@@ -105,7 +105,7 @@ def simulate(arm: str, world: dict, truth: np.ndarray, offset: float, args, seed
 
     rng = np.random.default_rng(seed)
     config = exploration.ExplorationConfig(position=args.position, graduate_after=args.graduate_after,
-                                           prior_strength=args.prior_strength)
+                                           prior_strength=args.prior_strength, pool_size=args.pool_size)
     n_items = len(world["item_ids"])
     impressions, clicks = np.zeros(n_items), np.zeros(n_items)
     first_click_at = np.full(n_items, -1.0)  # impressions when the first click came
@@ -259,6 +259,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--position", type=int, default=4)
     parser.add_argument("--graduate-after", type=int, default=200)
     parser.add_argument("--prior-strength", type=float, default=20.0)
+    parser.add_argument("--pool-size", type=int, default=50)
     parser.add_argument("--ope-draws", type=int, default=500)
     parser.add_argument("--results", help="merge the result into this shared results file (the report reads it)")
     args = parser.parse_args(argv)

@@ -21,6 +21,7 @@ import numpy as np
 
 from tworec.artifacts import DescribedFolder
 from tworec.contract import Split
+from tworec.evaluation.artifact import EvalResults
 
 EXAMPLE_QUERIES = ("a space opera with starships",)
 # An item upserted at serving time, and the neighbours SimilarItems gives it.
@@ -32,7 +33,7 @@ class SearchEvaluation(DescribedFolder):
     KIND = "tworec search evaluation"
     VERSION = 1
     REMEDY = "run `tworec eval-search`"
-    DESCRIPTION = "metrics.json"
+    DESCRIPTION = EvalResults.METRICS  # the shape: OUT/metrics.json, like tworec eval's
 
     @classmethod
     def save(cls, path, results: dict) -> dict:

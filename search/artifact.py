@@ -2,10 +2,10 @@
 SimilarItems serve from, owned by ``SearchArtifact``.
 
     search.json            description: fusion, personal weights, SimilarItems' blend, what the fit measured
-    lexical/               the BM25 index (bm25s arrays and vocabulary, item ids)
+    lexical/               the BM25 index (bm25s arrays and vocabulary, the item ids: the rows of everything here)
     semantic_index/        ScaNN over the semantic vectors (towers.index.ItemIndex)
-    item_vectors.npy       [items, 384] unit MiniLM vectors, rows as item_ids.json
-    item_ids.json, item_texts.json, categories.json (each item's stemmed category words)
+    item_vectors.npy       [items, 384] unit MiniLM vectors
+    item_texts.json, categories.json (each item's stemmed category words)
     query_encoder.tflite   MiniLM for typed queries (checked against TensorFlow at build)
 
 ``build_search`` fits and writes it for a data folder and its retrieval model.
@@ -33,7 +33,6 @@ class SearchArtifact(DescribedFolder):
     LEXICAL = "lexical"
     SEMANTIC_INDEX = "semantic_index"
     VECTORS = "item_vectors.npy"
-    ITEM_IDS = "item_ids.json"
     TEXTS = "item_texts.json"  # what a lexical rebuild indexes
     CATEGORIES = "categories.json"
     QUERY_ENCODER = "query_encoder.tflite"
@@ -57,7 +56,8 @@ class SearchArtifact(DescribedFolder):
         engine.lexical.index.save(path / cls.LEXICAL)
         engine.semantic_index.save(str(path / cls.SEMANTIC_INDEX))
         np.save(path / cls.VECTORS, engine.vectors)
-        (path / cls.ITEM_IDS).write_text(json.dumps(engine.item_ids))
+        if engine.lexical.index.item_ids != engine.item_ids:
+            raise ValueError("the lexical index's rows are not the engine's: save a freshly built engine")
         (path / cls.TEXTS).write_text(json.dumps(list(texts)))
         (path / cls.CATEGORIES).write_text(json.dumps([sorted(c) for c in engine.categories]))
         (path / cls.QUERY_ENCODER).write_bytes(query_encoder)
@@ -76,7 +76,7 @@ class SearchArtifact(DescribedFolder):
         from tworec.towers.index import ItemIndex
 
         lexical = LexicalIndex.load(self.path / self.LEXICAL)
-        item_ids = json.loads((self.path / self.ITEM_IDS).read_text())
+        item_ids = lexical.item_ids
         texts = dict(zip(item_ids, json.loads((self.path / self.TEXTS).read_text())))
         return SearchEngine(LiveLexical(lexical, texts), ItemIndex.load(str(self.path / self.SEMANTIC_INDEX)),
                             np.load(self.path / self.VECTORS), item_ids,

@@ -33,10 +33,10 @@ def tokenize(texts, stemmer=None) -> list:
 class LexicalIndex:
     """BM25 over a fixed list of item texts; row i is ``item_ids[i]``.
 
-    Files (``save``/``load``, a folder): bm25s' arrays and vocabulary (no pickle) and
-    ``item_ids.json``."""
+    Files (``save``/``load``, a folder): bm25s' arrays and vocabulary (no pickle) and the item
+    ids in row order."""
 
-    ITEM_IDS = "item_ids.json"
+    ITEM_IDS = "bm25_item_ids.json"
 
     def __init__(self, retriever, item_ids: list):
         self.retriever = retriever

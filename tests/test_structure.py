@@ -84,7 +84,10 @@ def test_no_import_cycle_between_folders_and_layers_point_down():
 def _artifact_file_names() -> dict:
     """{file name: the class that owns it} for every artifact class's file-name constants."""
     from tworec.evaluation.artifact import EvalResults
+    from tworec.evaluation.policy import PolicyEvaluation
     from tworec.export.artifact import DeploymentRepository, GatewayArtifact
+    from tworec.search.artifact import SearchArtifact
+    from tworec.search.lexical import LexicalIndex
     from tworec.ranking.artifact import RankerArtifact
     from tworec.ranking.features import RankerTables
     from tworec.towers.artifact import RetrievalArtifact
@@ -93,7 +96,7 @@ def _artifact_file_names() -> dict:
 
     names = {}
     for cls in (RetrievalArtifact, RankerArtifact, RankerTables, GatewayArtifact, DeploymentRepository, EvalResults,
-                ItemIndex, TrainingFolder):
+                ItemIndex, TrainingFolder, SearchArtifact, LexicalIndex, PolicyEvaluation):
         for attribute, value in vars(cls).items():
             values = value.values() if isinstance(value, dict) else [value]
             for value in values:
