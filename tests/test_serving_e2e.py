@@ -142,8 +142,11 @@ def test_an_upserted_item_is_retrievable_by_the_next_call(service, client):
     # live item table, with the gateway's own query tower) are excluded, so the new item must be the
     # first candidate the live ScaNN index returns (k = all candidates, so the ranker cannot hide it). (How high a tiny test model ranks a text-only
     # item by itself is a model-quality question, measured by `tworec eval`, not here.)
-    similar = {i.item_id: i.score for i in client.similar_items(text=title, k=5).items}
-    assert abs(similar["brand-new-item-1"] - 1.0) < 1e-4  # its own text: cosine 1, no offset added
+    # By its text: the semantic leg has it at once, nearest of all to its own title (the lexical
+    # leg's background rebuild is the Search test's subject).
+    results = client.search(title, k=200).results
+    found = {r.item_id: r for r in results}
+    assert found["brand-new-item-1"].semantic_score == max(r.semantic_score for r in results)
     table = bundle.items
     new_row = table.row_of["brand-new-item-1"]
     history = warm[1]
@@ -155,7 +158,7 @@ def test_an_upserted_item_is_retrievable_by_the_next_call(service, client):
                            recent_timestamps=[1_700_000_000])
     hits = [i for i in rec.items if i.item_id == "brand-new-item-1"]
     assert hits and hits[0].cold
-    # Known only by its text, it takes the model's new-item offset; SimilarItems does not.
+    # Known only by its text, it takes the model's new-item offset.
     assert bundle.new_item_offset == 0.05 and bundle.index.shifted
     assert abs(hits[0].retrieval_score - (scores[new_row] + 0.05)) < 1e-4
     assert not set(ahead) & {i.item_id for i in rec.items}
@@ -283,7 +286,8 @@ def test_ranker_rows_cross_by_shared_memory_and_survive_a_triton_that_forgot_the
     assert len({tuple(np.round(a, 4)) for a in expected}) == len(expected)  # different rows, different scores
 
 
-def test_a_new_version_rolls_out_under_load_without_failed_requests(service, repo, tiny_retrieval, tiny_ranker):
+def test_a_new_version_rolls_out_under_load_without_failed_requests(service, repo, tiny_retrieval, tiny_ranker,
+                                                                    tiny_search):
     """Publishing version 2 into the served repository: Triton loads it by itself, the gateway
     switches without a restart, and no request in flight fails meanwhile."""
     import threading
@@ -307,7 +311,7 @@ def test_a_new_version_rolls_out_under_load_without_failed_requests(service, rep
     worker = threading.Thread(target=load)
     worker.start()
     try:
-        entry = export_repository(str(tiny_retrieval), str(tiny_ranker), str(repo))
+        entry = export_repository(str(tiny_retrieval), str(tiny_ranker), str(repo), search_dir=str(tiny_search))
         assert entry["version"] == 2
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and service.bundle.version != 2:

@@ -85,6 +85,12 @@ def calls(draw):
             fields[which] = draw(ids) if which == "item_id" else draw(st.text(max_size=200))
         return kind, pb.SimilarItemsRequest(**fields)
     if kind == "search":
+        if draw(st.booleans()):  # plausible ones too, so the answering path is fuzzed as well
+            return kind, pb.SearchRequest(
+                query=draw(st.one_of(st.text(min_size=1, max_size=80).filter(lambda q: q.isprintable() and q.strip()),
+                                     st.sampled_from(["space", "a space opera with starships", "🙂 comedy"]))),
+                user_id=draw(st.sampled_from(["", "u0000003", "fuzz-user"])), k=draw(st.integers(1, 50)),
+                recent_item_ids=draw(st.lists(st.sampled_from(["i0000001", "i0000002"]), max_size=3, unique=True)))
         query = draw(st.one_of(st.text(max_size=600), st.sampled_from(["", "   ", "x" * 513, "bread\x00", "space",
                                                                           "a space opera with starships", "🙂"])))
         return kind, pb.SearchRequest(
