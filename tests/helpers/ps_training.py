@@ -2,9 +2,26 @@
 and two parameter servers on loopback, the item tables partitioned across the servers. Prints JSON
 {"shards": {variable: [[device, rows], ...]}, "losses": [...], "first_batch": [before, after],
 "rows_changed": share of the table's rows trained, "embeddings_match": bool}."""
+import faulthandler
 import json
+import os
 import socket
 import sys
+import threading
+
+# An in-process cluster on 2 busy cores has hung once in ~20 runs (threads asleep, no error): a
+# stuck run exits with every thread's stack and code STUCK instead of holding CI for minutes.
+WATCHDOG_S, STUCK = 120, 86
+
+
+def _stuck():
+    faulthandler.dump_traceback(all_threads=True)
+    os._exit(STUCK)
+
+
+watchdog = threading.Timer(WATCHDOG_S, _stuck)
+watchdog.daemon = True
+watchdog.start()
 
 from tworec.tf_setup import keras, tf
 from tworec.contract import Split
@@ -29,9 +46,10 @@ data_dir = sys.argv[1]
 p = ports(4)
 cluster = tf.train.ClusterSpec({"worker": [f"127.0.0.1:{p[0]}", f"127.0.0.1:{p[1]}"],
                                 "ps": [f"127.0.0.1:{p[2]}", f"127.0.0.1:{p[3]}"]})
-# In one process on a small machine, each server needs enough inter-op threads not to wait on
-# another's work (TensorFlow's advice for in-process clusters).
-server_config = tf.compat.v1.ConfigProto(inter_op_parallelism_threads=4)
+# In one process, each server needs enough inter-op threads not to wait on another's work
+# (TensorFlow's advice for in-process clusters): with 4, a worker's input pipeline, whose
+# parallel map calls functions that need the same pool, deadlocked about once in 15 runs.
+server_config = tf.compat.v1.ConfigProto(inter_op_parallelism_threads=16)
 servers = [tf.distribute.Server(cluster, job_name=job, task_index=i, protocol="grpc", config=server_config,
                                 start=True) for job in ("worker", "ps") for i in range(2)]
 resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(cluster, rpc_layer="grpc")
