@@ -2,25 +2,16 @@
 processes (TF_CONFIG) against one process with the same global batch, and ParameterServerStrategy
 with the item table partitioned over two parameter servers (an in-process cluster)."""
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from helpers.training_probe import free_ports
+
 HELPERS = Path(__file__).parent / "helpers"
 PS_STUCK = 86  # ps_training.py's exit code when its watchdog finds the cluster stuck
-
-
-def _free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def _result(done):
@@ -32,7 +23,7 @@ def test_two_workers_log_the_mean_loss_of_one_process_with_the_same_global_batch
     helper, weights = str(HELPERS / "multiworker_losses.py"), str(tmp_path / "initial.npz")
     single = _result(subprocess.run([sys.executable, helper, str(synthetic_data), "single", weights],
                                     capture_output=True, text=True, timeout=600))
-    ports = ",".join(map(str, _free_ports(2)))
+    ports = ",".join(map(str, free_ports(2)))
     workers = [subprocess.Popen([sys.executable, helper, str(synthetic_data), "worker", weights, str(i), ports],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
     results = []

@@ -15,6 +15,7 @@ from tworec.towers.catalog import load_catalog  # noqa: E402
 from tworec.towers.config import RetrievalConfig  # noqa: E402
 from tworec.towers.features import Lookups, interaction_dataset  # noqa: E402
 from tworec.towers.train import build_model  # noqa: E402
+from training_probe import BatchLosses  # noqa: E402
 
 data_dir, gather = sys.argv[1], sys.argv[2] == "gather"
 STEPS = 8
@@ -27,15 +28,6 @@ data = interaction_dataset(DataLayout(data_dir).split_pattern(Split.TRAIN), look
 first = next(iter(data))
 
 
-class Losses(keras.callbacks.Callback):
-    def __init__(self):
-        super().__init__()
-        self.values = []
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.values.append(float(logs["loss"]))
-
-
 def losses(strategy, initial=None):
     """(initial weights, per-step losses, the first batch's loss before and after the steps)."""
     with strategy.scope():
@@ -46,7 +38,7 @@ def losses(strategy, initial=None):
         model.compile(optimizer=keras.optimizers.SGD(config.learning_rate))
     weights = model.get_weights()
     before = float(model.compute_loss(first))
-    record = Losses()
+    record = BatchLosses()
     model.fit(data, epochs=1, callbacks=[record], verbose=0)
     return weights, record.values, [before, float(model.compute_loss(first))]
 

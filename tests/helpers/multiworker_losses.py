@@ -25,6 +25,7 @@ from tworec.towers.catalog import load_catalog  # noqa: E402
 from tworec.towers.config import RetrievalConfig  # noqa: E402
 from tworec.towers.features import Lookups, interaction_dataset  # noqa: E402
 from tworec.towers.train import build_model  # noqa: E402
+from training_probe import BatchLosses  # noqa: E402
 from tworec.training import default_strategy  # noqa: E402
 
 STEPS = 6
@@ -37,15 +38,6 @@ data = interaction_dataset(DataLayout(data_dir).split_pattern(Split.TRAIN), look
 first = next(iter(data))
 
 
-class Losses(keras.callbacks.Callback):
-    def __init__(self):
-        super().__init__()
-        self.values = []
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.values.append(float(logs["loss"]))
-
-
 with strategy.scope():
     model = build_model(config, catalog)
     model.compute_loss(first)
@@ -55,7 +47,7 @@ with strategy.scope():
     model.compile(optimizer=keras.optimizers.SGD(config.learning_rate))
 if mode == "single":
     np.savez(weights_path, **{f"w{i}": w for i, w in enumerate(model.get_weights())})
-record = Losses()
+record = BatchLosses()
 model.fit(data, epochs=1, callbacks=[record], verbose=0)
 print(json.dumps({"losses": record.values, "replicas": strategy.num_replicas_in_sync,
                   "multi_worker": isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)}))

@@ -5,7 +5,6 @@ and two parameter servers on loopback, the item tables partitioned across the se
 import faulthandler
 import json
 import os
-import socket
 import sys
 import threading
 
@@ -30,20 +29,11 @@ from tworec.towers.catalog import load_catalog
 from tworec.towers.config import RetrievalConfig
 from tworec.towers.features import Lookups, interaction_dataset
 from tworec.towers.train import build_model
-
-
-def ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    out = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return out
+from training_probe import EpochLosses, free_ports
 
 
 data_dir = sys.argv[1]
-p = ports(4)
+p = free_ports(4)
 cluster = tf.train.ClusterSpec({"worker": [f"127.0.0.1:{p[0]}", f"127.0.0.1:{p[1]}"],
                                 "ps": [f"127.0.0.1:{p[2]}", f"127.0.0.1:{p[3]}"]})
 # In one process, each server needs enough inter-op threads not to wait on another's work
@@ -68,15 +58,6 @@ def dataset_fn(context):
                                drop_remainder=True, repeat=True)
 
 
-class Losses(keras.callbacks.Callback):
-    def __init__(self):
-        super().__init__()
-        self.values = []
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.values.append(float(logs["loss"]))
-
-
 lookups = Lookups(catalog.item_ids, catalog.user_vocab)
 first = next(iter(interaction_dataset(pattern, lookups, config.history_length, config.batch_size,
                                       drop_remainder=True)))
@@ -85,7 +66,7 @@ with strategy.scope():
     before = float(model.compute_loss(first))  # builds the variables on the servers, partitioned
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), steps_per_execution=1)
 initial = tf.concat([v.read_value() for v in model.item_tower.id_embedding.embeddings.variables], 0).numpy()
-record = Losses()
+record = EpochLosses()
 model.fit(keras.utils.experimental.DatasetCreator(dataset_fn), epochs=3, steps_per_epoch=20, callbacks=[record],
           verbose=0)
 table = model.item_tower.id_embedding.embeddings
