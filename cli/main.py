@@ -34,7 +34,7 @@ def _add_data(sub, common):
                                    "--runner=DataflowRunner --project=... --region=... --temp_location=gs://...")
     p.add_argument("--out", required=True, help="output folder (local path or any Beam filesystem)")
     settings.add_flags(p, DataConfig)
-    p.set_defaults(run=_run_data)
+    p.set_defaults(handler=_run_data)
 
 
 def _run_data(args, beam_args) -> int:
@@ -70,7 +70,7 @@ def _add_train_retrieval(sub, common):
     p.add_argument("--warm-start", help="a previous model folder to continue from (a refresh on newer data): every "
                                         "id keeps its row, new ids get new rows")
     settings.add_flags(p, RetrievalConfig)
-    p.set_defaults(run=_run_train_retrieval)
+    p.set_defaults(handler=_run_train_retrieval)
 
 
 def _run_train_retrieval(args, _):
@@ -92,7 +92,7 @@ def _add_index(sub, common):
     p.add_argument("--model", required=True, help="a model folder from train-retrieval")
     p.add_argument("--out", required=True, help="index folder")
     settings.add_flags(p, IndexConfig)
-    p.set_defaults(run=_run_index)
+    p.set_defaults(handler=_run_index)
 
 
 def _run_index(args, _):
@@ -119,7 +119,7 @@ def _add_train_ranker(sub, common):
     p.add_argument("--warm-start", help="a previous ranker folder to continue from (its retrieval model warm-started "
                                         "--retrieval)")
     settings.add_flags(p, RankerConfig)
-    p.set_defaults(run=_run_train_ranker)
+    p.set_defaults(handler=_run_train_ranker)
 
 
 def _run_train_ranker(args, _):
@@ -142,7 +142,7 @@ def _add_eval(sub, common):
     p.add_argument("--models", nargs="*", default=[], help="model folders from train-retrieval")
     p.add_argument("--ranker", help="a ranker folder: adds the two_stage model (retrieve 200 → rank)")
     p.add_argument("--out", required=True)
-    p.set_defaults(run=_run_eval)
+    p.set_defaults(handler=_run_eval)
 
 
 def _run_eval(args, _):
@@ -159,7 +159,7 @@ def _add_eval_policy(sub, common):
     p.add_argument("--policy", required=True, help='a JSON file: {"policy": "thompson"|"greedy"|"uniform", ...any '
                                                    'exploration setting}')
     p.add_argument("--out", required=True)
-    p.set_defaults(run=_run_eval_policy)
+    p.set_defaults(handler=_run_eval_policy)
 
 
 def _run_eval_policy(args, _):
@@ -180,7 +180,7 @@ def _add_build_search(sub, common):
     p.add_argument("--data", required=True, help="the data folder")
     p.add_argument("--retrieval", required=True, help="the retrieval model folder (the personal context)")
     p.add_argument("--out", required=True, help="search folder")
-    p.set_defaults(run=_run_build_search)
+    p.set_defaults(handler=_run_build_search)
 
 
 def _run_build_search(args, _):
@@ -201,7 +201,7 @@ def _add_eval_search(sub, common):
     p.add_argument("--retrieval", help="the retrieval model folder (default: beside the data folder)")
     p.add_argument("--search", help="a build-search folder (default: build one into OUT/search)")
     p.add_argument("--reviews", help="Amazon reviews file for review-summary queries (default: beside the data's input)")
-    p.set_defaults(run=_run_eval_search)
+    p.set_defaults(handler=_run_eval_search)
 
 
 def _run_eval_search(args, _):
@@ -221,7 +221,7 @@ def _add_export(sub, common):
     p.add_argument("--eval", help="an eval folder: its metrics go into the manifest")
     p.add_argument("--index", help="a `tworec index` folder: the gateway's index is built with its settings")
     p.add_argument("--search", help="a `tworec build-search` folder: the version serves Search with it")
-    p.set_defaults(run=_run_export)
+    p.set_defaults(handler=_run_export)
 
 
 def _run_export(args, _):
@@ -242,7 +242,7 @@ def _add_export_embeddings(sub, common):
     p.add_argument("--repo", required=True, help="deployment repository")
     p.add_argument("--version", type=int, help="exported version (default: the current one)")
     p.add_argument("--out", required=True)
-    p.set_defaults(run=_run_export_embeddings)
+    p.set_defaults(handler=_run_export_embeddings)
 
 
 def _run_export_embeddings(args, beam_args):
@@ -261,7 +261,7 @@ def _add_serve(sub, common):
 
     p = sub.add_parser("serve", parents=[common], help="start Triton and the gRPC gateway on a deployment repository")
     settings.add_flags(p, ServeConfig)
-    p.set_defaults(run=_run_serve, noise_to_terminal=True)
+    p.set_defaults(handler=_run_serve, noise_to_terminal=True)
 
 
 def _run_serve(args, _):
@@ -284,7 +284,7 @@ def _add_recommend(sub, common):
     p.add_argument("--timeout", type=float, default=2.0, help="deadline in seconds")
     p.add_argument("--token", help="bearer token (or set TWOREC_TOKEN)")
     p.add_argument("--tls-ca", help="PEM CA that signed the gateway's certificate: connect with TLS")
-    p.set_defaults(run=_run_recommend)
+    p.set_defaults(handler=_run_recommend)
 
 
 def _run_recommend(args, _):
@@ -308,7 +308,7 @@ def _add_demo(sub, common):
     p = sub.add_parser("demo", parents=[common], help="start the services on a repository, make real gRPC calls, "
                                                       "shut down")
     p.add_argument("--repo", required=True)
-    p.set_defaults(run=lambda args, _: __import__("tworec.serving.demo", fromlist=["run_demo"]).run_demo(args.repo))
+    p.set_defaults(handler=lambda args, _: __import__("tworec.serving.demo", fromlist=["run_demo"]).run_demo(args.repo))
 
 
 # --- the whole run, and the report -------------------------------------------------------------------
@@ -327,7 +327,7 @@ def _add_pipeline(sub, common):
                    help="set any setting, e.g. retrieval.temperature=0.1 (repeatable; applied after the flags)")
     p.add_argument("--until", choices=STAGES, help="stop after this stage")
     settings.add_flags(p, PipelineConfig)
-    p.set_defaults(run=_run_pipeline)
+    p.set_defaults(handler=_run_pipeline)
 
 
 def _run_pipeline(args, beam_args):
@@ -347,7 +347,7 @@ def _add_report(sub, common):
                        help="write RUN/report/index.html: metrics table, HitRate@K curves, popularity bias, example "
                             "users, ScaNN and serving latency figures")
     settings.add_flags(p, ReportConfig)
-    p.set_defaults(run=_run_report)
+    p.set_defaults(handler=_run_report)
 
 
 def _run_report(args, _):
@@ -403,7 +403,7 @@ def main(argv=None) -> int:
     command = args.command
     with quiet(args.verbose or getattr(args, "noise_to_terminal", False), command) as noise:
         try:
-            return args.run(args, extra)
+            return args.handler(args, extra)
         except KeyboardInterrupt:
             print(f"tworec {command}: interrupted", file=_terminal())
             return 130

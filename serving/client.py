@@ -7,7 +7,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tworec.serving import protos
 
 pb, pb_grpc = protos.load()
-STAGES = {pb.RANKER: "ranker", pb.RETRIEVAL: "retrieval", pb.POPULARITY: "popularity", pb.COLD_START: "cold-start"}
+
+
+def stage_name(stage: int) -> str:
+    """The proto's Stage as the table shows it (COLD_START → "cold-start")."""
+    return pb.Stage.Name(stage).lower().replace("_", "-") if stage in pb.Stage.values() and stage else "?"
 
 
 class RecommenderClient:
@@ -68,7 +72,7 @@ class RecommenderClient:
 
 
 def format_table(response, title: str = "") -> str:
-    rows = [(str(i + 1), it.item_id, f"{it.score:.4f}", STAGES.get(it.stage, "?"), "yes" if it.cold else "",
+    rows = [(str(i + 1), it.item_id, f"{it.score:.4f}", stage_name(it.stage), "yes" if it.cold else "",
              (it.title[:60] + "…") if len(it.title) > 60 else it.title) for i, it in enumerate(response.items)]
     header = ("#", "item", "score", "stage", "cold", "title")
     widths = [max(len(h), *(len(r[j]) for r in rows)) if rows else len(h) for j, h in enumerate(header)]

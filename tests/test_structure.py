@@ -218,3 +218,20 @@ def test_an_unknown_option_is_an_error_naming_the_closest_never_handed_to_beam(c
     with pytest.raises(SystemExit):
         main(["data", "--out", "/nonexistent", "--runer=DataflowRunner"])
     assert "did you mean --runner" in capsys.readouterr().err
+
+
+def test_no_flag_of_any_command_can_replace_the_function_that_runs_it():
+    """Each subcommand's function sits in ``args.handler``; a flag with that destination (as
+    `tworec report --run` once had with ``run``) would overwrite it with a string."""
+    import argparse
+
+    from tworec.cli.main import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert len(commands) > 10
+    for name, sub in commands.items():
+        assert callable(sub.get_default("handler")), name
+        assert "handler" not in {a.dest for a in sub._actions}, name
+    args = parser.parse_args(["report", "--run", "runs/demo"])
+    assert callable(args.handler) and args.run == "runs/demo"
