@@ -114,3 +114,23 @@ def test_int8_reorder_keeps_recall_and_churn_is_rebalanced():
     assert index.size == len(e)
     ids, _ = index.search_batched(new[:50], 10)
     assert all(row[0].startswith("n") for row in ids)  # the new items are found after the rebalance
+
+
+def test_leaves_are_the_fewest_that_reach_the_target_or_the_recall_ceiling(monkeypatch):
+    from tworec.towers import index as index_module
+
+    config = IndexConfig(num_leaves=1000)
+    vectors, queries = np.zeros((1_000_000, 4), np.float32), np.zeros((10, 4), np.float32)
+    monkeypatch.setattr(index_module, "kth_exact_score", lambda *a: None)
+
+    def tuned(recall_of):
+        monkeypatch.setattr(index_module, "recall_at", lambda s, v, q, kth, k, searched: recall_of(searched))
+        return index_module.tune_leaves(None, vectors, queries, config)
+
+    reached = tuned(lambda searched: 0.90 if searched < 50 else 0.96)
+    assert reached["leaves_to_search"] == 50 and reached["recall@10"] == 0.96
+    assert max(int(s) for s in reached["ladder"]) == 50  # stops at the first rung that reaches it
+    # int8-like: recall caps at 0.943 below the target; more leaves past the cap buy nothing.
+    capped = tuned(lambda searched: {5: 0.90, 10: 0.935, 20: 0.9425}.get(searched, 0.9434))
+    assert capped["leaves_to_search"] == 20 and capped["recall@10"] == 0.9425
+    assert max(int(s) for s in capped["ladder"]) == 1000
