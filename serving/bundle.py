@@ -77,7 +77,7 @@ class Bundle:
         self.new_item_offset = artifact.new_item_offset
         self.live_weight, self.live_half_life_s = artifact.live_weight, artifact.live_half_life_s
         self.click_prior = artifact.click_prior
-        self._new_rows = (0, np.zeros(0, np.int64))  # (item count, rows without an id embedding)
+        self._new_items = None  # (rows without an id embedding, their embeddings): until the next upsert
         self.max_text_length = artifact.max_text_length
         self.triton_versions = artifact.triton
         self.ranker_model, self.item_tower_model = RANKER_MODEL, ITEM_TOWER_MODEL
@@ -100,14 +100,16 @@ class Bundle:
         self.lock = threading.Lock()  # index and item-table mutations vs searches
         self.removed: set = set()
 
-    def new_item_rows(self) -> np.ndarray:
-        """Rows of the items without an id embedding (cold, new, upserted): the exploration pool."""
-        count, rows = self._new_rows
-        if count != len(self.items.item_ids):  # rows are only appended: recount when they grew
-            count = len(self.items.item_ids)
-            rows = np.flatnonzero(self.items.tables.item_row[:count] == 0)
-            self._new_rows = (count, rows)
-        return rows
+    def new_items(self) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, embeddings [rows, dim]) of the items without an id embedding (cold, new,
+        upserted): the exploration pool. Kept contiguous until the next upsert, since gathering
+        them per request costs O(catalog)."""
+        cached = self._new_items
+        if cached is None:
+            with self.lock:  # not while an upsert changes the table
+                rows = np.flatnonzero(self.items.tables.item_row[:len(self.items.item_ids)] == 0)
+                cached = self._new_items = (rows, np.ascontiguousarray(self.items.item_embedding[rows]))
+        return cached
 
     @property
     def user_attribute_rows(self) -> np.ndarray:
@@ -144,6 +146,7 @@ class Bundle:
     def upsert(self, ids, titles, embeddings, category_rows):
         with self.lock:
             self.items.put(ids, titles, np.asarray(embeddings, np.float32), category_rows)
+            self._new_items = None
             self.index.upsert(ids, embeddings, self.new_item_offset)
             self.removed.difference_update(ids)
 

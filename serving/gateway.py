@@ -264,11 +264,11 @@ class Recommender(pb_grpc.RecommenderServicer):
         if (config is None or not config.enabled or self.recorder is None or bundle.click_prior is None
                 or len(items) <= config.position):
             return items
-        rows = bundle.new_item_rows()
+        rows, embeddings = bundle.new_items()
         if not len(rows):
             return items
         table = bundle.items
-        scores = table.item_embedding[rows] @ query + bundle.new_item_offset
+        scores = embeddings @ query + bundle.new_item_offset
         pool = exploration.candidate_pool(lambda js: [table.item_ids[rows[j]] for j in js], scores,
                                           state.excluded | {i.item_id for i in items}, self.recorder.state.exposure,
                                           bundle.click_prior, config)

@@ -221,7 +221,7 @@ def test_the_exploration_slot_serves_new_items_logs_decisions_and_keeps_its_post
         bundle = service.bundle
         user = next(iter(bundle.user_rows))
         history = _one_topic_items(bundle, 3)
-        excluded = [bundle.items.item_ids[r] for r in bundle.new_item_rows()[:5]]
+        excluded = [bundle.items.item_ids[r] for r in bundle.new_items()[0][:5]]
         shown = []
         for n in range(30):
             answer = client.recommend(user, history, k=10, exclude_item_ids=excluded)
