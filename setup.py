@@ -31,6 +31,7 @@ INSTALL_REQUIRES = [
     "redis",  # the client of the live state store several gateway replicas share
     "bm25s==0.3.*",  # search's lexical leg: a maintained BM25 (numpy/scipy only)
     "PyStemmer",  # English stemming for BM25
+    "threadpoolctl",  # the gateway caps numpy's BLAS threads (requests already run in parallel)
 ]
 
 # torch is only the reference for the MiniLM parity test; 2.13.0 is a CPU wheel on this machine image.

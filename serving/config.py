@@ -47,6 +47,8 @@ class ServeConfig:
     model_ready_timeout_s: float = setting(120.0, "how long Triton may take to load a version's models")
     grace_s: float = setting(10.0, "on SIGTERM, how long requests in flight may finish")
     tf_threads: int = setting(1, "the gateway's TensorFlow threads (the query tower runs on request threads)")
+    blas_threads: int = setting(1, "numpy's BLAS threads in the gateway: requests already run on parallel threads, "
+                                   "and BLAS threads inside each oversubscribe the cores")
     ranker_shared_memory: bool = setting(True, "send ranker rows to a Triton this command starts through /dev/shm "
                                                "(an external --triton-address always gets gRPC messages)")
     security: SecurityConfig = section(SecurityConfig, "transport security and tokens")

@@ -68,10 +68,13 @@ class Service:
     def start(self) -> "Service":
         c = self.config
         version = current_version(c.repo)  # ConfigError with the fix if the repository is missing
+        from threadpoolctl import threadpool_limits
+
         from tworec.tf_setup import limit_threads
 
         if not limit_threads(c.tf_threads):
             log.debug("TensorFlow already running: its thread pools keep their sizes")
+        threadpool_limits(c.blas_threads, user_api="blas")  # process-wide, like TensorFlow's threads
         try:
             credentials, tokens = server_credentials(c.security), accepted_tokens(c.security)
         except (OSError, ValueError) as err:
