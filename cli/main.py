@@ -186,9 +186,7 @@ def _add_build_search(sub, common):
 def _run_build_search(args, _):
     from tworec.search.artifact import build_search
 
-    artifact = build_search(args.data, args.retrieval, args.out, log=_out)
-    _out(f"search over {len(artifact.engine().item_ids):,} items (fusion {artifact.fusion.form}, lexical weight "
-         f"{artifact.fusion.lexical_weight}) → {args.out}")
+    build_search(args.data, args.retrieval, args.out, log=_out)
     return 0
 
 

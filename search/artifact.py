@@ -116,4 +116,7 @@ def build_search(data_dir: str, retrieval_dir: str, out: str, log=print) -> Sear
     share = max(agreement, key=lambda s: (agreement[s], s))
     fit_summary = {"validation_queries": len(valid), "fusion_ndcg@10": fusion_table,
                    "similar_items_agreement_by_semantic_share": {f"{s:g}": round(a, 4) for s, a in agreement.items()}}
-    return SearchArtifact.save(out, engine, catalog.texts, encoder.tflite(), share, fit_summary)
+    artifact = SearchArtifact.save(out, engine, catalog.texts, encoder.tflite(), share, fit_summary)
+    log(f"search over {len(engine.item_ids):,} items (fusion {engine.fusion.form}, lexical weight "
+        f"{engine.fusion.lexical_weight}) → {out}")
+    return artifact

@@ -277,8 +277,7 @@ class Recommender(pb_grpc.RecommenderServicer):
         choice = exploration.choose(pool, config, self._random.generator)
         if choice is None:
             return items
-        score_of = dict(zip(pool.items, pool.scores.tolist()))
-        r, score = table.row_of[choice.item], score_of[choice.item]
+        r, score = table.row_of[choice.item], float(pool.scores[pool.items.index(choice.item)])
         slot = pb.ScoredItem(item_id=choice.item, score=score, stage=pb.EXPLORATION, retrieval_score=score,
                              title=table.titles[r], cold=bool(table.cold[r]), propensity=choice.propensity)
         self.recorder.log_decision({"request_id": request_id, "user_id": user_id, "at": state.now,

@@ -48,6 +48,7 @@ def test_thompson_probabilities_sum_to_one_over_the_candidates_and_follow_the_po
 
 
 def test_eval_policy_reads_decisions_joined_to_their_impressions_and_clicks(tmp_path):
+    from tworec.evaluation.policy import PolicyEvaluation
     from tworec.live.event_log import EventLog
 
     rng = np.random.default_rng(1)
@@ -83,7 +84,7 @@ def test_eval_policy_reads_decisions_joined_to_their_impressions_and_clicks(tmp_
     policy.write_text(json.dumps({"policy": "greedy"}))
     assert main(["eval-policy", "--log", str(tmp_path / "log"), "--policy", str(policy), "--out",
                  str(tmp_path / "out")]) == 0
-    written = json.loads((tmp_path / "out" / "policy_eval.json").read_text())
+    written = json.loads((tmp_path / "out" / PolicyEvaluation.DESCRIPTION).read_text())
     assert written["estimates"]["snips"] == pytest.approx(greedy["snips"])
 
 

@@ -124,6 +124,7 @@ def _wait_ready(process, timeout=180):
 def test_a_gateway_killed_while_events_stream_in_loses_no_acknowledged_event(repo):
     from conftest import free_port
     from tworec.live.event_log import read_records
+    from tworec.serving.config import ServeConfig
     from tworec.serving.client import RecommenderClient, pb
 
     port = free_port()
@@ -157,7 +158,7 @@ def test_a_gateway_killed_while_events_stream_in_loses_no_acknowledged_event(rep
         except OSError:
             pass
     assert len(acknowledged) > 50
-    logged = [r["event_id"] for r in read_records(repo / "events") if r.get("kind") == "event"
+    logged = [r["event_id"] for r in read_records(ServeConfig(repo=str(repo)).event_log) if r.get("kind") == "event"
               and r["user_id"].startswith("streamer")]
     assert set(acknowledged) <= set(logged)
     assert len(logged) == len(set(logged))  # exactly once

@@ -8,8 +8,8 @@ import os
 import sys
 import threading
 
-# An in-process cluster on 2 busy cores has hung once in ~20 runs (threads asleep, no error): a
-# stuck run exits with every thread's stack and code STUCK instead of holding CI for minutes.
+# Should the in-process cluster still get stuck (threads asleep, no error), the run exits with
+# every thread's stack and code STUCK instead of holding CI for minutes.
 WATCHDOG_S, STUCK = 120, 86
 
 
@@ -37,8 +37,8 @@ p = free_ports(4)
 cluster = tf.train.ClusterSpec({"worker": [f"127.0.0.1:{p[0]}", f"127.0.0.1:{p[1]}"],
                                 "ps": [f"127.0.0.1:{p[2]}", f"127.0.0.1:{p[3]}"]})
 # In one process, each server needs enough inter-op threads not to wait on another's work
-# (TensorFlow's advice for in-process clusters): with 4, a worker's input pipeline, whose
-# parallel map calls functions that need the same pool, deadlocked about once in 15 runs.
+# (TensorFlow's advice for in-process clusters): a worker's input pipeline has a parallel map
+# whose functions need the same pool, and too few threads deadlock it.
 server_config = tf.compat.v1.ConfigProto(inter_op_parallelism_threads=16)
 servers = [tf.distribute.Server(cluster, job_name=job, task_index=i, protocol="grpc", config=server_config,
                                 start=True) for job in ("worker", "ps") for i in range(2)]
