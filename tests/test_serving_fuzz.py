@@ -10,6 +10,7 @@ import time
 from collections import Counter
 
 import grpc
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
@@ -168,14 +169,16 @@ def test_generated_bad_requests_get_invalid_argument_or_a_valid_answer(service):
         assert client.health() == "SERVING"
         assert len(client.recommend("someone", [], k=5).items) == 5
 
-    # Memory: replay 2,000 of those requests four times without hypothesis (which keeps its own
-    # records of every example); the gateway's process must not keep growing.
+    # Memory: replay 2,000 of those requests six times without hypothesis (which keeps its own
+    # records of every example); the gateway's process must not keep growing. A leak grows every
+    # replay; a one-off step (glibc gives a new thread its own 64 MB arena) grows one, so the
+    # median growth per replay is what is bounded.
     channel = grpc.insecure_channel(service.address)
     stub = pb_grpc.RecommenderStub(channel)
     methods = {"recommend": stub.Recommend, "similar": stub.SimilarItems, "upsert": stub.UpsertItems,
                "remove": stub.RemoveItems, "events": stub.RecordEvents, "search": stub.Search}
     rss = []
-    for _ in range(4):
+    for _ in range(6):
         for kind, request in replay:
             call = methods.get(kind) or channel.unary_unary(f"/tworec.v1.Recommender/{kind}")
             try:
@@ -185,4 +188,5 @@ def test_generated_bad_requests_get_invalid_argument_or_a_valid_answer(service):
         rss.append(_rss_mb())
     channel.close()
     print(f"RSS MB after each replay of {len(replay)}: {[round(r, 1) for r in rss]}")
-    assert rss[-1] - rss[1] < 20
+    growth = np.diff(rss[1:])  # the first replay warms caches up
+    assert float(np.median(growth)) < 5 and rss[-1] - rss[1] < 150, growth
