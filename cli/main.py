@@ -192,20 +192,21 @@ def _run_build_search(args, _):
 
 def _add_eval_search(sub, common):
     p = sub.add_parser("eval-search", parents=[common],
-                       help="measure search (bm25, semantic, fused, fused + personal) on category-path and "
+                       help="measure search (bm25, semantic, their fusion, the anonymous and the personal ranking) on category-path and "
                             "review-summary queries, and SimilarItems' neighbourhood agreement")
     p.add_argument("--data", required=True, help="the data folder")
     p.add_argument("--out", required=True, help="writes OUT/metrics.json")
     p.add_argument("--retrieval", help="the retrieval model folder (default: beside the data folder)")
     p.add_argument("--search", help="a build-search folder (default: build one into OUT/search)")
     p.add_argument("--reviews", help="Amazon reviews file for review-summary queries (default: beside the data's input)")
+    p.add_argument("--max-queries", type=int, help="test queries per protocol, the first in time (default: search/fit.py MAX_QUERIES)")
     p.set_defaults(handler=_run_eval_search)
 
 
 def _run_eval_search(args, _):
     from tworec.evaluation.search import eval_search
 
-    eval_search(args.data, args.out, args.retrieval, args.search, args.reviews, log=_out)
+    eval_search(args.data, args.out, args.retrieval, args.search, args.reviews, args.max_queries, log=_out)
     _out(f"→ {args.out}/metrics.json")
     return 0
 

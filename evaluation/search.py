@@ -3,10 +3,12 @@
     tworec eval-search --data RUN/data --out RUN/eval_search [--retrieval RUN/retrieval] [--search DIR]
 
 Fits the search folder on the validation split (search/artifact.py ``build_search``) unless
-``--search`` names one, then scores the test split with each arm (``bm25``, ``semantic``,
-``fused``, ``fused_personal``): NDCG@10, HR@10 and HR@100 with 95% bootstrap intervals over users,
-for all and for cold (held-out) targets, under the category-path protocol and, on Amazon data,
-the review-summary protocol (search/fit.py). Also the neighbourhood agreement of SimilarItems'
+``--search`` names one, then scores the test split with each arm (search/fit.py ``ARMS``:
+``bm25``, ``semantic``, ``fused_legs``, ``fused`` (what Search answers without a user),
+``fused_personal``): NDCG@10, HR@10 and HR@100 with 95% bootstrap intervals over users, for all
+and for cold (held-out) targets, and the paired differences of ``fit.COMPARED`` with 95% paired
+bootstrap intervals, under the category-path protocol and, on Amazon data, the review-summary
+protocol (search/fit.py). Also the neighbourhood agreement of SimilarItems'
 space before (the collaborative retrieval space) and after (the chosen blend), and of raw
 MiniLM, on the half of the items the blend was not chosen on; and example answers.
 
@@ -43,7 +45,8 @@ class SearchEvaluation(DescribedFolder):
 
 
 def eval_search(data_dir: str, out_dir: str, retrieval_dir: str | None = None, search_dir: str | None = None,
-                reviews: str | None = None, log=print) -> dict:
+                reviews: str | None = None, max_queries: int | None = None, log=print) -> dict:
+    """``max_queries``: the first ones in time of the test split (default ``fit.MAX_QUERIES``)."""
     from tworec.search import fit
     from tworec.search.artifact import SearchArtifact, build_search
     from tworec.search.semantic import QueryEncoder
@@ -66,13 +69,18 @@ def eval_search(data_dir: str, out_dir: str, retrieval_dir: str | None = None, s
     for protocol in ("category_path", "review_summary"):
         if protocol == "review_summary" and not reviews:
             continue
-        queries = fit.split_queries(data_dir, Split.TEST, catalog, retrieval, protocol, reviews)
+        queries = fit.split_queries(data_dir, Split.TEST, catalog, retrieval, protocol, reviews,
+                                    max_queries or fit.MAX_QUERIES)
         gathered = fit.gather(engine, queries, encoder, model.item_embeddings, model.score_shift)
         results[protocol] = {}
+        rank = {arm: fit.ranks(gathered, arm, artifact.fusion, artifact.personal) for arm in fit.ARMS}
         for arm in fit.ARMS:
-            rank = fit.ranks(gathered, arm, artifact.fusion, artifact.personal)
-            results[protocol][arm] = {segment: fit.metrics(rank, queries.users, mask)
+            results[protocol][arm] = {segment: fit.metrics(rank[arm], queries.users, mask)
                                       for segment, mask in queries.segments.items()}
+        results[protocol]["differences"] = {
+            f"{arm}-{baseline}": {segment: fit.paired_difference(rank[arm], rank[baseline], queries.users, mask)
+                                  for segment, mask in queries.segments.items()}
+            for arm, baseline in fit.COMPARED}
         found = np.mean([g.target >= 0 for g in gathered]) if gathered else 0.0
         results[protocol]["queries"] = len(queries)
         results[protocol]["target_among_candidates"] = round(float(found), 4)

@@ -6,6 +6,7 @@ SimilarItems serve from, owned by ``SearchArtifact``.
     semantic_index/        ScaNN over the semantic vectors (towers.index.ItemIndex)
     item_vectors.npy       [items, 384] unit MiniLM vectors
     item_texts.json, categories.json (each item's stemmed category words)
+    population_query.npy   [D] float32 mean two-tower query vector of the validation shoppers (the item prior)
     query_encoder.tflite   MiniLM for typed queries (checked against TensorFlow at build)
 
 ``build_search`` fits and writes it for a data folder and its retrieval model.
@@ -27,7 +28,7 @@ SIMILAR_BLENDS = tuple(round(1.0 - 0.1 * i, 1) for i in range(11))  # semantic s
 
 class SearchArtifact(DescribedFolder):
     KIND = "tworec search"
-    VERSION = 1
+    VERSION = 2  # 2: the ranking has an item prior (population_query.npy)
     REMEDY = "build it with `tworec build-search` (or `tworec pipeline`)"
     DESCRIPTION = "search.json"
     LEXICAL = "lexical"
@@ -36,6 +37,7 @@ class SearchArtifact(DescribedFolder):
     TEXTS = "item_texts.json"  # what a lexical rebuild indexes
     CATEGORIES = "categories.json"
     QUERY_ENCODER = "query_encoder.tflite"
+    POPULATION_QUERY = "population_query.npy"
 
     def __init__(self, path, described: dict):
         self.path = Path(path)
@@ -56,6 +58,7 @@ class SearchArtifact(DescribedFolder):
         engine.lexical.index.save(path / cls.LEXICAL)
         engine.semantic_index.save(str(path / cls.SEMANTIC_INDEX))
         np.save(path / cls.VECTORS, engine.vectors)
+        np.save(path / cls.POPULATION_QUERY, engine.population_query)
         if engine.lexical.index.item_ids != engine.item_ids:
             raise ValueError("the lexical index's rows are not the engine's: save a freshly built engine")
         (path / cls.TEXTS).write_text(json.dumps(list(texts)))
@@ -81,7 +84,7 @@ class SearchArtifact(DescribedFolder):
         return SearchEngine(LiveLexical(lexical, texts), ItemIndex.load(str(self.path / self.SEMANTIC_INDEX)),
                             np.load(self.path / self.VECTORS), item_ids,
                             [set(c) for c in json.loads((self.path / self.CATEGORIES).read_text())],
-                            self.fusion, self.personal, self.depth)
+                            self.fusion, self.personal, np.load(self.path / self.POPULATION_QUERY), self.depth)
 
     def query_encoder(self):
         from tworec.search.semantic import LiteQueryEncoder
@@ -90,9 +93,9 @@ class SearchArtifact(DescribedFolder):
 
 
 def build_search(data_dir: str, retrieval_dir: str, out: str, log=print) -> SearchArtifact:
-    """Builds both legs over the data folder's catalog, fits the fusion and the personal
-    re-ranking on validation category-path queries and SimilarItems' blend on half the items'
-    neighbourhoods, and writes the search folder ``out``."""
+    """Builds both legs over the data folder's catalog, fits the fusion and the ranking on
+    validation category-path queries (the population query: their shoppers' mean) and
+    SimilarItems' blend on half the items' neighbourhoods, and writes the search folder ``out``."""
     from tworec.search import fit
     from tworec.search.semantic import QueryEncoder, item_vectors
     from tworec.towers.artifact import RetrievalArtifact
@@ -102,9 +105,9 @@ def build_search(data_dir: str, retrieval_dir: str, out: str, log=print) -> Sear
     retrieval = model.restore(data_dir)
     catalog = retrieval.catalog
     vectors = item_vectors(catalog.texts)
-    engine = fit.build_engine(catalog, vectors)
     encoder = QueryEncoder()
     valid = fit.split_queries(data_dir, Split.VALID, catalog, retrieval, "category_path")
+    engine = fit.build_engine(catalog, vectors, population_query=valid.user_vectors.mean(0))
     gathered = fit.gather(engine, valid, encoder, model.item_embeddings, model.score_shift)
     engine.fusion, fusion_table = fit.fit_fusion(gathered)
     engine.personal = fit.fit_personal(gathered, engine.fusion)

@@ -1,13 +1,17 @@
 """Hybrid search: the lexical and the semantic leg each retrieve candidates, a fusion fitted on
-validation queries merges them, and with a user, a re-ranking fitted on search-style lists adds
-what the shopper has done.
+validation queries merges them, and a ranking fitted on search-style lists adds the query-match
+features, the item prior and, with a user, what the shopper has done.
 
-    engine = SearchEngine(lexical, semantic_index, vectors, item_ids, categories, fusion, personal)
-    results = engine.search(query_text, query_vector, k, affinity=None, allowed=None)
+    engine = SearchEngine(lexical, semantic_index, vectors, item_ids, categories, fusion, personal,
+                          population_query)
+    found = engine.candidates(query_text, query_vector, allowed)     # both legs, fused
+    scores = engine.rank(found, prior, affinity)                    # the ranking a shopper sees
 
-A result row carries the item, its fused (or personal) score, each leg's score and which legs
-found it. ``Fusion`` and ``PersonalRanker`` are the fitted parts (``fit_fusion``,
-``fit_personal``); the engine is what evaluation and the gateway both run.
+``prior`` and ``affinity`` are two-tower scores of the candidates, which the caller owns: for
+the population query (the average shopper, ``engine.population_query``) and for this user (None
+without one: then the shopper is the average shopper, and the ranking is query-only plus the item
+prior). ``Fusion`` and ``PersonalRanker`` are the fitted parts (``fit_fusion``, ``fit_personal``);
+the engine is what evaluation and the gateway both run.
 """
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 LEXICAL, SEMANTIC = "lexical", "semantic"
-FEATURES = ("fused", "lexical", "semantic", "category_match", "affinity")
+FEATURES = ("fused", "lexical", "semantic", "category_match", "prior", "affinity")
 
 
 @dataclass(frozen=True)
@@ -43,11 +47,13 @@ class Fusion:
 
 @dataclass(frozen=True)
 class PersonalRanker:
-    """A linear score over FEATURES (the candidate's fused score, BM25 relative to the query's
-    best, cosine, the share of query words in the item's categories, and the two-tower score of
-    the user for the item), fitted listwise on validation queries."""
+    """A linear score over FEATURES, fitted listwise on validation queries: the candidate's fused
+    score, BM25 relative to the query's best, cosine, the share of query words in the item's
+    categories, the item prior (the population query's two-tower score for the item: what the
+    average shopper buys, also for a new item through its content embedding) and the user's
+    affinity (the user's two-tower score minus the prior; 0 without a user)."""
 
-    weights: tuple = (1.0, 0.0, 0.0, 0.0, 0.0)
+    weights: tuple = (1.0, 0.0, 0.0, 0.0, 0.0, 0.0)
 
     def __call__(self, features: np.ndarray) -> np.ndarray:
         return features @ np.asarray(self.weights, np.float64)
@@ -66,11 +72,13 @@ class Candidates:
     category_match: np.ndarray
     fused: np.ndarray = field(default=None)
 
-    def features(self, affinity: np.ndarray | None) -> np.ndarray:
-        """[candidates, FEATURES]; a missing user's affinity is 0."""
+    def features(self, prior: np.ndarray, affinity: np.ndarray | None = None) -> np.ndarray:
+        """[candidates, FEATURES]; ``prior`` and ``affinity``: the population's and the user's
+        two-tower scores per candidate (no user: the user is the population)."""
         top = float(self.lexical.max()) if len(self.lexical) else 0.0
+        beyond = np.zeros(len(self.ids)) if affinity is None else affinity - prior
         return np.stack([self.fused, self.lexical / top if top > 0 else self.lexical, self.semantic,
-                         self.category_match, np.zeros(len(self.ids)) if affinity is None else affinity], 1)
+                         self.category_match, prior, beyond], 1)
 
     def legs(self, i: int) -> list:
         return [leg for leg, rank in ((LEXICAL, self.lexical_rank[i]), (SEMANTIC, self.semantic_rank[i])) if rank > 0]
@@ -81,10 +89,12 @@ class SearchEngine:
 
     ``lexical``: a search.lexical.LiveLexical; ``semantic_index``: a towers.index.ItemIndex over
     ``vectors`` [items, 384] (unit, the semantic space) with ``item_ids``; ``categories``: each
-    item's category token set (stemmed words). ``upsert`` and ``remove`` keep all of it current."""
+    item's category token set (stemmed words); ``population_query`` [D]: the mean two-tower query
+    vector of the validation shoppers (the item prior's query). ``upsert`` and ``remove`` keep all
+    of it current."""
 
     def __init__(self, lexical, semantic_index, vectors: np.ndarray, item_ids: list, categories: list,
-                 fusion: Fusion, personal: PersonalRanker, candidates: int = 200):
+                 fusion: Fusion, personal: PersonalRanker, population_query: np.ndarray, candidates: int = 200):
         self.lexical = lexical
         self.semantic_index = semantic_index
         self.vectors = np.asarray(vectors, np.float32)
@@ -93,6 +103,7 @@ class SearchEngine:
         self.categories = list(categories)
         self.fusion = fusion
         self.personal = personal
+        self.population_query = np.asarray(population_query, np.float32)
         self.depth = candidates
         self.removed: set = set()
         self._lock = threading.Lock()
@@ -123,12 +134,10 @@ class SearchEngine:
         out.fused = self.fusion(out.lexical, out.semantic, out.lexical_rank, out.semantic_rank)
         return out
 
-    def rank(self, candidates: Candidates, affinity: np.ndarray | None = None) -> np.ndarray:
-        """The candidates' final scores: fused, or with a user (``affinity`` per candidate) the
-        personal re-ranking."""
-        if affinity is None:
-            return candidates.fused
-        return self.personal(candidates.features(affinity))
+    def rank(self, candidates: Candidates, prior: np.ndarray, affinity: np.ndarray | None = None) -> np.ndarray:
+        """The candidates' final scores: the fitted ranking over the query-match features, the
+        item ``prior`` and, with a user, the user's ``affinity`` (both [candidates])."""
+        return self.personal(candidates.features(prior, affinity))
 
     def upsert(self, item_ids: list, texts: list, vectors: np.ndarray, categories: list) -> None:
         """New or changed items: searchable by the semantic leg at once, by the lexical leg after

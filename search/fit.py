@@ -1,6 +1,6 @@
 """Search queries built from data we have, the search engine built for a data folder, and its
-fitted parts: the fusion (form and weight, by validation NDCG@10) and the personal re-ranking
-(listwise on validation lists).
+fitted parts: the fusion (form and weight, by validation NDCG@10) and the ranking over the fused
+candidates (listwise on validation lists), with the population query that gives its item prior.
 
 Two query protocols:
 
@@ -112,7 +112,8 @@ def reviews_file(data_dir: str) -> str | None:
 
 
 def build_engine(catalog, item_vectors: np.ndarray, fusion: Fusion = Fusion(), personal: PersonalRanker = PersonalRanker(),
-                 depth: int = DEPTH, lexical=None, semantic_index=None) -> SearchEngine:
+                 population_query: np.ndarray | None = None, depth: int = DEPTH, lexical=None,
+                 semantic_index=None) -> SearchEngine:
     """The engine over ``catalog``'s items with their semantic ``item_vectors``."""
     from tworec.search.lexical import LexicalIndex, LiveLexical
     from tworec.towers.index import IndexConfig, ItemIndex
@@ -121,17 +122,19 @@ def build_engine(catalog, item_vectors: np.ndarray, fusion: Fusion = Fusion(), p
     lexical = lexical or LexicalIndex.build(catalog.item_ids, catalog.texts)
     semantic_index = semantic_index or ItemIndex.build(item_vectors, catalog.item_ids, IndexConfig(num_neighbors=depth))
     categories = [category_tokens(item_categories(catalog, r)) for r in range(catalog.size)]
+    population_query = np.zeros(0, np.float32) if population_query is None else population_query
     return SearchEngine(LiveLexical(lexical, texts), semantic_index, item_vectors, catalog.item_ids, categories,
-                        fusion, personal, depth)
+                        fusion, personal, population_query, depth)
 
 
 @dataclass
 class QueryCandidates:
     """What every arm needs of one query: its candidates, the target's index among them (-1:
-    not found) and the user's affinity for each."""
+    not found), and the population's (the prior) and the user's two-tower score for each."""
 
     candidates: object
     target: int
+    prior: np.ndarray
     affinity: np.ndarray
 
 
@@ -144,17 +147,20 @@ def gather(engine: SearchEngine, queries: SearchQueries, encode, retrieval_items
         had = {engine.item_ids[r] for r in queries.had_before[i]}
         found = engine.candidates(text, encode(text), allowed=lambda item, had=had: item not in had)
         rows = np.array([row_of[j] for j in found.ids], np.int64)
-        affinity = (retrieval_items[rows] @ queries.user_vectors[i] + retrieval_shift[rows]) if len(rows) else np.zeros(0)
+        items, shift = retrieval_items[rows], retrieval_shift[rows]
         target = engine.item_ids[queries.targets[i]]
-        out.append(QueryCandidates(found, found.ids.index(target) if target in found.ids else -1, affinity))
+        out.append(QueryCandidates(found, found.ids.index(target) if target in found.ids else -1,
+                                   items @ engine.population_query + shift, items @ queries.user_vectors[i] + shift))
     return out
 
 
-ARMS = ("bm25", "semantic", "fused", "fused_personal")
+# fused_legs: the legs' fusion alone; fused: the ranking without a user (query-match features and
+# the item prior); fused_personal: with the user.
+ARMS = ("bm25", "semantic", "fused_legs", "fused", "fused_personal")
 
 
 def ranks(gathered: list, arm: str, fusion: Fusion | None = None, personal: PersonalRanker | None = None) -> np.ndarray:
-    """The target's rank (1 = first, 0 = not in the arm's list) per query."""
+    """The target's rank (1 = first, 0 = not in the arm's list) per query (ARMS)."""
     out = np.zeros(len(gathered), np.int64)
     for q, g in enumerate(gathered):
         c = g.candidates
@@ -164,11 +170,13 @@ def ranks(gathered: list, arm: str, fusion: Fusion | None = None, personal: Pers
             score = np.where(c.lexical_rank > 0, -c.lexical_rank.astype(np.float64), -np.inf)
         elif arm == "semantic":
             score = np.where(c.semantic_rank > 0, -c.semantic_rank.astype(np.float64), -np.inf)
-        elif arm == "fused":
+        elif arm == "fused_legs":
             score = (fusion or Fusion())(c.lexical, c.semantic, c.lexical_rank, c.semantic_rank)
-        else:
+        elif arm in ("fused", "fused_personal"):
             c.fused = (fusion or Fusion())(c.lexical, c.semantic, c.lexical_rank, c.semantic_rank)
-            score = (personal or PersonalRanker())(c.features(g.affinity))
+            score = (personal or PersonalRanker())(c.features(g.prior, g.affinity if arm == "fused_personal" else None))
+        else:
+            raise ValueError(f"unknown arm {arm!r}: one of {ARMS}")
         if not np.isfinite(score[g.target]):
             continue
         ahead = (score > score[g.target]) | ((score == score[g.target]) & (np.arange(len(score)) < g.target))
@@ -182,7 +190,7 @@ def metrics(rank: np.ndarray, users: list, mask: np.ndarray, rounds: int = 1000,
     if not len(rank):
         return {"count": 0}
     hit10, hit100 = (rank > 0) & (rank <= 10), (rank > 0) & (rank <= 100)
-    gain = np.where(hit10, 1.0 / np.log2(np.maximum(rank, 1) + 1.0), 0.0)
+    gain = gains(rank)
     unique, index = np.unique(users, return_inverse=True)
     per_user = np.stack([np.bincount(index, weights=x.astype(np.float64), minlength=len(unique))
                          for x in (gain, hit10, hit100, np.ones(len(rank)))])
@@ -195,8 +203,35 @@ def metrics(rank: np.ndarray, users: list, mask: np.ndarray, rounds: int = 1000,
     return out
 
 
+def gains(rank: np.ndarray) -> np.ndarray:
+    """Each query's NDCG@10 (one relevant item: 1 / log2(rank + 1) within the top 10)."""
+    return np.where((rank > 0) & (rank <= 10), 1.0 / np.log2(np.maximum(rank, 1) + 1.0), 0.0)
+
+
 def ndcg(rank: np.ndarray) -> float:
-    return float(np.where((rank > 0) & (rank <= 10), 1.0 / np.log2(np.maximum(rank, 1) + 1.0), 0.0).mean())
+    return float(gains(rank).mean())
+
+
+def paired_difference(rank: np.ndarray, baseline: np.ndarray, users: list, mask: np.ndarray, rounds: int = 1000,
+                      seed: int = 0) -> dict:
+    """NDCG@10 of ``rank`` minus ``baseline`` on the same queries, with a 95% paired bootstrap
+    interval over users, and the relative difference."""
+    rank, baseline, users = rank[mask], baseline[mask], np.asarray(users, object)[mask]
+    if not len(rank):
+        return {"count": 0}
+    difference = gains(rank) - gains(baseline)
+    unique, index = np.unique(users, return_inverse=True)
+    per_user = np.bincount(index, weights=difference, minlength=len(unique))
+    count = np.bincount(index, minlength=len(unique)).astype(np.float64)
+    draws = np.random.default_rng(seed).integers(0, len(unique), (rounds, len(unique)))
+    lo, hi = np.percentile(per_user[draws].sum(1) / count[draws].sum(1), [2.5, 97.5])
+    base = float(gains(baseline).mean())
+    return {"count": int(len(rank)), "ndcg@10": round(float(difference.mean()), 4),
+            "ci95_ndcg@10": [round(float(lo), 4), round(float(hi), 4)],
+            "relative": round(float(difference.mean()) / base, 4) if base > 0 else None}
+
+
+COMPARED = (("fused", "bm25"), ("fused_legs", "bm25"), ("fused_personal", "fused"))  # (arm, baseline)
 
 
 def fit_fusion(gathered: list) -> tuple[Fusion, dict]:
@@ -204,21 +239,22 @@ def fit_fusion(gathered: list) -> tuple[Fusion, dict]:
     table = {}
     for form in ("weighted", "rrf"):
         for w in FUSION_WEIGHTS:
-            table[(form, w)] = ndcg(ranks(gathered, "fused", Fusion(form, w)))
+            table[(form, w)] = ndcg(ranks(gathered, "fused_legs", Fusion(form, w)))
     (form, w), _ = max(table.items(), key=lambda kv: (kv[1], kv[0][0] == "weighted", -abs(kv[0][1] - 0.5)))
     return Fusion(form, w), {f"{f}:{w}": round(v, 4) for (f, w), v in table.items()}
 
 
 def fit_personal(gathered: list, fusion: Fusion, iterations: int = 300, l2: float = 1e-3) -> PersonalRanker:
     """FEATURES' weights maximising the softmax likelihood of each validation query's target
-    among its candidates (queries whose target was not retrieved teach nothing)."""
+    among its candidates (queries whose target was not retrieved teach nothing). One ranking for
+    both: without a user, the user's affinity beyond the prior is 0."""
     lists = []
     for g in gathered:
         if g.target < 0:
             continue
         c = g.candidates
         c.fused = fusion(c.lexical, c.semantic, c.lexical_rank, c.semantic_rank)
-        lists.append((c.features(g.affinity), g.target))
+        lists.append((c.features(g.prior, g.affinity), g.target))
     if not lists:
         return PersonalRanker()
     # Standardise features over all candidates so one step size fits them all; fold back after.

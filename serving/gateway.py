@@ -338,7 +338,7 @@ class Recommender(pb_grpc.RecommenderServicer):
                                                model_version=str(bundle.version))
             vector = bundle.items.item_embedding[r]
             skip = {request.item_id}
-        elif engine is not None:  # a text: what Search answers without a user
+        elif engine is not None:  # a text: the fused legs, what it is like (no item prior)
             found = engine.candidates(request.text, bundle.text_encoder(request.text))
             order = np.argsort(-found.fused, kind="stable")[: request.k]
             return pb.SimilarItemsResponse(items=self._items(bundle, [found.ids[j] for j in order], found.fused[order],
@@ -398,17 +398,16 @@ class Recommender(pb_grpc.RecommenderServicer):
             return item not in excluded and (not wanted or bool(bundle.categories_of(item) & wanted))
 
         found = engine.candidates(request.query, bundle.text_encoder(request.query), allowed)
+        table = bundle.items
+        rows = np.array([table.row_of.get(i, 0) for i in found.ids], np.int64)
+        items = table.item_embedding[rows]
+        shift = np.where(table.tables.item_row[rows] == 0, bundle.new_item_offset, 0.0)
         affinity = None
         if state.has_signal and found.ids:
-            query = bundle.query(state.user_row, state.history, state.history_ts, state.now)
-            table = bundle.items
-            rows = np.array([table.row_of.get(i, 0) for i in found.ids])
-            shift = np.where(table.tables.item_row[rows] == 0, bundle.new_item_offset, 0.0)
-            affinity = table.item_embedding[rows] @ query + shift
-        scores = engine.rank(found, affinity)
+            affinity = items @ bundle.query(state.user_row, state.history, state.history_ts, state.now) + shift
+        scores = engine.rank(found, items @ engine.population_query + shift, affinity)
         order = np.argsort(-scores, kind="stable")[: request.k]
         legs = {"lexical": pb.LEXICAL, "semantic": pb.SEMANTIC}
-        table = bundle.items
         results = []
         for j in order:
             item, r = found.ids[j], table.row_of.get(found.ids[j])

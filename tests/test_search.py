@@ -42,7 +42,7 @@ def encode():
 
 def _answer(engine, encode, query, allowed=None):
     found = engine.candidates(query, encode(query), allowed)
-    order = np.argsort(-engine.rank(found), kind="stable")
+    order = np.argsort(-engine.rank(found, prior=np.zeros(len(found.ids))), kind="stable")
     return [(found.ids[j], found.legs(j)) for j in order]
 
 
@@ -85,28 +85,98 @@ def test_fusion_forms_and_the_personal_ranker_score_as_documented():
     np.testing.assert_allclose(weighted, 0.25 * lexical / 4.0 + 0.75 * semantic)
     rrf = Fusion("rrf", 0.5, rrf_k=60)(lexical, semantic, lexical_rank, semantic_rank)
     np.testing.assert_allclose(rrf, [0.5 / 61 + 0.5 / 63, 0.5 / 62 + 0.5 / 62, 0.5 / 61])
-    features = np.array([[1.0, 0.0, 0.0, 0.0, 2.0]])
-    assert PersonalRanker((1.0, 0.0, 0.0, 0.0, 0.5))(features)[0] == pytest.approx(2.0)
-
-
-def test_fit_personal_learns_to_follow_the_user_when_the_query_cannot_tell():
-    """Lists where the fused score ties and the user's affinity marks the target: the fitted
-    ranker weighs affinity and ranks the targets first."""
     from tworec.search.engine import Candidates
-    from tworec.search.fit import QueryCandidates, fit_personal, ranks
 
-    rng = np.random.default_rng(0)
-    gathered = []
-    for _ in range(60):
-        n = 8
+    c = Candidates(ids=["a"], lexical=np.array([3.0]), semantic=np.array([0.2]), lexical_rank=np.array([1]),
+                   semantic_rank=np.array([0]), category_match=np.array([0.5]), fused=np.array([1.0]))
+    # Without a user the affinity beyond the prior is 0; with one it is the user's score minus the prior.
+    np.testing.assert_allclose(c.features(np.array([0.7])), [[1.0, 1.0, 0.2, 0.5, 0.7, 0.0]])
+    np.testing.assert_allclose(c.features(np.array([0.7]), np.array([2.0])), [[1.0, 1.0, 0.2, 0.5, 0.7, 1.3]])
+    ranker = PersonalRanker((1.0, 0.0, 0.0, 0.0, 2.0, 0.5))
+    assert ranker(c.features(np.array([0.7]), np.array([2.0])))[0] == pytest.approx(1.0 + 1.4 + 0.65)
+
+
+def _tied_lists(marks_target, seed=0, lists=60, n=8):
+    """Lists where the query cannot tell the candidates apart (equal fused scores) and
+    ``marks_target(target, rng)`` gives (prior, affinity) per candidate."""
+    from tworec.search.engine import Candidates
+    from tworec.search.fit import QueryCandidates
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(lists):
         c = Candidates(ids=list(range(n)), lexical=np.ones(n), semantic=np.full(n, 0.5),
                        lexical_rank=np.arange(1, n + 1), semantic_rank=np.arange(1, n + 1), category_match=np.zeros(n))
         target = int(rng.integers(n))
-        affinity = rng.normal(0, 0.1, n)
+        out.append(QueryCandidates(c, target, *marks_target(target, rng)))
+    return out
+
+
+def test_fit_personal_learns_to_follow_the_user_when_the_query_and_the_prior_cannot_tell():
+    """The user's affinity marks the target and the prior says nothing: the fitted ranking
+    weighs the affinity, and without the user it cannot find the targets."""
+    from tworec.search.fit import fit_personal, ranks
+
+    def marks(target, rng):
+        affinity = rng.normal(0, 0.1, 8)
         affinity[target] += 1.0
-        gathered.append(QueryCandidates(c, target, affinity))
+        return np.zeros(8), affinity
+
+    gathered = _tied_lists(marks)
+    fusion = Fusion("weighted", 0.5)
+    personal = fit_personal(gathered, fusion)
+    assert personal.weights[5] > 0
+    assert (ranks(gathered, "fused_personal", fusion, personal) == 1).mean() > 0.9
+    assert (ranks(gathered, "fused", fusion, personal) == 1).mean() < 0.5
+
+
+def test_without_a_user_the_item_prior_ranks_what_the_query_cannot_tell_apart():
+    """The population's score marks the target and the user adds nothing beyond it: the fitted
+    ranking weighs the prior, and the anonymous ranking finds the targets as well as the personal."""
+    from tworec.search.fit import fit_personal, paired_difference, ranks
+
+    def marks(target, rng):
+        prior = rng.normal(0, 0.1, 8)
+        prior[target] += 1.0
+        return prior, prior.copy()
+
+    gathered = _tied_lists(marks)
     fusion = Fusion("weighted", 0.5)
     personal = fit_personal(gathered, fusion)
     assert personal.weights[4] > 0
-    assert (ranks(gathered, "fused_personal", fusion, personal) == 1).mean() > 0.9
-    assert (ranks(gathered, "fused", fusion) == 1).mean() < 0.5
+    anonymous, legs = ranks(gathered, "fused", fusion, personal), ranks(gathered, "fused_legs", fusion)
+    assert (anonymous == 1).mean() > 0.9 and (legs == 1).mean() < 0.5
+    users = [f"u{i % 20}" for i in range(len(gathered))]
+    everyone = np.ones(len(gathered), bool)
+    same = paired_difference(ranks(gathered, "fused_personal", fusion, personal), anonymous, users, everyone)
+    assert same["ndcg@10"] == 0.0 and same["ci95_ndcg@10"] == [0.0, 0.0]
+    better = paired_difference(anonymous, legs, users, everyone)
+    assert better["ndcg@10"] > 0.3 and better["ci95_ndcg@10"][0] > 0
+
+
+def test_eval_search_writes_every_arm_and_paired_differences_that_agree_with_the_arms(
+        synthetic_data, tiny_retrieval, tiny_search, tmp_path):
+    """``tworec eval-search`` on the synthetic data: the issue's metrics.json shape, each paired
+    difference equal to the difference of its arms' NDCG@10 and inside its own interval."""
+    import json
+
+    from tworec.evaluation.search import eval_search
+    from tworec.search.fit import ARMS, COMPARED
+
+    eval_search(str(synthetic_data), str(tmp_path), str(tiny_retrieval), str(tiny_search), max_queries=300,
+                log=lambda *_: None)
+    results = json.loads((tmp_path / "metrics.json").read_text())
+    protocol = results["category_path"]
+    assert 0 < protocol["queries"] <= 300 and "review_summary" not in results  # synthetic data has no reviews
+    for arm in ARMS:
+        for segment in ("all", "cold"):
+            m = protocol[arm][segment]
+            if segment == "all" or m["count"]:
+                assert 0 <= m["hitrate@10"] <= m["hitrate@100"] <= 1
+                lo, hi = m["ci95_ndcg@10"]
+                assert lo <= m["ndcg@10"] <= hi
+    for arm, baseline in COMPARED:
+        d = protocol["differences"][f"{arm}-{baseline}"]["all"]
+        assert d["ndcg@10"] == pytest.approx(protocol[arm]["all"]["ndcg@10"] - protocol[baseline]["all"]["ndcg@10"], abs=2e-4)
+        assert d["ci95_ndcg@10"][0] <= d["ndcg@10"] <= d["ci95_ndcg@10"][1]
+    assert set(results["neighbourhood_agreement"]) >= {"similar_items_before", "similar_items", "raw_minilm"}
