@@ -31,7 +31,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-STAGES = ("data", "retrieval", "retrieval_id_only", "index", "search", "ranker", "eval", "export")
+from tworec.cli.pipeline import STAGES  # noqa: E402  (the pipeline's order: each stage's --until runs only it)
 
 
 def _tree_rss_kb(root: int) -> int:

@@ -175,10 +175,12 @@ def _run_eval_policy(args, _):
 
 def _add_build_search(sub, common):
     p = sub.add_parser("build-search", parents=[common],
-                       help="build the search indexes (BM25 + semantic) and fit their fusion and personal re-ranking "
-                            "on validation queries")
+                       help="build the search indexes (BM25 + semantic) and fit their fusion and the anonymous and "
+                            "personal rankings on validation queries")
     p.add_argument("--data", required=True, help="the data folder")
     p.add_argument("--retrieval", required=True, help="the retrieval model folder (the personal context)")
+    p.add_argument("--ranker", help="the ranker folder trained on that retrieval model (its score is a personal "
+                                    "feature; without it that feature is 0)")
     p.add_argument("--out", required=True, help="search folder")
     p.set_defaults(handler=_run_build_search)
 
@@ -186,7 +188,7 @@ def _add_build_search(sub, common):
 def _run_build_search(args, _):
     from tworec.search.artifact import build_search
 
-    build_search(args.data, args.retrieval, args.out, log=_out)
+    build_search(args.data, args.retrieval, args.out, args.ranker, log=_out)
     return 0
 
 
@@ -200,13 +202,14 @@ def _add_eval_search(sub, common):
     p.add_argument("--search", help="a build-search folder (default: build one into OUT/search)")
     p.add_argument("--reviews", help="Amazon reviews file for review-summary queries (default: beside the data's input)")
     p.add_argument("--max-queries", type=int, help="test queries per protocol, the first in time (default: search/fit.py MAX_QUERIES)")
+    p.add_argument("--ranker", help="the ranker folder (default: beside the data folder, when there is one)")
     p.set_defaults(handler=_run_eval_search)
 
 
 def _run_eval_search(args, _):
     from tworec.evaluation.search import eval_search
 
-    eval_search(args.data, args.out, args.retrieval, args.search, args.reviews, args.max_queries, log=_out)
+    eval_search(args.data, args.out, args.retrieval, args.search, args.reviews, args.max_queries, args.ranker, log=_out)
     _out(f"→ {args.out}/metrics.json")
     return 0
 

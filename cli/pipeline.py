@@ -24,7 +24,7 @@ from tworec.settings import section
 from tworec.towers.config import RetrievalConfig
 from tworec.towers.index import IndexConfig
 
-STAGES = ("data", "retrieval", "retrieval_id_only", "index", "search", "ranker", "eval", "export")
+STAGES = ("data", "retrieval", "retrieval_id_only", "index", "ranker", "search", "eval", "export")
 
 
 @dataclass(frozen=True)
@@ -147,7 +147,7 @@ def _index(run, config):
 def _search(run, log):
     from tworec.search.artifact import build_search
 
-    build_search(run.data.root, run.retrieval, run.search, log)
+    build_search(run.data.root, run.retrieval, run.search, run.ranker, log)
 
 
 def _ranker(run, config):

@@ -45,17 +45,25 @@ class SearchEvaluation(DescribedFolder):
 
 
 def eval_search(data_dir: str, out_dir: str, retrieval_dir: str | None = None, search_dir: str | None = None,
-                reviews: str | None = None, max_queries: int | None = None, log=print) -> dict:
-    """``max_queries``: the first ones in time of the test split (default ``fit.MAX_QUERIES``)."""
+                reviews: str | None = None, max_queries: int | None = None, ranker_dir: str | None = None,
+                log=print) -> dict:
+    """``retrieval_dir`` and ``ranker_dir`` default to the run's, beside the data folder (no
+    ranker there: the personal ranking's ranker score is 0); ``max_queries``: the first ones in
+    time of the test split (default ``fit.MAX_QUERIES``)."""
     from tworec.search import fit
     from tworec.search.artifact import SearchArtifact, build_search
     from tworec.search.semantic import QueryEncoder
     from tworec.towers.artifact import RetrievalArtifact
 
-    retrieval_dir = retrieval_dir or os.path.join(os.path.dirname(os.path.abspath(data_dir)), "retrieval")
+    from tworec.ranking.artifact import RankerArtifact
+
+    run = os.path.dirname(os.path.abspath(data_dir))
+    retrieval_dir = retrieval_dir or os.path.join(run, "retrieval")
+    if ranker_dir is None and RankerArtifact.exists(os.path.join(run, "ranker")):
+        ranker_dir = os.path.join(run, "ranker")
     if search_dir is None:
         search_dir = os.path.join(out_dir, "search")
-        build_search(data_dir, retrieval_dir, search_dir, log)
+        build_search(data_dir, retrieval_dir, search_dir, ranker_dir, log)
     artifact = SearchArtifact.load(search_dir)
     model = RetrievalArtifact.load(retrieval_dir)
     retrieval = model.restore(data_dir)
@@ -64,6 +72,7 @@ def eval_search(data_dir: str, out_dir: str, retrieval_dir: str | None = None, s
     if engine.item_ids != list(catalog.item_ids):
         raise ValueError(f"{search_dir} was built for another catalog than {data_dir}'s")
     encoder = QueryEncoder()
+    ranker = fit.RankerScores(ranker_dir) if ranker_dir else None
     reviews = reviews or fit.reviews_file(data_dir)
     results = {}
     for protocol in ("category_path", "review_summary"):
@@ -71,9 +80,10 @@ def eval_search(data_dir: str, out_dir: str, retrieval_dir: str | None = None, s
             continue
         queries = fit.split_queries(data_dir, Split.TEST, catalog, retrieval, protocol, reviews,
                                     max_queries or fit.MAX_QUERIES)
-        gathered = fit.gather(engine, queries, encoder, model.item_embeddings, model.score_shift)
+        gathered = fit.gather(engine, queries, encoder, model.item_embeddings, model.score_shift, ranker)
         results[protocol] = {}
-        rank = {arm: fit.ranks(gathered, arm, artifact.fusion, artifact.personal) for arm in fit.ARMS}
+        rank = {arm: fit.ranks(gathered, arm, artifact.fusion, artifact.anonymous, artifact.personal)
+                for arm in fit.ARMS}
         for arm in fit.ARMS:
             results[protocol][arm] = {segment: fit.metrics(rank[arm], queries.users, mask)
                                       for segment, mask in queries.segments.items()}
@@ -97,7 +107,9 @@ def eval_search(data_dir: str, out_dir: str, retrieval_dir: str | None = None, s
     }
     results["examples"] = examples(engine, encoder, retrieval, model, artifact.similar_semantic_share)
     results["fusion"] = artifact.described["fusion"]
+    results["anonymous"] = artifact.described["anonymous"]
     results["personal"] = artifact.described["personal"]
+    results["ranker"] = ranker_dir
     return SearchEvaluation.save(out_dir, results)
 
 

@@ -1,7 +1,7 @@
 """The search folder (``RUN/search/``, copied into each gateway version): what Search and
 SimilarItems serve from, owned by ``SearchArtifact``.
 
-    search.json            description: fusion, personal weights, SimilarItems' blend, what the fit measured
+    search.json            description: fusion, anonymous and personal ranking weights, SimilarItems' blend, what the fit measured
     lexical/               the BM25 index (bm25s arrays and vocabulary, the item ids: the rows of everything here)
     semantic_index/        ScaNN over the semantic vectors (towers.index.ItemIndex)
     item_vectors.npy       [items, 384] unit MiniLM vectors
@@ -21,14 +21,14 @@ from pathlib import Path
 import numpy as np
 
 from tworec.artifacts import DescribedFolder
-from tworec.search.engine import Fusion, PersonalRanker, SearchEngine
+from tworec.search.engine import Fusion, Ranking, SearchEngine
 
 SIMILAR_BLENDS = tuple(round(1.0 - 0.1 * i, 1) for i in range(11))  # semantic share of SimilarItems' score
 
 
 class SearchArtifact(DescribedFolder):
     KIND = "tworec search"
-    VERSION = 2  # 2: the ranking has an item prior (population_query.npy)
+    VERSION = 3  # 2: the rankings have an item prior (population_query.npy); 3: anonymous and personal rankings
     REMEDY = "build it with `tworec build-search` (or `tworec pipeline`)"
     DESCRIPTION = "search.json"
     LEXICAL = "lexical"
@@ -42,7 +42,8 @@ class SearchArtifact(DescribedFolder):
     def __init__(self, path, described: dict):
         self.path = Path(path)
         self.fusion = Fusion(**described["fusion"])
-        self.personal = PersonalRanker(tuple(described["personal"]))
+        self.anonymous = Ranking(tuple(described["anonymous"]))
+        self.personal = Ranking(tuple(described["personal"]))
         self.similar_semantic_share = float(described["similar_semantic_share"])
         self.depth = int(described["depth"])
         self.described = described
@@ -64,7 +65,8 @@ class SearchArtifact(DescribedFolder):
         (path / cls.TEXTS).write_text(json.dumps(list(texts)))
         (path / cls.CATEGORIES).write_text(json.dumps([sorted(c) for c in engine.categories]))
         (path / cls.QUERY_ENCODER).write_bytes(query_encoder)
-        described = {"fusion": asdict(engine.fusion), "personal": list(engine.personal.weights),
+        described = {"fusion": asdict(engine.fusion), "anonymous": list(engine.anonymous.weights),
+                     "personal": list(engine.personal.weights),
                      "similar_semantic_share": similar_semantic_share, "depth": engine.depth, "fit": fit}
         cls.describe(path, described)
         return cls(path, described)
@@ -84,7 +86,8 @@ class SearchArtifact(DescribedFolder):
         return SearchEngine(LiveLexical(lexical, texts), ItemIndex.load(str(self.path / self.SEMANTIC_INDEX)),
                             np.load(self.path / self.VECTORS), item_ids,
                             [set(c) for c in json.loads((self.path / self.CATEGORIES).read_text())],
-                            self.fusion, self.personal, np.load(self.path / self.POPULATION_QUERY), self.depth)
+                            self.fusion, self.anonymous, self.personal, np.load(self.path / self.POPULATION_QUERY),
+                            self.depth)
 
     def query_encoder(self):
         from tworec.search.semantic import LiteQueryEncoder
@@ -92,15 +95,27 @@ class SearchArtifact(DescribedFolder):
         return LiteQueryEncoder((self.path / self.QUERY_ENCODER).read_bytes())
 
 
-def build_search(data_dir: str, retrieval_dir: str, out: str, log=print) -> SearchArtifact:
-    """Builds both legs over the data folder's catalog, fits the fusion and the ranking on
-    validation category-path queries (the population query: their shoppers' mean) and
-    SimilarItems' blend on half the items' neighbourhoods, and writes the search folder ``out``."""
+def build_search(data_dir: str, retrieval_dir: str, out: str, ranker_dir: str | None = None, log=print) -> SearchArtifact:
+    """Builds both legs over the data folder's catalog, fits the fusion and the two rankings on
+    validation category-path queries (the population query: their shoppers' mean; the personal
+    ranking reads ``ranker_dir``'s scores, which must rank ``retrieval_dir``'s candidates; none:
+    that feature is 0) and SimilarItems' blend on half the items' neighbourhoods, and writes the
+    search folder ``out``."""
+    import os
+
+    from tworec.contract import Split
     from tworec.search import fit
     from tworec.search.semantic import QueryEncoder, item_vectors
     from tworec.towers.artifact import RetrievalArtifact
-    from tworec.contract import Split
 
+    ranker = None
+    if ranker_dir:
+        from tworec.ranking.artifact import RankerArtifact
+
+        trained_on = RankerArtifact.load(ranker_dir).retrieval
+        if os.path.realpath(trained_on) != os.path.realpath(retrieval_dir):  # a moved run folder also differs
+            log(f"warning: {ranker_dir} was trained on the candidates of {trained_on}, not of {retrieval_dir}")
+        ranker = fit.RankerScores(ranker_dir)
     model = RetrievalArtifact.load(retrieval_dir)
     retrieval = model.restore(data_dir)
     catalog = retrieval.catalog
@@ -108,10 +123,12 @@ def build_search(data_dir: str, retrieval_dir: str, out: str, log=print) -> Sear
     encoder = QueryEncoder()
     valid = fit.split_queries(data_dir, Split.VALID, catalog, retrieval, "category_path")
     engine = fit.build_engine(catalog, vectors, population_query=valid.user_vectors.mean(0))
-    gathered = fit.gather(engine, valid, encoder, model.item_embeddings, model.score_shift)
+    gathered = fit.gather(engine, valid, encoder, model.item_embeddings, model.score_shift, ranker)
     engine.fusion, fusion_table = fit.fit_fusion(gathered)
-    engine.personal = fit.fit_personal(gathered, engine.fusion)
-    log(f"search fitted on {len(valid):,} validation queries: fusion {engine.fusion}, personal {engine.personal}")
+    engine.anonymous = fit.fit_ranking(gathered, engine.fusion, with_user=False)
+    engine.personal = fit.fit_ranking(gathered, engine.fusion, with_user=True)
+    log(f"search fitted on {len(valid):,} validation queries: fusion {engine.fusion}, anonymous "
+        f"{engine.anonymous}, personal {engine.personal}")
     rows = fit.evaluation_rows(catalog)
     half = rows[::2]  # the blend is chosen on these; evaluation reports the other half
     agreement = {share: fit.neighbourhood_agreement(fit.blended(vectors, model.item_embeddings, share), catalog, half)

@@ -1,17 +1,17 @@
 """Hybrid search: the lexical and the semantic leg each retrieve candidates, a fusion fitted on
-validation queries merges them, and a ranking fitted on search-style lists adds the query-match
-features, the item prior and, with a user, what the shopper has done.
+validation queries merges them, and a ranking fitted on search-style lists orders them: without
+a user by the query-match features and the item prior, with one also by what the shopper has done.
 
-    engine = SearchEngine(lexical, semantic_index, vectors, item_ids, categories, fusion, personal,
-                          population_query)
+    engine = SearchEngine(lexical, semantic_index, vectors, item_ids, categories, fusion, anonymous,
+                          personal, population_query)
     found = engine.candidates(query_text, query_vector, allowed)     # both legs, fused
-    scores = engine.rank(found, prior, affinity)                    # the ranking a shopper sees
+    scores = engine.rank(found, prior)                              # an anonymous shopper
+    scores = engine.rank(found, prior, UserScores(affinity, ranker))  # a known one
 
-``prior`` and ``affinity`` are two-tower scores of the candidates, which the caller owns: for
-the population query (the average shopper, ``engine.population_query``) and for this user (None
-without one: then the shopper is the average shopper, and the ranking is query-only plus the item
-prior). ``Fusion`` and ``PersonalRanker`` are the fitted parts (``fit_fusion``, ``fit_personal``);
-the engine is what evaluation and the gateway both run.
+``prior``, ``affinity`` and ``ranker`` are scores of the candidates that the caller owns: the
+two-tower score of the population query (the average shopper, ``engine.population_query``) and
+of this user, and the DCN ranker's score for this user. ``Fusion`` and the two ``Ranking``s are
+the fitted parts (search/fit.py); the engine is what evaluation and the gateway both run.
 """
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 LEXICAL, SEMANTIC = "lexical", "semantic"
-FEATURES = ("fused", "lexical", "semantic", "category_match", "prior", "affinity")
+QUERY_FEATURES = ("fused", "lexical", "semantic", "category_match", "prior")
+USER_FEATURES = QUERY_FEATURES + ("affinity", "ranker")
 
 
 @dataclass(frozen=True)
@@ -46,17 +47,27 @@ class Fusion:
 
 
 @dataclass(frozen=True)
-class PersonalRanker:
-    """A linear score over FEATURES, fitted listwise on validation queries: the candidate's fused
-    score, BM25 relative to the query's best, cosine, the share of query words in the item's
-    categories, the item prior (the population query's two-tower score for the item: what the
-    average shopper buys, also for a new item through its content embedding) and the user's
-    affinity (the user's two-tower score minus the prior; 0 without a user)."""
+class Ranking:
+    """A linear score over features, fitted listwise on validation queries (search/fit.py
+    ``fit_ranking``). QUERY_FEATURES: the candidate's fused score, BM25 relative to the query's
+    best, cosine, the share of query words in the item's categories and the item prior (the
+    population query's two-tower score for the item: what the average shopper buys, also for a new
+    item through its content embedding). USER_FEATURES add the user's two-tower affinity beyond the
+    prior and the DCN ranker's score for the user."""
 
-    weights: tuple = (1.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    weights: tuple = (1.0, 0.0, 0.0, 0.0, 0.0)
 
     def __call__(self, features: np.ndarray) -> np.ndarray:
         return features @ np.asarray(self.weights, np.float64)
+
+
+@dataclass(frozen=True)
+class UserScores:
+    """A user's scores of one query's candidates [candidates]: the two-tower score (query · item
+    + shift) and the DCN ranker's score."""
+
+    affinity: np.ndarray
+    ranker: np.ndarray
 
 
 @dataclass
@@ -72,13 +83,14 @@ class Candidates:
     category_match: np.ndarray
     fused: np.ndarray = field(default=None)
 
-    def features(self, prior: np.ndarray, affinity: np.ndarray | None = None) -> np.ndarray:
-        """[candidates, FEATURES]; ``prior`` and ``affinity``: the population's and the user's
-        two-tower scores per candidate (no user: the user is the population)."""
+    def features(self, prior: np.ndarray, user: UserScores | None = None) -> np.ndarray:
+        """[candidates, QUERY_FEATURES], or with ``user`` [candidates, USER_FEATURES]; ``prior``:
+        the population's two-tower score per candidate."""
         top = float(self.lexical.max()) if len(self.lexical) else 0.0
-        beyond = np.zeros(len(self.ids)) if affinity is None else affinity - prior
-        return np.stack([self.fused, self.lexical / top if top > 0 else self.lexical, self.semantic,
-                         self.category_match, prior, beyond], 1)
+        columns = [self.fused, self.lexical / top if top > 0 else self.lexical, self.semantic, self.category_match, prior]
+        if user is not None:
+            columns += [user.affinity - prior, user.ranker]
+        return np.stack(columns, 1) if len(self.ids) else np.zeros((0, len(columns)))
 
     def legs(self, i: int) -> list:
         return [leg for leg, rank in ((LEXICAL, self.lexical_rank[i]), (SEMANTIC, self.semantic_rank[i])) if rank > 0]
@@ -94,7 +106,8 @@ class SearchEngine:
     of it current."""
 
     def __init__(self, lexical, semantic_index, vectors: np.ndarray, item_ids: list, categories: list,
-                 fusion: Fusion, personal: PersonalRanker, population_query: np.ndarray, candidates: int = 200):
+                 fusion: Fusion, anonymous: Ranking, personal: Ranking, population_query: np.ndarray,
+                 candidates: int = 200):
         self.lexical = lexical
         self.semantic_index = semantic_index
         self.vectors = np.asarray(vectors, np.float32)
@@ -102,6 +115,7 @@ class SearchEngine:
         self.row_of = {item: i for i, item in enumerate(self.item_ids)}
         self.categories = list(categories)
         self.fusion = fusion
+        self.anonymous = anonymous
         self.personal = personal
         self.population_query = np.asarray(population_query, np.float32)
         self.depth = candidates
@@ -134,10 +148,11 @@ class SearchEngine:
         out.fused = self.fusion(out.lexical, out.semantic, out.lexical_rank, out.semantic_rank)
         return out
 
-    def rank(self, candidates: Candidates, prior: np.ndarray, affinity: np.ndarray | None = None) -> np.ndarray:
-        """The candidates' final scores: the fitted ranking over the query-match features, the
-        item ``prior`` and, with a user, the user's ``affinity`` (both [candidates])."""
-        return self.personal(candidates.features(prior, affinity))
+    def rank(self, candidates: Candidates, prior: np.ndarray, user: UserScores | None = None) -> np.ndarray:
+        """The candidates' final scores: the anonymous ranking, or with ``user`` the personal one."""
+        if user is None:
+            return self.anonymous(candidates.features(prior))
+        return self.personal(candidates.features(prior, user))
 
     def upsert(self, item_ids: list, texts: list, vectors: np.ndarray, categories: list) -> None:
         """New or changed items: searchable by the semantic leg at once, by the lexical leg after

@@ -1,6 +1,7 @@
 """Search queries built from data we have, the search engine built for a data folder, and its
-fitted parts: the fusion (form and weight, by validation NDCG@10) and the ranking over the fused
-candidates (listwise on validation lists), with the population query that gives its item prior.
+fitted parts: the fusion (form and weight, by validation NDCG@10) and the two rankings of the fused
+candidates, anonymous and personal (listwise on validation lists), with the population query that
+gives their item prior.
 
 Two query protocols:
 
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from tworec.contract import Split
-from tworec.search.engine import Fusion, PersonalRanker, SearchEngine, category_tokens
+from tworec.search.engine import QUERY_FEATURES, USER_FEATURES, Fusion, Ranking, SearchEngine, UserScores, category_tokens
 
 DEPTH = 200  # candidates per leg
 FUSION_WEIGHTS = tuple(round(0.1 * i, 1) for i in range(11))
@@ -32,7 +33,8 @@ FUSION_WEIGHTS = tuple(round(0.1 * i, 1) for i in range(11))
 @dataclass
 class SearchQueries:
     """Queries of one split: text, target catalog row, user, the user's query vector in the
-    retrieval space [Q, D], rows each user had before, and segments (all, cold)."""
+    retrieval space [Q, D], rows each user had before, segments (all, cold), and what the ranker
+    reads of the user ([Q] each: user row, history length, hours since the last item)."""
 
     texts: list
     targets: np.ndarray
@@ -40,6 +42,9 @@ class SearchQueries:
     user_vectors: np.ndarray
     had_before: list
     segments: dict
+    user_rows: np.ndarray
+    history_counts: np.ndarray
+    hours_since_last: np.ndarray
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -48,7 +53,8 @@ class SearchQueries:
         idx = np.flatnonzero(keep)
         return SearchQueries([self.texts[i] for i in idx], self.targets[idx], [self.users[i] for i in idx],
                              self.user_vectors[idx], [self.had_before[i] for i in idx],
-                             {k: v[idx] for k, v in self.segments.items()})
+                             {k: v[idx] for k, v in self.segments.items()}, self.user_rows[idx],
+                             self.history_counts[idx], self.hours_since_last[idx])
 
 
 def root_categories(catalog) -> set:
@@ -72,7 +78,7 @@ def split_queries(data_dir: str, split: Split, catalog, retrieval, protocol: str
     from tworec.towers.scoring import JudgedSplit
 
     judged = JudgedSplit(data_dir, "temporal", catalog, split, limit=None if protocol == "review_summary" else limit)
-    vectors = judged.queries(retrieval.model, retrieval.lookups, retrieval.config.history_length).query
+    split = judged.queries(retrieval.model, retrieval.lookups, retrieval.config.history_length)
     if protocol == "category_path":
         root = root_categories(catalog)
         texts = [" ".join(c for c in item_categories(catalog, t) if c not in root) for t in judged.targets]
@@ -82,9 +88,10 @@ def split_queries(data_dir: str, split: Split, catalog, retrieval, protocol: str
     else:
         raise ValueError(f"unknown protocol {protocol!r}")
     keep = np.array([bool(t.strip()) for t in texts]) & ~judged.repeats
-    queries = SearchQueries(texts, judged.targets, [e["user_id"] for e in judged.examples], vectors,
+    queries = SearchQueries(texts, judged.targets, [e["user_id"] for e in judged.examples], split.query,
                             [judged.had_before(i) for i in range(len(judged))],
-                            {"all": np.ones(len(texts), bool), "cold": catalog.cold[judged.targets]})
+                            {"all": np.ones(len(texts), bool), "cold": catalog.cold[judged.targets]},
+                            split.user_row, split.history_count, split.hours_since_last)
     return queries.subset(keep)
 
 
@@ -111,9 +118,9 @@ def reviews_file(data_dir: str) -> str | None:
     return str(found[0]) if found else None
 
 
-def build_engine(catalog, item_vectors: np.ndarray, fusion: Fusion = Fusion(), personal: PersonalRanker = PersonalRanker(),
-                 population_query: np.ndarray | None = None, depth: int = DEPTH, lexical=None,
-                 semantic_index=None) -> SearchEngine:
+def build_engine(catalog, item_vectors: np.ndarray, fusion: Fusion = Fusion(), anonymous: Ranking = Ranking(),
+                 personal: Ranking = Ranking(), population_query: np.ndarray | None = None, depth: int = DEPTH,
+                 lexical=None, semantic_index=None) -> SearchEngine:
     """The engine over ``catalog``'s items with their semantic ``item_vectors``."""
     from tworec.search.lexical import LexicalIndex, LiveLexical
     from tworec.towers.index import IndexConfig, ItemIndex
@@ -124,23 +131,45 @@ def build_engine(catalog, item_vectors: np.ndarray, fusion: Fusion = Fusion(), p
     categories = [category_tokens(item_categories(catalog, r)) for r in range(catalog.size)]
     population_query = np.zeros(0, np.float32) if population_query is None else population_query
     return SearchEngine(LiveLexical(lexical, texts), semantic_index, item_vectors, catalog.item_ids, categories,
-                        fusion, personal, population_query, depth)
+                        fusion, anonymous, personal, population_query, depth)
+
+
+class RankerScores:
+    """The DCN ranker's score of a query's user for candidate rows, from the same inputs the
+    gateway sends Triton (no live counts: Search does not send them)."""
+
+    def __init__(self, ranker_dir: str):
+        from tworec.ranking.artifact import RankerArtifact
+        from tworec.ranking.model import serving_signature
+
+        scorer, self.tables = RankerArtifact.load(ranker_dir).restore()
+        self.serve = serving_signature(scorer, self.tables.item_embedding.shape[1])
+
+    def __call__(self, queries: SearchQueries, i: int, rows: np.ndarray, retrieval_scores: np.ndarray) -> np.ndarray:
+        from tworec.ranking.features import ranker_rows
+        from tworec.tf_setup import tf
+
+        user = queries.user_rows[i]
+        features = ranker_rows(self.tables, user, self.tables.user_attribute_rows[user], queries.user_vectors[i],
+                               queries.history_counts[i], queries.hours_since_last[i], rows, retrieval_scores)
+        return self.serve({k: tf.constant(v) for k, v in features.items()})["score"].numpy().astype(np.float64)
 
 
 @dataclass
 class QueryCandidates:
     """What every arm needs of one query: its candidates, the target's index among them (-1:
-    not found), and the population's (the prior) and the user's two-tower score for each."""
+    not found), the population's two-tower score of each (the prior) and the user's scores."""
 
     candidates: object
     target: int
     prior: np.ndarray
-    affinity: np.ndarray
+    user: UserScores
 
 
 def gather(engine: SearchEngine, queries: SearchQueries, encode, retrieval_items: np.ndarray,
-           retrieval_shift: np.ndarray) -> list:
-    """Candidates of every query (``encode``: text → semantic vector), the user's items left out."""
+           retrieval_shift: np.ndarray, ranker: RankerScores | None = None) -> list:
+    """Candidates of every query (``encode``: text → semantic vector), the user's items left out;
+    without ``ranker`` the ranker's score is 0."""
     row_of = engine.row_of
     out = []
     for i, text in enumerate(queries.texts):
@@ -148,9 +177,11 @@ def gather(engine: SearchEngine, queries: SearchQueries, encode, retrieval_items
         found = engine.candidates(text, encode(text), allowed=lambda item, had=had: item not in had)
         rows = np.array([row_of[j] for j in found.ids], np.int64)
         items, shift = retrieval_items[rows], retrieval_shift[rows]
+        affinity = items @ queries.user_vectors[i] + shift
+        scores = ranker(queries, i, rows, affinity) if ranker is not None and len(rows) else np.zeros(len(rows))
         target = engine.item_ids[queries.targets[i]]
         out.append(QueryCandidates(found, found.ids.index(target) if target in found.ids else -1,
-                                   items @ engine.population_query + shift, items @ queries.user_vectors[i] + shift))
+                                   items @ engine.population_query + shift, UserScores(affinity, scores)))
     return out
 
 
@@ -159,7 +190,8 @@ def gather(engine: SearchEngine, queries: SearchQueries, encode, retrieval_items
 ARMS = ("bm25", "semantic", "fused_legs", "fused", "fused_personal")
 
 
-def ranks(gathered: list, arm: str, fusion: Fusion | None = None, personal: PersonalRanker | None = None) -> np.ndarray:
+def ranks(gathered: list, arm: str, fusion: Fusion | None = None, anonymous: Ranking | None = None,
+          personal: Ranking | None = None) -> np.ndarray:
     """The target's rank (1 = first, 0 = not in the arm's list) per query (ARMS)."""
     out = np.zeros(len(gathered), np.int64)
     for q, g in enumerate(gathered):
@@ -172,9 +204,12 @@ def ranks(gathered: list, arm: str, fusion: Fusion | None = None, personal: Pers
             score = np.where(c.semantic_rank > 0, -c.semantic_rank.astype(np.float64), -np.inf)
         elif arm == "fused_legs":
             score = (fusion or Fusion())(c.lexical, c.semantic, c.lexical_rank, c.semantic_rank)
-        elif arm in ("fused", "fused_personal"):
+        elif arm == "fused":
             c.fused = (fusion or Fusion())(c.lexical, c.semantic, c.lexical_rank, c.semantic_rank)
-            score = (personal or PersonalRanker())(c.features(g.prior, g.affinity if arm == "fused_personal" else None))
+            score = (anonymous or Ranking())(c.features(g.prior))
+        elif arm == "fused_personal":
+            c.fused = (fusion or Fusion())(c.lexical, c.semantic, c.lexical_rank, c.semantic_rank)
+            score = (personal or Ranking((1.0,) + (0.0,) * (len(USER_FEATURES) - 1)))(c.features(g.prior, g.user))
         else:
             raise ValueError(f"unknown arm {arm!r}: one of {ARMS}")
         if not np.isfinite(score[g.target]):
@@ -244,34 +279,38 @@ def fit_fusion(gathered: list) -> tuple[Fusion, dict]:
     return Fusion(form, w), {f"{f}:{w}": round(v, 4) for (f, w), v in table.items()}
 
 
-def fit_personal(gathered: list, fusion: Fusion, iterations: int = 300, l2: float = 1e-3) -> PersonalRanker:
-    """FEATURES' weights maximising the softmax likelihood of each validation query's target
-    among its candidates (queries whose target was not retrieved teach nothing). One ranking for
-    both: without a user, the user's affinity beyond the prior is 0."""
+def fit_ranking(gathered: list, fusion: Fusion, with_user: bool, iterations: int = 300, l2: float = 1e-3) -> Ranking:
+    """The weights of QUERY_FEATURES (``with_user``: USER_FEATURES) maximising the softmax
+    likelihood of each validation query's target among its candidates (queries whose target was
+    not retrieved teach nothing). A feature constant over every list (the ranker's score when none
+    was given) keeps weight 0."""
     lists = []
     for g in gathered:
         if g.target < 0:
             continue
         c = g.candidates
         c.fused = fusion(c.lexical, c.semantic, c.lexical_rank, c.semantic_rank)
-        lists.append((c.features(g.prior, g.affinity), g.target))
+        lists.append((c.features(g.prior, g.user if with_user else None), g.target))
+    width = len(USER_FEATURES if with_user else QUERY_FEATURES)
     if not lists:
-        return PersonalRanker()
+        return Ranking((1.0,) + (0.0,) * (width - 1))
     # Standardise features over all candidates so one step size fits them all; fold back after.
     stacked = np.concatenate([x for x, _ in lists])
-    mean, std = stacked.mean(0), np.maximum(stacked.std(0), 1e-9)
+    mean, std = stacked.mean(0), stacked.std(0)
+    constant = std < 1e-9
+    std = np.where(constant, 1.0, std)
     w = np.zeros(stacked.shape[1])
     w[0] = 1.0
     for _ in range(iterations):
         grad = -l2 * w
         for x, t in lists:
-            z = (x - mean) / std
+            z = np.where(constant, 0.0, (x - mean) / std)
             s = z @ w
             p = np.exp(s - s.max())
             p /= p.sum()
             grad += z[t] - p @ z
         w += 0.5 * grad / len(lists)
-    return PersonalRanker(tuple(float(v) for v in w / std))
+    return Ranking(tuple(float(v) for v in w / std))
 
 
 def neighbourhood_agreement(vectors: np.ndarray, catalog, rows: np.ndarray, k: int = 10) -> float:

@@ -28,6 +28,7 @@ from tworec.live import exploration
 from tworec.live.exploration import ExplorationConfig
 from tworec.live.recorder import EventRecorder
 from tworec.ranking.features import ranker_rows
+from tworec.search.engine import UserScores
 from tworec.serving import protos
 from tworec.serving.bundle import Bundle
 from tworec.serving.config import GatewayConfig
@@ -402,10 +403,15 @@ class Recommender(pb_grpc.RecommenderServicer):
         rows = np.array([table.row_of.get(i, 0) for i in found.ids], np.int64)
         items = table.item_embedding[rows]
         shift = np.where(table.tables.item_row[rows] == 0, bundle.new_item_offset, 0.0)
-        affinity = None
-        if state.has_signal and found.ids:
-            affinity = items @ bundle.query(state.user_row, state.history, state.history_ts, state.now) + shift
-        scores = engine.rank(found, items @ engine.population_query + shift, affinity)
+        user = None
+        if state.has_signal and found.ids and all(i in table.row_of for i in found.ids):
+            query = bundle.query(state.user_row, state.history, state.history_ts, state.now)
+            affinity = (items @ query + shift).astype(np.float32)
+            # Search sends the ranker no live counts: its personal ranking was fitted without them.
+            ranked = self._rank(bundle, state, Candidates(query, found.ids, affinity), context)
+            if ranked is not None:  # the ranker unavailable: the anonymous ranking
+                user = UserScores(affinity, np.asarray(ranked, np.float64))
+        scores = engine.rank(found, items @ engine.population_query + shift, user)
         order = np.argsort(-scores, kind="stable")[: request.k]
         legs = {"lexical": pb.LEXICAL, "semantic": pb.SEMANTIC}
         results = []
@@ -415,7 +421,7 @@ class Recommender(pb_grpc.RecommenderServicer):
                                            lexical_score=float(found.lexical[j]), semantic_score=float(found.semantic[j]),
                                            title=table.titles[r] if r is not None else "",
                                            cold=bool(table.cold[r]) if r is not None else False))
-        return pb.SearchResponse(results=results, model_version=str(bundle.version), personalised=affinity is not None,
+        return pb.SearchResponse(results=results, model_version=str(bundle.version), personalised=user is not None,
                                  request_id=secrets.token_hex(8))
 
     # --- UpsertItems / RemoveItems ----------------------------------------------------------------

@@ -76,12 +76,13 @@ def tiny_ranker(synthetic_data, tiny_retrieval, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def tiny_search(synthetic_data, tiny_retrieval, tmp_path_factory):
-    """The search folder of the synthetic data (real MiniLM, BM25; fitted on its validation split)."""
+def tiny_search(synthetic_data, tiny_retrieval, tiny_ranker, tmp_path_factory):
+    """The search folder of the synthetic data (real MiniLM, BM25; fitted on its validation split,
+    with the tiny ranker's scores)."""
     from tworec.search.artifact import build_search
 
     out = tmp_path_factory.mktemp("search") / "search"
-    build_search(str(synthetic_data), str(tiny_retrieval), str(out), log=lambda *_: None)
+    build_search(str(synthetic_data), str(tiny_retrieval), str(out), str(tiny_ranker), log=lambda *_: None)
     return out
 
 

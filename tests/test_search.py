@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from tworec.search.engine import LEXICAL, SEMANTIC, Fusion, PersonalRanker
+from tworec.search.engine import LEXICAL, SEMANTIC, Fusion, Ranking, UserScores
 from tworec.text import compose_item_text
 
 ITEMS = [  # id, title, description, categories
@@ -42,7 +42,7 @@ def encode():
 
 def _answer(engine, encode, query, allowed=None):
     found = engine.candidates(query, encode(query), allowed)
-    order = np.argsort(-engine.rank(found, prior=np.zeros(len(found.ids))), kind="stable")
+    order = np.argsort(-engine.rank(found, np.zeros(len(found.ids))), kind="stable")
     return [(found.ids[j], found.legs(j)) for j in order]
 
 
@@ -89,16 +89,18 @@ def test_fusion_forms_and_the_personal_ranker_score_as_documented():
 
     c = Candidates(ids=["a"], lexical=np.array([3.0]), semantic=np.array([0.2]), lexical_rank=np.array([1]),
                    semantic_rank=np.array([0]), category_match=np.array([0.5]), fused=np.array([1.0]))
-    # Without a user the affinity beyond the prior is 0; with one it is the user's score minus the prior.
-    np.testing.assert_allclose(c.features(np.array([0.7])), [[1.0, 1.0, 0.2, 0.5, 0.7, 0.0]])
-    np.testing.assert_allclose(c.features(np.array([0.7]), np.array([2.0])), [[1.0, 1.0, 0.2, 0.5, 0.7, 1.3]])
-    ranker = PersonalRanker((1.0, 0.0, 0.0, 0.0, 2.0, 0.5))
-    assert ranker(c.features(np.array([0.7]), np.array([2.0])))[0] == pytest.approx(1.0 + 1.4 + 0.65)
+    # Without a user: the query features and the prior; with one also the user's two-tower score
+    # beyond the prior and the ranker's score.
+    np.testing.assert_allclose(c.features(np.array([0.7])), [[1.0, 1.0, 0.2, 0.5, 0.7]])
+    user = UserScores(np.array([2.0]), np.array([-0.4]))
+    np.testing.assert_allclose(c.features(np.array([0.7]), user), [[1.0, 1.0, 0.2, 0.5, 0.7, 1.3, -0.4]])
+    ranking = Ranking((1.0, 0.0, 0.0, 0.0, 2.0, 0.5, 1.0))
+    assert ranking(c.features(np.array([0.7]), user))[0] == pytest.approx(1.0 + 1.4 + 0.65 - 0.4)
 
 
 def _tied_lists(marks_target, seed=0, lists=60, n=8):
     """Lists where the query cannot tell the candidates apart (equal fused scores) and
-    ``marks_target(target, rng)`` gives (prior, affinity) per candidate."""
+    ``marks_target(target, rng)`` gives (prior, affinity, ranker score) per candidate."""
     from tworec.search.engine import Candidates
     from tworec.search.fit import QueryCandidates
 
@@ -108,49 +110,57 @@ def _tied_lists(marks_target, seed=0, lists=60, n=8):
         c = Candidates(ids=list(range(n)), lexical=np.ones(n), semantic=np.full(n, 0.5),
                        lexical_rank=np.arange(1, n + 1), semantic_rank=np.arange(1, n + 1), category_match=np.zeros(n))
         target = int(rng.integers(n))
-        out.append(QueryCandidates(c, target, *marks_target(target, rng)))
+        prior, affinity, ranker = marks_target(target, rng)
+        out.append(QueryCandidates(c, target, prior, UserScores(affinity, ranker)))
     return out
 
 
-def test_fit_personal_learns_to_follow_the_user_when_the_query_and_the_prior_cannot_tell():
-    """The user's affinity marks the target and the prior says nothing: the fitted ranking
-    weighs the affinity, and without the user it cannot find the targets."""
-    from tworec.search.fit import fit_personal, ranks
+def _marked(target, rng, n=8):
+    x = rng.normal(0, 0.1, n)
+    x[target] += 1.0
+    return x
+
+
+@pytest.mark.parametrize("signal", ["affinity", "ranker"])
+def test_the_personal_ranking_follows_the_user_when_the_query_and_the_prior_cannot_tell(signal):
+    """The user's two-tower affinity (or the ranker's score) marks the target and the prior says
+    nothing: the personal ranking weighs that signal and finds the targets; the anonymous one cannot."""
+    from tworec.search.engine import USER_FEATURES
+    from tworec.search.fit import fit_ranking, ranks
 
     def marks(target, rng):
-        affinity = rng.normal(0, 0.1, 8)
-        affinity[target] += 1.0
-        return np.zeros(8), affinity
+        mark = _marked(target, rng)
+        return np.zeros(8), (mark if signal == "affinity" else np.zeros(8)), (mark if signal == "ranker" else np.zeros(8))
 
     gathered = _tied_lists(marks)
     fusion = Fusion("weighted", 0.5)
-    personal = fit_personal(gathered, fusion)
-    assert personal.weights[5] > 0
-    assert (ranks(gathered, "fused_personal", fusion, personal) == 1).mean() > 0.9
-    assert (ranks(gathered, "fused", fusion, personal) == 1).mean() < 0.5
+    anonymous, personal = fit_ranking(gathered, fusion, with_user=False), fit_ranking(gathered, fusion, with_user=True)
+    assert personal.weights[USER_FEATURES.index(signal)] > 0
+    assert (ranks(gathered, "fused_personal", fusion, anonymous, personal) == 1).mean() > 0.9
+    assert (ranks(gathered, "fused", fusion, anonymous, personal) == 1).mean() < 0.5
 
 
 def test_without_a_user_the_item_prior_ranks_what_the_query_cannot_tell_apart():
-    """The population's score marks the target and the user adds nothing beyond it: the fitted
-    ranking weighs the prior, and the anonymous ranking finds the targets as well as the personal."""
-    from tworec.search.fit import fit_personal, paired_difference, ranks
+    """The population's score marks the target and the user adds nothing beyond it: both rankings
+    weigh the prior and find the targets, and the paired difference between them is 0."""
+    from tworec.search.fit import fit_ranking, paired_difference, ranks
 
     def marks(target, rng):
-        prior = rng.normal(0, 0.1, 8)
-        prior[target] += 1.0
-        return prior, prior.copy()
+        prior = _marked(target, rng)
+        return prior, prior.copy(), np.zeros(8)
 
     gathered = _tied_lists(marks)
     fusion = Fusion("weighted", 0.5)
-    personal = fit_personal(gathered, fusion)
-    assert personal.weights[4] > 0
-    anonymous, legs = ranks(gathered, "fused", fusion, personal), ranks(gathered, "fused_legs", fusion)
-    assert (anonymous == 1).mean() > 0.9 and (legs == 1).mean() < 0.5
+    anonymous, personal = fit_ranking(gathered, fusion, with_user=False), fit_ranking(gathered, fusion, with_user=True)
+    assert anonymous.weights[4] > 0 and personal.weights[6] == 0.0  # a constant ranker score teaches nothing
+    found = ranks(gathered, "fused", fusion, anonymous, personal)
+    legs = ranks(gathered, "fused_legs", fusion)
+    assert (found == 1).mean() > 0.9 and (legs == 1).mean() < 0.5
     users = [f"u{i % 20}" for i in range(len(gathered))]
     everyone = np.ones(len(gathered), bool)
-    same = paired_difference(ranks(gathered, "fused_personal", fusion, personal), anonymous, users, everyone)
+    same = paired_difference(ranks(gathered, "fused_personal", fusion, anonymous, personal), found, users, everyone)
     assert same["ndcg@10"] == 0.0 and same["ci95_ndcg@10"] == [0.0, 0.0]
-    better = paired_difference(anonymous, legs, users, everyone)
+    better = paired_difference(found, legs, users, everyone)
     assert better["ndcg@10"] > 0.3 and better["ci95_ndcg@10"][0] > 0
 
 

@@ -1,6 +1,7 @@
 """Triton dies while the gateway serves: answers keep coming, degraded (retrieval order) and within
-each request's deadline; health stays SERVING (retrieval still works); the service restarts Triton
-on the same ports by itself and full two-stage answers return within 5 s of Triton being back."""
+each request's deadline; a shopper's Search falls back to the anonymous ranking; health stays
+SERVING (retrieval still works); the service restarts Triton on the same ports by itself and full
+two-stage answers return within 5 s of Triton being back."""
 import os
 import signal
 import threading
@@ -26,7 +27,8 @@ def test_triton_killed_then_restarted_by_the_service(service):
 
     bundle = service.bundle
     warm = [i for i, r in bundle.items.row_of.items() if not bundle.items.cold[r]][:3]
-    results, stop = [], threading.Event()
+    word = bundle.items.titles[bundle.items.row_of[warm[0]]].split()[0]
+    results, searches, stop = [], [], threading.Event()
 
     def load():
         with RecommenderClient(service.address) as client:
@@ -38,6 +40,11 @@ def test_triton_killed_then_restarted_by_the_service(service):
                                     {i.stage for i in r.items}))
                 except grpc.RpcError as err:
                     results.append((time.monotonic(), time.monotonic() - started, err.code(), 0, set()))
+                try:  # personalised through the ranker (Triton)
+                    s = client.search(word, recent_item_ids=warm, k=10)
+                    searches.append((time.monotonic(), s.personalised, len(s.results)))
+                except grpc.RpcError as err:
+                    searches.append((time.monotonic(), err.code(), 0))
                 time.sleep(0.02)
 
     worker = threading.Thread(target=load)
@@ -79,6 +86,11 @@ def test_triton_killed_then_restarted_by_the_service(service):
     # Retrieval's order, and the exploration slot (it does not need the ranker).
     assert degraded and all(pb.RETRIEVAL in r[4] and r[4] <= {pb.RETRIEVAL, pb.EXPLORATION} for r in degraded)
     assert service.recommender.counters["degraded"] >= len(degraded)
+    # Search: always an answer; without the ranker the anonymous ranking (not personalised).
+    assert all(s[1] is True or s[1] is False for s in searches) and all(s[2] > 0 for s in searches)
+    assert [s for s in searches if killed_at < s[0] < recovered_at and s[1] is False]
+    assert all(s[1] is True for s in searches if s[0] > recovered_at + 0.5)
+    assert all(s[1] is True for s in searches if s[0] < killed_at)
     with RecommenderClient(service.address) as client:
         final = client.recommend("someone", warm, k=10)
         assert not final.degraded and pb.RANKER in {i.stage for i in final.items} <= {pb.RANKER, pb.EXPLORATION}
