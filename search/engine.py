@@ -97,7 +97,7 @@ class Candidates:
 
 
 class SearchEngine:
-    """The two legs over one catalog, their fusion and the personal re-ranking.
+    """The two legs over one catalog, their fusion and the two rankings (anonymous, personal).
 
     ``lexical``: a search.lexical.LiveLexical; ``semantic_index``: a towers.index.ItemIndex over
     ``vectors`` [items, 384] (unit, the semantic space) with ``item_ids``; ``categories``: each
