@@ -74,13 +74,17 @@ class Pool:
 
     def record(self) -> dict:
         """What the event log keeps of the pool (``tworec eval-policy`` reads it back)."""
-        return {"candidates": self.items, "prior_mean": [round(float(m), 6) for m in self.prior_mean],
-                "impressions": [int(n) for n in self.impressions], "clicks": [int(n) for n in self.clicks]}
+        return {"candidates": self.items, "prior_mean": np.round(self.prior_mean, 6).tolist(),
+                "impressions": self.impressions.astype(np.int64).tolist(),
+                "clicks": self.clicks.astype(np.int64).tolist()}
 
     @classmethod
     def from_record(cls, record: dict) -> "Pool":
         return cls(list(record["candidates"]), np.asarray(record["prior_mean"], np.float64),
                    np.asarray(record["impressions"], np.float64), np.asarray(record["clicks"], np.float64))
+
+
+WINDOW_MARGIN = 8  # candidates looked at beyond the pool and the exclusions before widening
 
 
 def candidate_pool(ids_of, scores: np.ndarray, excluded: set, exposure, prior: ClickPrior,
@@ -92,7 +96,8 @@ def candidate_pool(ids_of, scores: np.ndarray, excluded: set, exposure, prior: C
     the scores only as far as it must."""
     scores = np.asarray(scores)
     items, item_scores, item_impressions, item_clicks = [], [], [], []
-    looked, window = 0, 2 * config.pool_size + len(excluded)
+    # Enough for a full pool when few of the best have graduated; doubled when not.
+    looked, window = 0, config.pool_size + len(excluded) + WINDOW_MARGIN
     while len(items) < config.pool_size and looked < len(scores):
         window = min(len(scores), max(window, looked + 1))
         part = np.argpartition(-scores, window - 1)[:window] if window < len(scores) else np.arange(len(scores))
@@ -100,14 +105,16 @@ def candidate_pool(ids_of, scores: np.ndarray, excluded: set, exposure, prior: C
         ids = ids_of(order)
         keep = [k for k, item in enumerate(ids) if item not in excluded]
         impressions, clicks = exposure([ids[k] for k in keep])
-        for k, n_shown, n_clicked in zip(keep, impressions, clicks):
-            if n_shown < config.graduate_after and len(items) < config.pool_size:
-                items.append(ids[k])
-                item_scores.append(float(scores[order[k]]))
-                item_impressions.append(n_shown)
-                item_clicks.append(n_clicked)
+        fresh = np.flatnonzero(np.asarray(impressions) < config.graduate_after)[: config.pool_size - len(items)]
+        items += [ids[keep[j]] for j in fresh]
+        item_scores.append(scores[order[np.asarray(keep, np.int64)[fresh]]])
+        item_impressions.append(np.asarray(impressions)[fresh])
+        item_clicks.append(np.asarray(clicks)[fresh])
         looked, window = window, 2 * window
-    return Pool.of(items, np.asarray(item_scores), item_impressions, item_clicks, prior)
+    if not items:
+        return Pool.of([], np.zeros(0), np.zeros(0), np.zeros(0), prior)
+    return Pool.of(items, np.concatenate(item_scores), np.concatenate(item_impressions), np.concatenate(item_clicks),
+                   prior)
 
 
 @dataclass
