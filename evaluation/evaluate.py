@@ -41,16 +41,14 @@ class TwoStageScorer:
 
     def __init__(self, ranker_dir: str, data_dir: str, judged: JudgedSplit, trending: bool = False):
         from tworec.ranking.artifact import RankerArtifact
-        from tworec.ranking.model import serving_signature
 
         ranker = RankerArtifact.load(ranker_dir)
         retrieval = RetrievalArtifact.load(ranker.retrieval)
         if retrieval.config.protocol != "temporal":
             raise ValueError("the ranker is evaluated on the temporal protocol: its retrieval model must be temporal")
-        scorer, self._tables = ranker.restore()
+        self._score, self._tables = ranker.serving()
         restored = retrieval.restore(data_dir, catalog=judged.catalog)
         self._queries = judged.queries(restored.model, restored.lookups, restored.config.history_length)
-        self._serve = serving_signature(scorer, self._tables.item_embedding.shape[1])
         self._events = PostTrainingEvents.of_splits(data_dir, judged.catalog, (Split.VALID, Split.TEST))
         self._half_life, self._times, self._trending = retrieval.config.live_half_life_s, judged.times, trending
         self.first = RetrievalScorer(self._queries.query, self._tables.item_embedding, restored.model.score_shift())
@@ -59,7 +57,6 @@ class TwoStageScorer:
 
     def rerank(self, start, stop, rows, retrieval_scores):
         from tworec.ranking.features import ranker_rows
-        from tworec.tf_setup import tf
 
         q, tables = self._queries, self._tables
         users = q.user_row[start:stop]
@@ -67,8 +64,7 @@ class TwoStageScorer:
         features = ranker_rows(tables, users, tables.user_attribute_rows[users], q.query[start:stop],
                                q.history_count[start:stop], q.hours_since_last[start:stop], rows, retrieval_scores,
                                live)
-        flat = {k: tf.constant(v.reshape((-1,) + v.shape[2:])) for k, v in features.items()}
-        return self._serve(flat)["score"].numpy().reshape(rows.shape)
+        return self._score({k: v.reshape((-1,) + v.shape[2:]) for k, v in features.items()}).reshape(rows.shape)
 
 
 def evaluate(data_dir: str, model_dirs, out_dir: str, ranker_dir: str | None = None) -> EvalResults:

@@ -50,12 +50,11 @@ def eval_search(data_dir: str, out_dir: str, retrieval_dir: str | None = None, s
     """``retrieval_dir`` and ``ranker_dir`` default to the run's, beside the data folder (no
     ranker there: the personal ranking's ranker score is 0); ``max_queries``: the first ones in
     time of the test split (default ``fit.MAX_QUERIES``)."""
+    from tworec.ranking.artifact import RankerArtifact
     from tworec.search import fit
     from tworec.search.artifact import SearchArtifact, build_search
     from tworec.search.semantic import QueryEncoder
     from tworec.towers.artifact import RetrievalArtifact
-
-    from tworec.ranking.artifact import RankerArtifact
 
     run = os.path.dirname(os.path.abspath(data_dir))
     retrieval_dir = retrieval_dir or os.path.join(run, "retrieval")

@@ -9,9 +9,8 @@ clicks since (live state) update it. The slot shows the candidate whose posterio
 its propensity (the probability the policy shows that item in that slot, given the candidates) is
 P(X_w > max of the others) = E[1 - F_w(max of the others)], with the others' maximum drawn
 ``propensity_draws`` times and the winner's own draw integrated exactly through its Beta CDF
-(Rao-Blackwellised: 50 such draws err less than 200 draws of the whole choice, at a third of the
-cost). ``thompson_probabilities`` gives every candidate's probability by plain Monte Carlo, for
-offline use.
+(Rao-Blackwellised: for the same draws, a lower variance than counting wins; bench/results.md).
+``thompson_probabilities`` gives every candidate's probability by counting wins, for offline use.
 
 Candidates: items without an id embedding (the model knows them by their text only: cold, new,
 upserted) with fewer than ``graduate_after`` impressions, never an item the user had, a removed
@@ -104,12 +103,12 @@ def candidate_pool(ids_of, scores: np.ndarray, excluded: set, exposure, prior: C
         order = part[np.argsort(-scores[part], kind="stable")][looked:]  # the next best, best first
         ids = ids_of(order)
         keep = [k for k, item in enumerate(ids) if item not in excluded]
-        impressions, clicks = exposure([ids[k] for k in keep])
-        fresh = np.flatnonzero(np.asarray(impressions) < config.graduate_after)[: config.pool_size - len(items)]
+        impressions, clicks = (np.asarray(x) for x in exposure([ids[k] for k in keep]))
+        fresh = np.flatnonzero(impressions < config.graduate_after)[: config.pool_size - len(items)]
         items += [ids[keep[j]] for j in fresh]
         item_scores.append(scores[order[np.asarray(keep, np.int64)[fresh]]])
-        item_impressions.append(np.asarray(impressions)[fresh])
-        item_clicks.append(np.asarray(clicks)[fresh])
+        item_impressions.append(impressions[fresh])
+        item_clicks.append(clicks[fresh])
         looked, window = window, 2 * window
     if not items:
         return Pool.of([], np.zeros(0), np.zeros(0), np.zeros(0), prior)

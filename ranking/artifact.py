@@ -80,3 +80,13 @@ class RankerArtifact(DescribedFolder):
         TrainingFolder.restore(self.path, RankingModel(scorer))
         scorer({t.name: np.zeros((1, *t.dims(self.embedding_dim)), t.dtype) for t in contract.RANKER_INPUTS})
         return scorer, tables
+
+    def serving(self):
+        """(score, tables): ``score(rows)`` runs the serving signature Triton runs, in process, on
+        ranker rows (contract.RANKER_INPUTS, flat [N, ...]) and returns [N] float32 scores."""
+        from tworec.ranking.model import serving_signature
+        from tworec.tf_setup import tf
+
+        scorer, tables = self.restore()
+        serve = serving_signature(scorer, tables.item_embedding.shape[1])
+        return (lambda rows: serve({k: tf.constant(v) for k, v in rows.items()})["score"].numpy()), tables

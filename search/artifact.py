@@ -28,7 +28,7 @@ SIMILAR_BLENDS = tuple(round(1.0 - 0.1 * i, 1) for i in range(11))  # semantic s
 
 class SearchArtifact(DescribedFolder):
     KIND = "tworec search"
-    VERSION = 3  # 2: the rankings have an item prior (population_query.npy); 3: anonymous and personal rankings
+    VERSION = 3  # an anonymous and a personal ranking, with the item prior's population query
     REMEDY = "build it with `tworec build-search` (or `tworec pipeline`)"
     DESCRIPTION = "search.json"
     LEXICAL = "lexical"

@@ -60,6 +60,11 @@ class Ranking:
     def __call__(self, features: np.ndarray) -> np.ndarray:
         return features @ np.asarray(self.weights, np.float64)
 
+    @classmethod
+    def fused_only(cls, features: tuple) -> "Ranking":
+        """The ranking by the fused score alone, over ``features`` (QUERY_ or USER_FEATURES)."""
+        return cls((1.0,) + (0.0,) * (len(features) - 1))
+
 
 @dataclass(frozen=True)
 class UserScores:
@@ -91,6 +96,11 @@ class Candidates:
         if user is not None:
             columns += [user.affinity - prior, user.ranker]
         return np.stack(columns, 1) if len(self.ids) else np.zeros((0, len(columns)))
+
+    def fuse(self, fusion: Fusion) -> np.ndarray:
+        """Sets ``fused`` by ``fusion`` (fitting and evaluation try several) and returns it."""
+        self.fused = fusion(self.lexical, self.semantic, self.lexical_rank, self.semantic_rank)
+        return self.fused
 
     def legs(self, i: int) -> list:
         return [leg for leg, rank in ((LEXICAL, self.lexical_rank[i]), (SEMANTIC, self.semantic_rank[i])) if rank > 0]
@@ -145,7 +155,7 @@ class SearchEngine:
         out = Candidates(ids, lex, (vectors[rows] @ query_vector).astype(np.float64) if len(rows) else np.zeros(0),
                          np.array([lexical_rank.get(i, 0) for i in ids]), np.array([semantic_rank.get(i, 0) for i in ids]),
                          match)
-        out.fused = self.fusion(out.lexical, out.semantic, out.lexical_rank, out.semantic_rank)
+        out.fuse(self.fusion)
         return out
 
     def rank(self, candidates: Candidates, prior: np.ndarray, user: UserScores | None = None) -> np.ndarray:

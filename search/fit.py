@@ -140,19 +140,16 @@ class RankerScores:
 
     def __init__(self, ranker_dir: str):
         from tworec.ranking.artifact import RankerArtifact
-        from tworec.ranking.model import serving_signature
 
-        scorer, self.tables = RankerArtifact.load(ranker_dir).restore()
-        self.serve = serving_signature(scorer, self.tables.item_embedding.shape[1])
+        self.score, self.tables = RankerArtifact.load(ranker_dir).serving()
 
     def __call__(self, queries: SearchQueries, i: int, rows: np.ndarray, retrieval_scores: np.ndarray) -> np.ndarray:
         from tworec.ranking.features import ranker_rows
-        from tworec.tf_setup import tf
 
         user = queries.user_rows[i]
-        features = ranker_rows(self.tables, user, self.tables.user_attribute_rows[user], queries.user_vectors[i],
-                               queries.history_counts[i], queries.hours_since_last[i], rows, retrieval_scores)
-        return self.serve({k: tf.constant(v) for k, v in features.items()})["score"].numpy().astype(np.float64)
+        return self.score(ranker_rows(self.tables, user, self.tables.user_attribute_rows[user], queries.user_vectors[i],
+                                      queries.history_counts[i], queries.hours_since_last[i], rows,
+                                      retrieval_scores)).astype(np.float64)
 
 
 @dataclass
@@ -203,13 +200,13 @@ def ranks(gathered: list, arm: str, fusion: Fusion | None = None, anonymous: Ran
         elif arm == "semantic":
             score = np.where(c.semantic_rank > 0, -c.semantic_rank.astype(np.float64), -np.inf)
         elif arm == "fused_legs":
-            score = (fusion or Fusion())(c.lexical, c.semantic, c.lexical_rank, c.semantic_rank)
+            score = c.fuse(fusion or Fusion())
         elif arm == "fused":
-            c.fused = (fusion or Fusion())(c.lexical, c.semantic, c.lexical_rank, c.semantic_rank)
-            score = (anonymous or Ranking())(c.features(g.prior))
+            c.fuse(fusion or Fusion())
+            score = (anonymous or Ranking.fused_only(QUERY_FEATURES))(c.features(g.prior))
         elif arm == "fused_personal":
-            c.fused = (fusion or Fusion())(c.lexical, c.semantic, c.lexical_rank, c.semantic_rank)
-            score = (personal or Ranking((1.0,) + (0.0,) * (len(USER_FEATURES) - 1)))(c.features(g.prior, g.user))
+            c.fuse(fusion or Fusion())
+            score = (personal or Ranking.fused_only(USER_FEATURES))(c.features(g.prior, g.user))
         else:
             raise ValueError(f"unknown arm {arm!r}: one of {ARMS}")
         if not np.isfinite(score[g.target]):
@@ -224,18 +221,23 @@ def metrics(rank: np.ndarray, users: list, mask: np.ndarray, rounds: int = 1000,
     rank, users = rank[mask], np.asarray(users, object)[mask]
     if not len(rank):
         return {"count": 0}
-    hit10, hit100 = (rank > 0) & (rank <= 10), (rank > 0) & (rank <= 100)
-    gain = gains(rank)
+    values = {"ndcg@10": gains(rank), "hitrate@10": (rank > 0) & (rank <= 10), "hitrate@100": (rank > 0) & (rank <= 100)}
+    out = {"count": int(len(rank))}
+    for (name, x), interval in zip(values.items(), user_intervals(list(values.values()), users, rounds, seed)):
+        out[name] = round(float(x.mean()), 4)
+        out[f"ci95_{name}"] = interval
+    return out
+
+
+def user_intervals(values: list, users: np.ndarray, rounds: int = 1000, seed: int = 0) -> list:
+    """The 95% bootstrap interval of the per-query mean of each of ``values`` ([Q] arrays), users
+    resampled with all their queries: [[lo, hi], ...]."""
     unique, index = np.unique(users, return_inverse=True)
-    per_user = np.stack([np.bincount(index, weights=x.astype(np.float64), minlength=len(unique))
-                         for x in (gain, hit10, hit100, np.ones(len(rank)))])
+    per_user = np.stack([np.bincount(index, weights=np.asarray(x, np.float64), minlength=len(unique))
+                         for x in (*values, np.ones(len(users)))])
     draws = np.random.default_rng(seed).integers(0, len(unique), (rounds, len(unique)))
     totals = per_user[:, draws].sum(axis=2)
-    out = {"count": int(len(rank))}
-    for k, name in enumerate(("ndcg@10", "hitrate@10", "hitrate@100")):
-        out[name] = round(float((gain, hit10, hit100)[k].mean()), 4)
-        out[f"ci95_{name}"] = [round(float(x), 4) for x in np.percentile(totals[k] / totals[3], [2.5, 97.5])]
-    return out
+    return [[round(float(v), 4) for v in np.percentile(t / totals[-1], [2.5, 97.5])] for t in totals[:-1]]
 
 
 def gains(rank: np.ndarray) -> np.ndarray:
@@ -255,14 +257,9 @@ def paired_difference(rank: np.ndarray, baseline: np.ndarray, users: list, mask:
     if not len(rank):
         return {"count": 0}
     difference = gains(rank) - gains(baseline)
-    unique, index = np.unique(users, return_inverse=True)
-    per_user = np.bincount(index, weights=difference, minlength=len(unique))
-    count = np.bincount(index, minlength=len(unique)).astype(np.float64)
-    draws = np.random.default_rng(seed).integers(0, len(unique), (rounds, len(unique)))
-    lo, hi = np.percentile(per_user[draws].sum(1) / count[draws].sum(1), [2.5, 97.5])
     base = float(gains(baseline).mean())
     return {"count": int(len(rank)), "ndcg@10": round(float(difference.mean()), 4),
-            "ci95_ndcg@10": [round(float(lo), 4), round(float(hi), 4)],
+            "ci95_ndcg@10": user_intervals([difference], users, rounds, seed)[0],
             "relative": round(float(difference.mean()) / base, 4) if base > 0 else None}
 
 
@@ -288,12 +285,10 @@ def fit_ranking(gathered: list, fusion: Fusion, with_user: bool, iterations: int
     for g in gathered:
         if g.target < 0:
             continue
-        c = g.candidates
-        c.fused = fusion(c.lexical, c.semantic, c.lexical_rank, c.semantic_rank)
-        lists.append((c.features(g.prior, g.user if with_user else None), g.target))
-    width = len(USER_FEATURES if with_user else QUERY_FEATURES)
+        g.candidates.fuse(fusion)
+        lists.append((g.candidates.features(g.prior, g.user if with_user else None), g.target))
     if not lists:
-        return Ranking((1.0,) + (0.0,) * (width - 1))
+        return Ranking.fused_only(USER_FEATURES if with_user else QUERY_FEATURES)
     # Standardise features over all candidates so one step size fits them all; fold back after.
     stacked = np.concatenate([x for x, _ in lists])
     mean, std = stacked.mean(0), stacked.std(0)

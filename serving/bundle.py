@@ -111,6 +111,11 @@ class Bundle:
                 cached = self._new_items = (rows, np.ascontiguousarray(self.items.item_embedding[rows]))
         return cached
 
+    def score_shift(self, rows: np.ndarray) -> np.ndarray:
+        """What retrieval adds to query · item for item ``rows``: the new-item offset on items
+        without an id embedding, 0 elsewhere (the model's own rule, towers/model.py)."""
+        return np.where(self.items.tables.item_row[rows] == 0, self.new_item_offset, 0.0)
+
     @property
     def user_attribute_rows(self) -> np.ndarray:
         return self.items.tables.user_attribute_rows

@@ -228,9 +228,9 @@ class Recommender(pb_grpc.RecommenderServicer):
                      if item not in found and item not in state.excluded and item in table.row_of]
             if extra:
                 rows = np.array([table.row_of[i] for i in extra])
-                shift = np.where(table.tables.item_row[rows] == 0, bundle.new_item_offset, 0.0)
                 ids = ids + extra
-                scores = np.concatenate([scores, (table.item_embedding[rows] @ query + shift).astype(np.float32)])
+                scores = np.concatenate([scores, (table.item_embedding[rows] @ query
+                                                  + bundle.score_shift(rows)).astype(np.float32)])
         live = np.log1p(live_state.counts(ids, state.now)).astype(np.float32)
         if weighted:
             scores = scores + bundle.live_weight * live
@@ -402,7 +402,7 @@ class Recommender(pb_grpc.RecommenderServicer):
         table = bundle.items
         rows = np.array([table.row_of.get(i, 0) for i in found.ids], np.int64)
         items = table.item_embedding[rows]
-        shift = np.where(table.tables.item_row[rows] == 0, bundle.new_item_offset, 0.0)
+        shift = bundle.score_shift(rows)
         user = None
         if state.has_signal and found.ids and all(i in table.row_of for i in found.ids):
             query = bundle.query(state.user_row, state.history, state.history_ts, state.now)
