@@ -1,7 +1,7 @@
 """The data job: a source → validated, de-duplicated, time-split TFRecords plus artifacts.
 
-    BuildDataset   root → {"examples": {split: PCollection[Example]}, "items", "users",
-                           "rejected", "read", "cutoffs", "cold_items"}
+    BuildDataset   root → {"examples": {split: PCollection[SplitBatch]}, "split_sizes", "items",
+                           "users", "rejected", "read", "cutoffs", "cold_items"}
     WriteDataset   that dict → TFRecords (gzip, sharded and ordered by user: the same on any
                    runner, see beam/ordered_tfrecords.py), dead letters, vocab/, popularity.tsv,
                    cold_items.txt, stats.json   (paths from tworec.layout.DataLayout)
@@ -19,7 +19,9 @@ from apache_beam.options.pipeline_options import (
 
 from tworec.beam import records
 from tworec.beam.config import DataConfig
-from tworec.beam.sequences import BuildExamples, DeduplicateById, UserSequence, items_of, keyed_by_user, timestamps_of
+from tworec.beam.sequences import (
+    BuildExamples, DeduplicateById, SplitSizes, UserSequence, items_of, keyed_by_user, timestamps_of,
+)
 from tworec.beam.sources import get_source
 from tworec.beam.summary import check_rejections
 from tworec.beam.splits import TimeCutoffs, UnionSets, select_cold_items
@@ -79,6 +81,7 @@ class BuildDataset(beam.PTransform):
             | "AllItems" >> beam.CombineGlobally(UnionSets())
             | "PickCold" >> beam.Map(select_cold_items, cfg.split)
         )
+        split_sizes = clean | "SplitSizes" >> SplitSizes(cfg.split, cutoffs, cold_items)
         split_names = [s.value for s in Split]
         examples = clean | "Examples" >> beam.ParDo(
             BuildExamples(cfg.split, cfg.history_length),
@@ -91,6 +94,7 @@ class BuildDataset(beam.PTransform):
         ) | "AllRejected" >> beam.Flatten()
         return {
             "examples": {name: examples[name] for name in split_names},  # PCollection[SplitBatch]
+            "split_sizes": split_sizes,  # singleton {split: expected examples}
             "items": items["unique"],
             "users": users["unique"],
             "rejected": rejected,
@@ -110,7 +114,8 @@ class WriteDataset(beam.PTransform):
     def expand(self, built):
         layout = self._layout
         train = built["examples"][Split.TRAIN.value]
-        summaries = built["examples"] | "Splits" >> WriteSplits(layout, self._config.shards)
+        summaries = ({"examples": built["examples"], "sizes": built["split_sizes"]}
+                     | "Splits" >> WriteSplits(layout, self._config.shards))
         _ = {"items": built["items"], "users": built["users"]} | "Catalog" >> WriteCatalog(layout)
         rejected = built["rejected"] | "DeadLetters" >> WriteDeadLetters(layout)
         counts = {"train": train, "items": built["items"]} | "CountTrain" >> CountTrain()

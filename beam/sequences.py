@@ -12,7 +12,7 @@ import apache_beam as beam
 
 from tworec import example_codec
 from tworec.beam.records import REJECTED, Interaction, Rejection
-from tworec.beam.splits import SplitConfig, in_tfrs_train
+from tworec.beam.splits import MergeCounters, SplitConfig, in_tfrs_train
 from tworec.contract import Reject, Split
 
 
@@ -31,9 +31,19 @@ class Event(NamedTuple):
     origin: str
 
 
+_SEPARATOR = "\x1f"  # ids are printable (contract.is_valid_id), so it never occurs in one
+
+
 def keyed_by_user(r: Interaction):
-    # Plain tuples cross the shuffle with Beam's fast primitive coder.
-    return r.user_id, (r.item_id, r.timestamp, r.rating, r.origin)
+    # One string per event crosses the shuffle: in-process runners hold a shuffle's whole input as
+    # Python objects, and a string costs about a third of a tuple of four objects.
+    return r.user_id, _SEPARATOR.join((r.item_id, str(r.timestamp), repr(float(r.rating)), r.origin))
+
+
+def unpack_event(packed: str) -> "Event":
+    """``keyed_by_user``'s value → the Event (the origin is last, so it may hold any text)."""
+    item_id, timestamp, rating, origin = packed.split(_SEPARATOR, 3)
+    return Event(item_id, int(timestamp), float(rating), origin)
 
 
 class SplitBatch(NamedTuple):
@@ -80,7 +90,7 @@ class UserSequence(beam.DoFn):
 
     def process(self, keyed, catalog_ids):
         user, group = keyed
-        events = sorted((Event(*e) for e in group),
+        events = sorted(map(unpack_event, group),
                         key=lambda e: (e.timestamp, e.item_id, origin_key(e.origin)))
         kept, last = [], None
         for e in events:
@@ -122,6 +132,44 @@ class _History:
         return self.ids[-self._n:][::-1], self.times[-self._n:][::-1]
 
 
+def temporal_split(timestamp: int, cold: bool, cutoffs: dict) -> Split:
+    """The temporal split of an interaction: by the time cutoffs; a held-out cold item's
+    train-period interactions go to cold_train_period."""
+    if timestamp >= cutoffs["test_start"]:
+        return Split.TEST
+    if timestamp >= cutoffs["valid_start"]:
+        return Split.VALID
+    return Split.COLD_TRAIN_PERIOD if cold else Split.TRAIN
+
+
+class SplitSizes(beam.PTransform):
+    """(user, sequence) PCollection → singleton {split name: examples it will get}: exact for the
+    temporal splits, the expected share for the TFRS ones (sizes only choose shard counts, and
+    counting those exactly would hash every interaction twice)."""
+
+    def __init__(self, config: SplitConfig, cutoffs, cold_items):
+        super().__init__()
+        self._config, self._cutoffs, self._cold = config, cutoffs, cold_items
+
+    def expand(self, sequences):
+        def count(keyed, cutoffs, cold_items):
+            return Counter(temporal_split(e.timestamp, e.item_id in cold_items, cutoffs).value
+                           for e in keyed[1])
+
+        def with_tfrs(counts, fraction):
+            total = sum(counts.values())
+            sizes = {s.value: counts.get(s.value, 0) for s in Split}
+            sizes[Split.TFRS_TRAIN.value] = round(total * fraction)
+            sizes[Split.TFRS_TEST.value] = total - sizes[Split.TFRS_TRAIN.value]
+            return sizes
+
+        return (sequences
+                | "Count" >> beam.Map(count, beam.pvalue.AsSingleton(self._cutoffs),
+                                      beam.pvalue.AsSingleton(self._cold))
+                | "Sum" >> beam.CombineGlobally(MergeCounters())
+                | "WithTfrs" >> beam.Map(with_tfrs, self._config.tfrs_train_fraction))
+
+
 class BuildExamples(beam.DoFn):
     """(user, sequence) → per split, one ``SplitBatch`` with that user's examples there.
 
@@ -139,7 +187,6 @@ class BuildExamples(beam.DoFn):
 
     def process(self, keyed, cutoffs, cold_items):
         user, sequence = keyed
-        valid_start, test_start = cutoffs["valid_start"], cutoffs["test_start"]
         cfg = self._config
         encoder = example_codec.InteractionEncoder(user)
         seen_all, seen_warm, seen_tfrs = _History(self._n), _History(self._n), _History(self._n)
@@ -157,14 +204,8 @@ class BuildExamples(beam.DoFn):
                 cold = e.item_id in cold_items
                 tfrs_train = in_tfrs_train(cfg.seed, user, e.item_id, e.timestamp,
                                            cfg.tfrs_train_fraction)
-                if e.timestamp >= test_start:
-                    split, history = Split.TEST, snapshots[0]
-                elif e.timestamp >= valid_start:
-                    split, history = Split.VALID, snapshots[0]
-                elif cold:
-                    split, history = Split.COLD_TRAIN_PERIOD, snapshots[0]
-                else:
-                    split, history = Split.TRAIN, snapshots[1]
+                split = temporal_split(e.timestamp, cold, cutoffs)
+                history = snapshots[1] if split is Split.TRAIN else snapshots[0]
                 tfrs_split = Split.TFRS_TRAIN if tfrs_train else Split.TFRS_TEST
                 for s, h in ((split, history), (tfrs_split, snapshots[2])):
                     records, items, times = out.setdefault(s, ([], [], []))

@@ -1,6 +1,6 @@
 """The data job's outputs, one composite transform per job (paths from tworec.layout.DataLayout).
 
-    WriteSplits          {split: PCollection[SplitBatch]} → TFRecords per split; → (split, summary)
+    WriteSplits          {"examples": {split: SplitBatches}, "sizes"} → TFRecords per split; → (split, summary)
     WriteCatalog         items, users → items/ and users/ TFRecords
     WriteDeadLetters     rejections → dead_letter/*.jsonl; → per (kind, reason): count, first row
     CountTrain           train SplitBatches, items → singletons of (id, count) pairs
@@ -28,20 +28,23 @@ from tworec.layout import DataLayout
 
 
 class WriteSplits(beam.PTransform):
-    """{split name: PCollection[SplitBatch]} → each split's TFRecords (ordered by user, the same on
-    any runner); returns PCollection[(split name, summary dict)]."""
+    """{"examples": {split name: PCollection[SplitBatch]}, "sizes": singleton {split name: expected
+    examples}} → each split's TFRecords (a user's examples together, users in a stable order, the
+    same on any runner); returns PCollection[(split name, summary dict)]. The sizes choose shard
+    counts before the examples exist, so no runner has to hold a split to count it."""
 
     def __init__(self, layout: DataLayout, shards: int):
         super().__init__()
         self._layout, self._shards = layout, shards
 
-    def expand(self, examples):
+    def expand(self, inputs):
         summaries = []
-        for name, batches in examples.items():
+        for name, batches in inputs["examples"].items():
+            expected = inputs["sizes"] | f"Size_{name}" >> beam.Map(lambda sizes, n=name: sizes[n])
             (batches
-             | f"Records_{name}" >> beam.FlatMap(
-                 lambda batch: (((batch.user_id, i), r) for i, r in enumerate(batch.records)))
-             | f"Write_{name}" >> WriteOrderedTFRecords(self._layout.split_prefix(name), self._shards))
+             | f"Records_{name}" >> beam.Map(lambda batch: (batch.user_id, batch.records))
+             | f"Write_{name}" >> WriteOrderedTFRecords(
+                 self._layout.split_prefix(name), self._shards, expected_records=expected))
             summaries.append(batches
                              | f"Summary_{name}" >> beam.CombineGlobally(SplitSummary())
                              | f"Name_{name}" >> beam.Map(lambda s, n=name: (n, s)))
@@ -71,10 +74,10 @@ class WriteCatalog(beam.PTransform):
         layout = self._layout
         return {
             "items": (catalog["items"]
-                      | "EncodeItems" >> beam.Map(lambda i: (i.item_id, _item_record(i)))
+                      | "EncodeItems" >> beam.Map(lambda i: (i.item_id, (_item_record(i),)))
                       | "WriteItems" >> WriteOrderedTFRecords(layout.items_prefix, 1)),
             "users": (catalog["users"]
-                      | "EncodeUsers" >> beam.Map(lambda u: (u.user_id, _user_record(u)))
+                      | "EncodeUsers" >> beam.Map(lambda u: (u.user_id, (_user_record(u),)))
                       | "WriteUsers" >> WriteOrderedTFRecords(layout.users_prefix, 1)),
         }
 

@@ -137,18 +137,23 @@ def _run_train_ranker(args, _):
 
 # --- evaluation and export ---------------------------------------------------------------------------
 def _add_eval(sub, common):
+    from tworec.evaluation.config import EvalConfig
+
     p = sub.add_parser("eval", parents=[common], help="evaluate models against popularity (metrics.json + summary.md)")
     p.add_argument("--data", required=True)
     p.add_argument("--models", nargs="*", default=[], help="model folders from train-retrieval")
     p.add_argument("--ranker", help="a ranker folder: adds the two_stage model (retrieve 200 → rank)")
     p.add_argument("--out", required=True)
+    settings.add_flags(p, EvalConfig)
     p.set_defaults(handler=_run_eval)
 
 
 def _run_eval(args, _):
+    from tworec.evaluation.config import EvalConfig
     from tworec.evaluation.evaluate import evaluate
 
-    _out(evaluate(args.data, args.models, args.out, ranker_dir=args.ranker).summary_markdown)
+    _out(evaluate(args.data, args.models, args.out, ranker_dir=args.ranker,
+                  config=settings.from_flags(EvalConfig, args)).summary_markdown)
     return 0
 
 

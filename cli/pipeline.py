@@ -18,6 +18,7 @@ from pathlib import Path
 
 from tworec.beam.config import DataConfig
 from tworec.layout import RunLayout
+from tworec.evaluation.config import EvalConfig
 from tworec.ranking.config import RankerConfig
 from tworec import settings
 from tworec.settings import section
@@ -34,6 +35,7 @@ class PipelineConfig:
                                                           "settings, without text)", prefix="retrieval_")
     index: IndexConfig = section(IndexConfig, "the ScaNN index", prefix="index_")
     ranker: RankerConfig = section(RankerConfig, "the ranker", prefix="ranker_")
+    eval: EvalConfig = section(EvalConfig, "the evaluation", prefix="eval_")
 
 
 def _same_settings(output: str, built, wanted) -> bool:
@@ -107,7 +109,7 @@ def run_pipeline(out: str, config: PipelineConfig = PipelineConfig(), beam_args=
         "index": lambda: _index(run, config.index),
         "search": lambda: _search(run, log),
         "ranker": lambda: _ranker(run, config.ranker),
-        "eval": lambda: _eval(run),
+        "eval": lambda: _eval(run, config.eval),
         "export": lambda: _export(run),
     }
     done, outputs = _done(run, config), _outputs(run)
@@ -156,10 +158,10 @@ def _ranker(run, config):
     train_ranker(run.data.root, run.retrieval, run.ranker, config)
 
 
-def _eval(run):
+def _eval(run, config):
     from tworec.evaluation.evaluate import evaluate
 
-    evaluate(run.data.root, [run.retrieval, run.retrieval_id_only], run.eval, ranker_dir=run.ranker)
+    evaluate(run.data.root, [run.retrieval, run.retrieval_id_only], run.eval, ranker_dir=run.ranker, config=config)
 
 
 def _export(run):

@@ -14,6 +14,7 @@ import numpy as np
 
 from tworec.contract import PROTOCOLS, Split
 from tworec.evaluation.artifact import EvalResults
+from tworec.evaluation.config import EvalConfig
 from tworec.towers.artifact import RetrievalArtifact
 from tworec.towers.live_counts import PostTrainingEvents
 from tworec.towers.scoring import BATCH, JudgedSplit, RetrievalScorer
@@ -67,7 +68,8 @@ class TwoStageScorer:
         return self._score({k: v.reshape((-1,) + v.shape[2:]) for k, v in features.items()}).reshape(rows.shape)
 
 
-def evaluate(data_dir: str, model_dirs, out_dir: str, ranker_dir: str | None = None) -> EvalResults:
+def evaluate(data_dir: str, model_dirs, out_dir: str, ranker_dir: str | None = None,
+             config: EvalConfig = EvalConfig()) -> EvalResults:
     from tworec.towers.catalog import load_catalog
 
     metrics: dict = {}
@@ -81,7 +83,7 @@ def evaluate(data_dir: str, model_dirs, out_dir: str, ranker_dir: str | None = N
 
     for protocol, splits in PROTOCOLS.items():
         catalog = load_catalog(data_dir, splits.train)
-        judged[protocol] = JudgedSplit(data_dir, protocol, catalog)
+        judged[protocol] = JudgedSplit(data_dir, protocol, catalog, limit=config.max_queries or None)
         record(protocol, "popularity", judged[protocol].evaluate(PopularityScorer(judged[protocol])))
     for model_dir in model_dirs:
         artifact = RetrievalArtifact.load(model_dir)

@@ -20,6 +20,8 @@ class RankerConfig:
                                                   "candidates: the only items the ranker ever re-orders")
     splits: tuple[str, ...] = setting(("valid",), "splits the lists come from: valid is the period retrieval never "
                                                   "fitted, like serving traffic")
+    mining_queries: int = setting(0, "queries per split lists are mined from (0: all); the first in file order, "
+                                     "whole users in a stable hash order: mining ranks every item per query")
     holdout_fraction: float = setting(0.1, "share of the lists held out for early stopping")
     min_lists: int = setting(64, "fewest training lists the ranker trains on; below, the stage stops and says so")
     id_dim: int = setting(16, "item- and user-id embedding size")

@@ -43,7 +43,8 @@ def train_ranker(data_dir: str, retrieval_dir: str, out_dir: str, config: Ranker
                           previous.tables().attributes if previous else ())
     # Live counts as the gateway will hold them: validation interactions strictly before each list.
     live = retrieval_artifact.live_term(PostTrainingEvents.of_splits(data_dir, catalog))
-    mined = [mine_lists(split_queries(model_r, lookups, layout.split_pattern(Split(s)), rconfig.history_length),
+    mined = [mine_lists(split_queries(model_r, lookups, layout.split_pattern(Split(s)), rconfig.history_length,
+                                      limit=config.mining_queries or None),
                         item_embeddings, config, seed=config.seed + i, score_shift=model_r.score_shift(), live=live)
              for i, s in enumerate(config.splits)]
     lists = RankingLists.concat(mined)

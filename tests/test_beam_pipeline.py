@@ -196,13 +196,14 @@ def test_vocabularies_come_from_train_and_popularity_matches_it(two_runs):
 
 def test_ordered_tfrecords_do_not_depend_on_input_order(tmp_path):
     """WriteOrderedTFRecords: the same keyed records in any order and bundling give the same files,
-    each shard in key order, readable by TensorFlow; an empty input still writes one shard."""
+    each shard holding its keys in order with each key's records in theirs, readable by
+    TensorFlow; no spill file is left behind; an empty input still writes one shard."""
     import random
 
     from tworec.beam.ordered_tfrecords import WriteOrderedTFRecords, shard_of
     from tworec.tf_setup import tf
 
-    keyed = [((f"user{u}", i), f"record {u}-{i}".encode()) for u in range(40) for i in range(3)]
+    keyed = [(f"user{u}", tuple(f"record {u}-{i}".encode() for i in range(1 + u % 4))) for u in range(40)]
     shuffled = random.Random(0).sample(keyed, len(keyed))
     outputs = {}
     for name, records in (("sorted", keyed), ("shuffled", shuffled)):
@@ -211,14 +212,16 @@ def test_ordered_tfrecords_do_not_depend_on_input_order(tmp_path):
                      | WriteOrderedTFRecords(str(tmp_path / name / "part"), num_shards=3))
             assert_that(paths | beam.Map(lambda path: Path(path).name),
                         equal_to([f"part-0000{s}-of-00003.tfrecord.gz" for s in range(3)]))
+        assert sorted(p.name for p in (tmp_path / name).iterdir()) == [
+            f"part-0000{s}-of-00003.tfrecord.gz" for s in range(3)]
         outputs[name] = {path.name: read_records(str(path)) for path in sorted((tmp_path / name).glob("part-*"))}
     assert outputs["sorted"] == outputs["shuffled"]
     for name, records in outputs["sorted"].items():
         shard = int(name.split("-")[1])
-        assert records == [r for k, r in sorted(keyed) if shard_of(k, 3) == shard]
+        assert records == [r for k, rs in sorted(keyed) if shard_of(k, 3) == shard for r in rs]
     read_by_tf = [r.numpy() for r in tf.data.TFRecordDataset(
         sorted(str(p) for p in (tmp_path / "sorted").glob("part-*")), compression_type="GZIP")]
-    assert sorted(read_by_tf) == sorted(r for _, r in keyed)
+    assert sorted(read_by_tf) == sorted(r for _, rs in keyed for r in rs)
 
     with test_pipeline() as p:
         _ = p | beam.Create([], reshuffle=False).with_output_types(tuple) | WriteOrderedTFRecords(

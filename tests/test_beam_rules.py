@@ -4,7 +4,8 @@ from beam_helpers import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from tworec import contract, example_codec
-from tworec.beam.sequences import BuildExamples, Event, UserSequence
+from tworec.beam.records import Interaction
+from tworec.beam.sequences import BuildExamples, Event, SplitSizes, UserSequence, keyed_by_user, unpack_event
 from tworec.beam.splits import DAY, SplitConfig, TimeCutoffs, select_cold_items
 
 
@@ -42,13 +43,44 @@ def test_tfrs_histories_only_use_tfrs_train_interactions():
         assert set(e["history_item_ids"]) <= train_ids
 
 
+def test_split_sizes_count_the_temporal_examples_exactly():
+    """SplitSizes (which sizes each split's shards before its examples exist) agrees with what
+    BuildExamples writes in the temporal splits and keeps the TFRS total."""
+    sequences = [(u, tuple(Event(f"i{(u * 7 + n) % 9}", 10 * n + u, 1.0, f"f:{n}") for n in range(5 + u)))
+                 for u in range(6)]
+    cutoffs, cold, config = {"valid_start": 30, "test_start": 45}, frozenset({"i3", "i5"}), SplitConfig()
+    written = {}
+    for key, seq in sequences:
+        for split, examples in _examples(config, seq, cutoffs, cold).items():
+            written[split] = written.get(split, 0) + len(examples)
+    with test_pipeline() as p:
+        sizes = (p | beam.Create(sequences)
+                 | SplitSizes(config, p | "Cutoffs" >> beam.Create([cutoffs]), p | "Cold" >> beam.Create([cold])))
+        temporal = [s.value for s in contract.TEMPORAL_SPLITS]
+        expected = {s: written.get(s, 0) for s in temporal}
+        total = sum(len(seq) for _, seq in sequences)
+        assert_that(sizes | beam.Map(lambda d: ({s: d[s] for s in temporal},
+                                                d["tfrs_train"] + d["tfrs_test"])),
+                    equal_to([(expected, total)]))
+
+
 def test_user_sequence_rejects_unknown_items_and_duplicates_keeping_the_first():
-    group = [("a", 5, 1.0, "f:9"), ("a", 5, 2.0, "f:3"), ("zz", 1, 1.0, "f:4"), ("b", 1, 1.0, "f:1")]
-    outputs = list(UserSequence().process(("u", group), frozenset({"a", "b"})))
+    group = [keyed_by_user(Interaction("u", *row)) for row in (
+        ("a", 5, 1.0, "f:9"), ("a", 5, 2.0, "f:3"), ("zz", 1, 1.0, "f:4"), ("b", 1, 1.0, "f:1"))]
+    assert {key for key, _ in group} == {"u"}
+    outputs = list(UserSequence().process(("u", [packed for _, packed in group]), frozenset({"a", "b"})))
     main = [o for o in outputs if not isinstance(o, beam.pvalue.TaggedOutput)]
     rejected = [o.value for o in outputs if isinstance(o, beam.pvalue.TaggedOutput)]
     assert main == [("u", (Event("b", 1, 1.0, "f:1"), Event("a", 5, 2.0, "f:3")))]
     assert sorted((r.reason, r.origin) for r in rejected) == [("duplicate", "f:9"), ("unknown_item", "f:4")]
+
+
+def test_a_packed_event_comes_back_whole():
+    """keyed_by_user packs an event into one string for the shuffle; any origin text survives."""
+    for rating in (0.0, 4.5, 1 / 3):
+        r = Interaction("u-1", "item:7", 1_700_000_000, rating, "dir/x\x1fy.csv:12")
+        key, packed = keyed_by_user(r)
+        assert key == "u-1" and unpack_event(packed) == Event("item:7", 1_700_000_000, rating, "dir/x\x1fy.csv:12")
 
 
 def test_time_cutoffs_are_exact_and_keep_ties_together():

@@ -32,13 +32,16 @@ def test_write_splits_writes_each_split_and_summarizes_it(tmp_path):
     with test_pipeline() as p:
         examples = {"train": p | "Train" >> beam.Create([_batch("u1", ["a", "b"]), _batch("u2", ["a"])]),
                     "test": p | "Test" >> beam.Create([_batch("u1", ["c"], first=500)])}
-        summaries = examples | WriteSplits(layout, shards=2)
+        sizes = p | "Sizes" >> beam.Create([{"train": 3, "test": 1}])
+        summaries = {"examples": examples, "sizes": sizes} | WriteSplits(layout, shards=2)
         assert_that(summaries, equal_to([
             ("train", {"examples": 3, "users": 2, "items": 2, "first_timestamp": 100, "last_timestamp": 101}),
             ("test", {"examples": 1, "users": 1, "items": 1, "first_timestamp": 500, "last_timestamp": 500})]))
     train = [example_codec.decode(contract.INTERACTION_FEATURES, r) for r in read_records(layout.split_pattern("train"))]
     assert sorted((r["user_id"], r["item_id"]) for r in train) == [("u1", "a"), ("u1", "b"), ("u2", "a")]
     assert len(list(Path(layout.split_dir("train")).glob("part-*"))) == 2
+    assert sorted(p.name for p in Path(layout.split_dir("test")).iterdir()) == [
+        "part-00000-of-00002.tfrecord.gz", "part-00001-of-00002.tfrecord.gz"]  # no spill files left
 
 
 def test_write_catalog_writes_items_and_users_sorted_by_id(tmp_path):

@@ -32,6 +32,25 @@ def test_an_oracle_hits_every_first_time_interaction_and_no_repeat(synthetic_dat
     assert not (outcome.top[judged.repeats] == judged.targets[judged.repeats][:, None]).any()
 
 
+def test_a_sampled_split_judges_its_queries_as_the_whole_split_does(synthetic_data):
+    """``limit`` (eval's --max-queries, training's validation sample) keeps the first queries and
+    reads histories only for their users, yet judges each query exactly as the full split does."""
+    from tworec.contract import PROTOCOLS
+    from tworec.towers.catalog import load_catalog
+    from tworec.towers.scoring import JudgedSplit
+
+    catalog = load_catalog(str(synthetic_data), PROTOCOLS["temporal"].train)
+    full = JudgedSplit(str(synthetic_data), "temporal", catalog)
+    n = len(full) // 3
+    sample = JudgedSplit(str(synthetic_data), "temporal", catalog, limit=n)
+    assert len(sample) == n and sample.examples == full.examples[:n]
+    assert len(sample._history) < len(full._history)
+    assert [sample.had_before(i) for i in range(n)] == [full.had_before(i) for i in range(n)]
+    assert (sample.repeats == full.repeats[:n]).all() and sample.repeats.any()
+    for name, mask in sample.segments.items():
+        assert (mask == full.segments[name][:n]).all()
+
+
 def test_top_rows_of_a_large_catalog_equal_a_full_stable_sort_ties_and_exclusions_included():
     """The partitioned top-k (memory and time linear in the catalog) breaks ties to the lower
     column exactly as a stable sort, so ranks and top lists agree at any catalog size."""

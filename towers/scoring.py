@@ -15,6 +15,7 @@ the new-item offset during training, and the ranker's list mining.
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Callable
@@ -25,7 +26,7 @@ from tworec import contract, example_codec
 from tworec.contract import PROTOCOLS, Split
 from tworec.layout import DataLayout
 from tworec.metrics import by_segment, head_items, ranks_of_targets
-from tworec.tfrecord_io import read_records
+from tworec.tfrecord_io import iter_matching
 
 BATCH = 512  # queries scored at once at most: the score matrix is [BATCH, items]
 # Score-matrix cells held at once (128 MB of float32): large catalogs score fewer queries at a
@@ -50,9 +51,14 @@ class Outcome:
 
 
 def decoded_examples(layout: DataLayout, split: Split,
-                     features=(contract.USER_ID, contract.ITEM_ID, contract.TIMESTAMP)) -> list:
-    """A split's examples, decoded to ``features``, in file order."""
-    return [example_codec.decode(features, r) for r in read_records(layout.split_pattern(split))]
+                     features=(contract.USER_ID, contract.ITEM_ID, contract.TIMESTAMP), limit: int | None = None,
+                     users=None) -> list:
+    """A split's examples, decoded to ``features``, in file order: the first ``limit``, of
+    ``users`` only when given (a set of user ids)."""
+    decoded = (example_codec.decode(features, r) for r in iter_matching(layout.split_pattern(split)))
+    if users is not None:
+        decoded = (e for e in decoded if e["user_id"] in users)
+    return list(itertools.islice(decoded, limit))
 
 
 class JudgedSplit:
@@ -67,7 +73,7 @@ class JudgedSplit:
         split = split or PROTOCOLS[protocol].test
         self.pattern = layout.split_pattern(split)  # the examples' files
         self.examples = decoded_examples(layout, split, (contract.USER_ID, contract.ITEM_ID, contract.TIMESTAMP,
-                                                         contract.HISTORY_ITEM_IDS))[:limit]
+                                                         contract.HISTORY_ITEM_IDS), limit)
         row = catalog.row_of()
         self.recent_history = np.full((len(self.examples), HISTORY_SAVED), -1, np.int64)
         for i, e in enumerate(self.examples):  # most recent last, -1 = none
@@ -85,7 +91,7 @@ class JudgedSplit:
         if protocol == "temporal":
             self.segments.update(warm=warm[self.targets], cold=catalog.cold[self.targets],
                                  tail=(warm & ~head)[self.targets])
-            self._history = self._user_histories(layout, row)
+            self._history = self._user_histories(layout, row, {e["user_id"] for e in self.examples})
             self.repeats = np.array([self.targets[i] in self.had_before(i) for i in range(len(self.targets))], bool)
         self.popularity = counts.astype(np.float64)
 
@@ -93,10 +99,10 @@ class JudgedSplit:
         return len(self.targets)
 
     @staticmethod
-    def _user_histories(layout, row):
+    def _user_histories(layout, row, users):
         per_user = defaultdict(list)
         for split in contract.TEMPORAL_SPLITS:
-            for e in decoded_examples(layout, split):
+            for e in decoded_examples(layout, split, users=users):
                 per_user[e["user_id"]].append((e["timestamp"], row[e["item_id"]]))
         return {u: (sorted(events), [t for t, _ in sorted(events)]) for u, events in per_user.items()}
 

@@ -26,9 +26,14 @@ def iter_records(path: str):
             yield data
 
 
+def iter_matching(pattern: str):
+    """The serialized records of the files matching ``pattern``, files in name order, lazily."""
+    return (r for path in sorted(glob.glob(pattern)) for r in iter_records(path))
+
+
 def read_records(pattern: str) -> list:
     """All serialized records of the files matching ``pattern``, files in name order."""
-    return [r for path in sorted(glob.glob(pattern)) for r in iter_records(path)]
+    return list(iter_matching(pattern))
 
 
 def _masked_crc32c(data: bytes) -> int:
