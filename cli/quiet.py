@@ -13,12 +13,7 @@ import os
 import sys
 import tempfile
 
-_terminal = None  # a stream on the real stderr while it is redirected
-
-
-def terminal():
-    """Where progress lines go: the real stderr, also while the noise is redirected."""
-    return _terminal or sys.stderr
+from tworec.progress import terminal, set_terminal  # noqa: F401  (terminal: where commands print progress)
 
 
 def before_imports(verbose: bool) -> None:
@@ -39,7 +34,6 @@ class NoiseLog:
 @contextlib.contextmanager
 def quiet(verbose: bool, command: str):
     """Runs the block with fd 2 in a log file unless ``verbose``; yields its NoiseLog."""
-    global _terminal
     if verbose:
         yield NoiseLog(None)
         return
@@ -49,7 +43,8 @@ def quiet(verbose: bool, command: str):
     sys.stderr.flush()
     os.dup2(handle, 2)
     os.close(handle)
-    _terminal = os.fdopen(os.dup(saved), "w", buffering=1)
+    stream = os.fdopen(os.dup(saved), "w", buffering=1)
+    set_terminal(stream)
     logging.captureWarnings(True)
     failed = True
     try:
@@ -59,8 +54,8 @@ def quiet(verbose: bool, command: str):
         sys.stderr.flush()
         os.dup2(saved, 2)
         os.close(saved)
-        _terminal.close()
-        _terminal = None
+        set_terminal(None)
+        stream.close()
         if failed:
             tail = _tail(path)
             if tail:

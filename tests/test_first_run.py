@@ -61,6 +61,8 @@ def test_300_items_and_6000_interactions_complete_every_stage(tmp_path_factory):
     for stage in ("data", "retrieval", "retrieval_id_only", "index", "search", "ranker", "eval", "export"):
         assert f"[done] {stage} " in out, out
     assert (run / "repo" / "manifest.json").exists()
+    # Long steps report to the terminal although the libraries' fd 2 goes to a log file.
+    assert "fitting the new-item offset on validation done in" in err, err
     assert "Traceback" not in out + err
     assert not [n for n in NOISE if n in out + err], err
     # Run again with another setting: the finished stages were built with the old one, and the

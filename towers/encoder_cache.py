@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tworec.progress import terminal
 from tworec.towers.config import RetrievalConfig
 from tworec.towers.tokenizer import tokenize
 
@@ -131,11 +132,10 @@ def encode_batch_size() -> int:
 def content_vectors(texts, config: RetrievalConfig, encoder=None, stream=None) -> np.ndarray:
     """Pooled encoder outputs for ``texts`` [N, hidden]: each distinct text not in the cache is
     encoded (with a progress line: items/s and the time left) and added to it."""
-    import sys
     import time
 
     texts = list(texts)
-    stream = stream or sys.stderr
+    stream = stream or terminal()
     cache = EncoderCache()
     try:
         keys = EncoderCache.keys(texts, config)

@@ -16,6 +16,7 @@ import time
 from tworec.contract import PROTOCOLS
 from tworec.errors import UserError
 from tworec.layout import DataLayout
+from tworec.progress import spinner
 from tworec.tf_setup import keras, tf
 from tworec.towers.artifact import RetrievalArtifact
 from tworec.towers.catalog import Catalog, data_vocabularies, load_catalog
@@ -126,19 +127,22 @@ def train_retrieval(data_dir: str, out_dir: str, config: RetrievalConfig = Retri
     if config.new_item_offset is not None:
         model.new_item_offset = float(config.new_item_offset)
     elif judged is not None and config.uses_content:
-        model.new_item_offset, offset_fit = fit_new_item_offset(
-            model, judged, lookups, config.history_length, config.selection_k or 100)
+        with spinner("fitting the new-item offset on validation"):
+            model.new_item_offset, offset_fit = fit_new_item_offset(
+                model, judged, lookups, config.history_length, config.selection_k or 100)
     live_weight = config.live_weight or 0.0
     if config.live_weight is None and protocol.valid is not None:
         judged = judged or validation_split(data_dir, catalog, config.validation_queries)
         scorer = RetrievalScorer.of_model(model, lookups, config.history_length, judged)
-        live_weight, live_fit = fit_live_weight(scorer, judged, PostTrainingEvents.of_splits(data_dir, catalog),
-                                                config.live_half_life_s, config.live_tail_floor)
+        with spinner("fitting the live-count weight on validation"):
+            live_weight, live_fit = fit_live_weight(scorer, judged, PostTrainingEvents.of_splits(data_dir, catalog),
+                                                    config.live_half_life_s, config.live_tail_floor)
     click_prior = None
     if protocol.valid is not None and config.uses_content:
         judged = judged or validation_split(data_dir, catalog, config.validation_queries)
-        click_prior = fit_click_prior(RetrievalScorer.of_model(model, lookups, config.history_length, judged), judged,
-                                      config.click_prior_base_rate, seed=config.seed)
+        with spinner("fitting the exploration click prior on validation"):
+            click_prior = fit_click_prior(RetrievalScorer.of_model(model, lookups, config.history_length, judged),
+                                          judged, config.click_prior_base_rate, seed=config.seed)
     held_out = None
     if protocol.valid is not None:
         judged = judged or validation_split(data_dir, catalog, config.validation_queries)
