@@ -15,7 +15,8 @@ P(X_w > max of the others) = E[1 - F_w(max of the others)], with the others' max
 Candidates: items without an id embedding (the model knows them by their text only: cold, new,
 upserted) with fewer than ``graduate_after`` impressions, never an item the user had, a removed
 item or one the request excludes, and at most ``pool_size`` of them, the highest-scoring for the
-user.
+user: scored exactly, or above ``index_above`` candidates found by a ScaNN search of them (the
+gateway's bundle keeps that index).
 """
 from __future__ import annotations
 
@@ -37,6 +38,8 @@ class ExplorationConfig:
                                        "next refresh)")
     propensity_draws: int = setting(50, "draws of the other candidates' maximum that estimate the propensity of the "
                                         "item shown (its own draw is integrated exactly)")
+    index_above: int = setting(20_000, "candidates up to which every one is scored per answer; above, a ScaNN index "
+                                       "of them is searched (scoring all costs O(candidates) per answer)")
 
 
 @dataclass(frozen=True)
@@ -86,27 +89,43 @@ class Pool:
 WINDOW_MARGIN = 8  # candidates looked at beyond the pool and the exclusions before widening
 
 
-def candidate_pool(ids_of, scores: np.ndarray, excluded: set, exposure, prior: ClickPrior,
-                   config: ExplorationConfig) -> Pool:
+class ExactRanking:
+    """Every candidate scored: ``top(k)`` by a partial sort of ``scores`` (``ids_of(indices)`` →
+    their ids). Its cost grows with the candidates, so large catalogs search an index instead."""
+
+    def __init__(self, ids_of, scores: np.ndarray):
+        self._ids_of, self._scores = ids_of, np.asarray(scores)
+
+    def __len__(self) -> int:
+        return len(self._scores)
+
+    def top(self, k: int):
+        """(ids, scores) of the ``k`` best, best first."""
+        scores = self._scores
+        part = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+        order = part[np.argsort(-scores[part], kind="stable")]
+        return self._ids_of(order), scores[order]
+
+
+def candidate_pool(ranking, excluded: set, exposure, prior: ClickPrior, config: ExplorationConfig) -> Pool:
     """The slot's pool for one answer: the ``pool_size`` best-scoring items for the user among the
-    items without an id embedding (``scores``; ``ids_of(indices)`` → their ids) that are not in
-    ``excluded`` (what the user had, removed items, the request's exclusions, the answer's other
-    items) and have not graduated (``exposure(ids)`` → impressions, clicks). Looks further down
-    the scores only as far as it must."""
-    scores = np.asarray(scores)
+    items without an id embedding (``ranking``: ``len`` and ``top(k)`` → (ids, scores) best first,
+    an ``ExactRanking`` or an index search) that are not in ``excluded`` (what the user had, removed
+    items, the request's exclusions, the answer's other items) and have not graduated
+    (``exposure(ids)`` → impressions, clicks). Looks further down the ranking only as far as it
+    must."""
     items, item_scores, item_impressions, item_clicks = [], [], [], []
     # Enough for a full pool when few of the best have graduated; doubled when not.
     looked, window = 0, config.pool_size + len(excluded) + WINDOW_MARGIN
-    while len(items) < config.pool_size and looked < len(scores):
-        window = min(len(scores), max(window, looked + 1))
-        part = np.argpartition(-scores, window - 1)[:window] if window < len(scores) else np.arange(len(scores))
-        order = part[np.argsort(-scores[part], kind="stable")][looked:]  # the next best, best first
-        ids = ids_of(order)
+    while len(items) < config.pool_size and looked < len(ranking):
+        window = min(len(ranking), max(window, looked + 1))
+        ids, scores = ranking.top(window)
+        ids, scores = ids[looked:], np.asarray(scores)[looked:]  # the next best, best first
         keep = [k for k, item in enumerate(ids) if item not in excluded]
         impressions, clicks = (np.asarray(x) for x in exposure([ids[k] for k in keep]))
         fresh = np.flatnonzero(impressions < config.graduate_after)[: config.pool_size - len(items)]
         items += [ids[keep[j]] for j in fresh]
-        item_scores.append(scores[order[np.asarray(keep, np.int64)[fresh]]])
+        item_scores.append(scores[np.asarray(keep, np.int64)[fresh]])
         item_impressions.append(impressions[fresh])
         item_clicks.append(clicks[fresh])
         looked, window = window, 2 * window

@@ -78,6 +78,7 @@ class Bundle:
         self.live_weight, self.live_half_life_s = artifact.live_weight, artifact.live_half_life_s
         self.click_prior = artifact.click_prior
         self._new_items = None  # (rows without an id embedding, their embeddings): until the next upsert
+        self._exploration_index = None  # a ScaNN index of those items, when too many to score each answer
         self.max_text_length = artifact.max_text_length
         self.triton_versions = artifact.triton
         self.ranker_model, self.item_tower_model = RANKER_MODEL, ITEM_TOWER_MODEL
@@ -110,6 +111,27 @@ class Bundle:
                 rows = np.flatnonzero(self.items.tables.item_row[:len(self.items.item_ids)] == 0)
                 cached = self._new_items = (rows, np.ascontiguousarray(self.items.item_embedding[rows]))
         return cached
+
+    def prepare_exploration(self, index_above: int) -> None:
+        """Builds the ScaNN index of the items without an id embedding when there are more than
+        ``index_above`` (at load, before the bundle serves, so no request waits for it)."""
+        rows, embeddings = self.new_items()
+        if len(rows) > index_above and self._exploration_index is None:
+            from tworec.towers.index import ItemIndex
+
+            self._exploration_index = ItemIndex.build(embeddings, [self.items.item_ids[r] for r in rows])
+
+    def exploration_ranking(self, query: np.ndarray):
+        """The exploration pool's ranking (live/exploration.py) of the items without an id
+        embedding for ``query``, retrieval scores (offset included): a search of their index when
+        ``prepare_exploration`` built one, else every item scored."""
+        from tworec.live.exploration import ExactRanking
+
+        if self._exploration_index is not None:
+            return _IndexRanking(self._exploration_index, query, self.new_item_offset, self.lock)
+        rows, embeddings = self.new_items()
+        ids = self.items.item_ids
+        return ExactRanking(lambda js: [ids[rows[j]] for j in js], embeddings @ query + self.new_item_offset)
 
     def score_shift(self, rows: np.ndarray) -> np.ndarray:
         """What retrieval adds to query · item for item ``rows``: the new-item offset on items
@@ -153,6 +175,10 @@ class Bundle:
             self.items.put(ids, titles, np.asarray(embeddings, np.float32), category_rows)
             self._new_items = None
             self.index.upsert(ids, embeddings, self.new_item_offset)
+            if self._exploration_index is not None:
+                id_less = [j for j, i in enumerate(ids) if self.items.tables.item_row[self.items.row_of[i]] == 0]
+                if id_less:
+                    self._exploration_index.upsert([ids[j] for j in id_less], np.asarray(embeddings)[id_less])
             self.removed.difference_update(ids)
 
     def remove(self, ids) -> int:
@@ -160,6 +186,10 @@ class Bundle:
             present = [i for i in ids if i in self.items.row_of and i not in self.removed]
             if present:
                 self.index.delete(present)
+                if self._exploration_index is not None:
+                    id_less = [i for i in present if self.items.tables.item_row[self.items.row_of[i]] == 0]
+                    if id_less:
+                        self._exploration_index.delete(id_less)
                 self.removed.update(present)
         if present and self.search_engine is not None:
             self.search_engine.remove(present)
@@ -187,3 +217,18 @@ def current_version(repo: str) -> int:
         return DeploymentRepository(repo).current_version()
     except ArtifactError as err:
         raise ConfigError(str(err)) from err
+
+
+class _IndexRanking:
+    """``ExactRanking``'s interface over a ScaNN index of the exploration candidates."""
+
+    def __init__(self, index, query: np.ndarray, offset: float, lock):
+        self._index, self._query, self._offset, self._lock = index, query, offset, lock
+
+    def __len__(self) -> int:
+        return self._index.size
+
+    def top(self, k: int):
+        with self._lock:  # not while an upsert changes the index
+            ids, scores = self._index.search(self._query, max(1, min(k, self._index.size)))
+        return ids, scores + self._offset

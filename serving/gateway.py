@@ -265,14 +265,12 @@ class Recommender(pb_grpc.RecommenderServicer):
         if (config is None or not config.enabled or self.recorder is None or bundle.click_prior is None
                 or len(items) <= config.position):
             return items
-        rows, embeddings = bundle.new_items()
-        if not len(rows):
+        ranking = bundle.exploration_ranking(query)
+        if not len(ranking):
             return items
         table = bundle.items
-        scores = embeddings @ query + bundle.new_item_offset
-        pool = exploration.candidate_pool(lambda js: [table.item_ids[rows[j]] for j in js], scores,
-                                          state.excluded | {i.item_id for i in items}, self.recorder.state.exposure,
-                                          bundle.click_prior, config)
+        pool = exploration.candidate_pool(ranking, state.excluded | {i.item_id for i in items},
+                                          self.recorder.state.exposure, bundle.click_prior, config)
         if not hasattr(self._random, "generator"):
             self._random.generator = np.random.default_rng()
         choice = exploration.choose(pool, config, self._random.generator)

@@ -91,7 +91,7 @@ class Service:
             else:
                 address = c.triton_address
             self.models = TritonModels(address, shared_memory=c.ranker_shared_memory and c.triton_address is None)
-            bundle = Bundle(c.repo, version)
+            bundle = self._bundle(version)
             self._wait_models(self.models, bundle, c.model_ready_timeout_s)
             self._warm_up(bundle)
             self.bundle = bundle
@@ -192,8 +192,15 @@ class Service:
                                 np.ones((1, 2), np.int32), np.zeros((1, contract.MAX_ITEM_CATEGORIES), np.int32), 60.0)
         bundle.query(0, [0], [0], 1)
 
-    def load_version(self, version: int):
+    def _bundle(self, version: int) -> Bundle:
+        """A version loaded and made ready to serve (its exploration index built when needed)."""
         bundle = Bundle(self.config.repo, version)
+        if self.config.exploration.enabled:
+            bundle.prepare_exploration(self.config.exploration.index_above)
+        return bundle
+
+    def load_version(self, version: int):
+        bundle = self._bundle(version)
         if self.recorder is not None and bundle.live_half_life_s != self.recorder.state.half_life_s:
             raise ConfigError(f"version {version} counts live interactions with a half-life of "
                               f"{bundle.live_half_life_s:g}s, the live state {self.recorder.state.half_life_s:g}s: "

@@ -115,7 +115,7 @@ from hypothesis import given, settings, strategies as st  # noqa: E402
 @settings(max_examples=300, deadline=None, derandomize=True)
 @given(st.data())
 def test_the_slot_never_shows_a_seen_removed_excluded_or_graduated_item(data):
-    from tworec.live.exploration import ClickPrior, candidate_pool
+    from tworec.live.exploration import ClickPrior, ExactRanking, candidate_pool
 
     n = data.draw(st.integers(1, 60))
     items = [f"i{j}" for j in range(n)]
@@ -127,7 +127,7 @@ def test_the_slot_never_shows_a_seen_removed_excluded_or_graduated_item(data):
     clicks = np.minimum(impressions, np.array(data.draw(st.lists(st.integers(0, 50), min_size=n, max_size=n)), float))
     config = ExplorationConfig(pool_size=data.draw(st.integers(1, 10)), graduate_after=200)
     lookup = {i: (impressions[j], clicks[j]) for j, i in enumerate(items)}
-    pool = candidate_pool(lambda js: [items[j] for j in js], scores, seen | removed | excluded,
+    pool = candidate_pool(ExactRanking(lambda js: [items[j] for j in js], scores), seen | removed | excluded,
                           lambda ids: (np.array([lookup[i][0] for i in ids]), np.array([lookup[i][1] for i in ids])),
                           ClickPrior(5.0, -3.5), config)
     forbidden = seen | removed | excluded | {i for i in items if lookup[i][0] >= 200}

@@ -253,3 +253,33 @@ def test_the_exploration_slot_serves_new_items_logs_decisions_and_keeps_its_post
         after = service.recorder.state.exposure([i for _, i in shown])
         np.testing.assert_array_equal(after[0], before[0])
         np.testing.assert_array_equal(after[1], before[1])
+
+
+def test_above_index_above_the_slot_searches_an_index_of_the_new_items_kept_current(repo):
+    """Past ``index_above`` candidates the slot's pool comes from a ScaNN index of the items without
+    an id embedding (built at load); it ranks as exact scoring does (brute force at this size),
+    and upserts and removals reach it."""
+    from tworec.export.artifact import DeploymentRepository
+    from tworec.serving.bundle import Bundle
+
+    version = DeploymentRepository(str(repo)).current_version()
+    exact, indexed = Bundle(str(repo), version), Bundle(str(repo), version)
+    indexed.prepare_exploration(index_above=0)
+    assert indexed._exploration_index is not None
+    exact.prepare_exploration(index_above=10**9)
+    assert exact._exploration_index is None
+    rows = exact.new_items()[0]
+    assert len(rows) > 20
+    query = exact.query(0, [int(rows[0])], [T_NOW - 60], T_NOW)
+    for k in (1, 10, len(rows)):
+        ids_exact, scores_exact = exact.exploration_ranking(query).top(k)
+        ids_indexed, scores_indexed = indexed.exploration_ranking(query).top(k)
+        np.testing.assert_allclose(scores_indexed, scores_exact, rtol=1e-4, atol=1e-4)
+        assert set(ids_indexed[:k - 1]) <= set(ids_exact) and len(indexed.exploration_ranking(query)) == len(rows)
+    strong = (query / np.linalg.norm(query) * 50.0)[None, :]
+    categories = exact.category_rows([])[None, :]
+    for bundle in (exact, indexed):
+        bundle.upsert(["brand-new"], ["Brand new"], strong, categories)
+        assert bundle.exploration_ranking(query).top(1)[0] == ["brand-new"]
+        bundle.remove(["brand-new"])
+    assert "brand-new" not in indexed.exploration_ranking(query).top(len(rows) + 1)[0]
