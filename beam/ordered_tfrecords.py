@@ -106,6 +106,10 @@ def _write_shard(shard: int, spilled, prefix: str, num_shards: int, suffix: str)
 
 
 def _remove(directory: str, _written) -> None:
+    """Deletes the spill files (leftovers of retried bundles too), then the folder where folders exist."""
+    files = [m.path for m in FileSystems.match([FileSystems.join(directory, "*")])[0].metadata_list]
+    if files:
+        FileSystems.delete(files)
     if FileSystems.exists(directory):
         FileSystems.delete([directory])
 

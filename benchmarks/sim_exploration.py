@@ -22,8 +22,9 @@ at least 3 clicks by the end (the discoverable set), and the median impressions 
 first click (Kaplan-Meier over the new items that were shown; where an arm's curve never reaches
 one half, the horizon is reported with ``reached: false``). Off-policy: the Thompson policy's slot
 click rate estimated (IPS, SNIPS, DR with 95% intervals; evaluation/policy.py) from the random
-arm's logs of all seeds pooled, against its true value on the same decisions, and against the
-slot click rate the Thompson arm had in its own runs.
+arm's logs of all seeds pooled (``--ope-seeds``: more random-arm runs, logged traffic for the
+estimate only), against its true value on the same decisions, and against the slot click rate the
+Thompson arm had in its own runs.
 """
 from __future__ import annotations
 
@@ -261,6 +262,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--prior-strength", type=float, default=20.0)
     parser.add_argument("--pool-size", type=int, default=50)
     parser.add_argument("--ope-draws", type=int, default=500)
+    parser.add_argument("--ope-seeds", type=int, default=0,
+                        help="random-arm seeds whose logs the off-policy estimate pools (default: --seeds); more "
+                             "seeds are more logged traffic, run for the estimate only")
     parser.add_argument("--results", help="merge the result into this shared results file (the report reads it)")
     args = parser.parse_args(argv)
 
@@ -284,6 +288,8 @@ def main(argv=None) -> dict:
             print(f"seed {seed} {arm}: clicks {result['clicks']}, new {result['new_item_clicks']}, discoverable "
                   f"{result['discoverable_new_items']}, median to first click {result['median_impressions_to_first_click']}",
                   flush=True)
+    for seed in range(args.seeds, max(args.ope_seeds, args.seeds)):  # more logged traffic for the estimate
+        logged += simulate("random_slot", world, truth, offset, args, seed)["decisions"]
     out = {"run": os.path.abspath(args.run), "requests": len(world["times"]), "new_items": int(world["new"].sum()),
            "ctr_target": args.ctr, "seeds": args.seeds, "arms": {}}
     for arm, results in runs.items():
@@ -299,7 +305,7 @@ def main(argv=None) -> dict:
             summary["ci95"][key] = interval([m["value"] for m in medians])
         summary["per_seed"] = results
         out["arms"][arm] = summary
-    # The seeds' random-arm logs pooled: one log of seeds × requests decisions. "true" is the
+    # The seeds' random-arm logs pooled (``--ope-seeds`` of them): one log of seeds × requests decisions. "true" is the
     # Thompson policy's click rate on exactly those decisions; "thompson_arm" is the slot click rate
     # the Thompson arm had in its own runs (its posteriors grew from its own choices).
     out["ope"] = off_policy(logged, args.ope_draws, 0)
@@ -308,6 +314,7 @@ def main(argv=None) -> dict:
     out["ope"]["relative_error_to_thompson_arm"] = {k: abs(out["ope"][k] - arm_ctr) / arm_ctr
                                                    for k in ("ips", "snips", "dr")}
     out["ope"]["per_seed"] = ope
+    out["ope"]["seeds"] = max(args.ope_seeds, args.seeds)
     no, ts = out["arms"]["no_slot"], out["arms"]["thompson_slot"]
     out["goals"] = {
         "discoverable_ratio": ts["discoverable_new_items"] / max(no["discoverable_new_items"], 1e-9),
