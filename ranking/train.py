@@ -14,12 +14,12 @@ from tworec.ranking.config import RankerConfig
 from tworec.ranking.features import build_tables, user_attributes
 from tworec.ranking.lists import RankingLists, list_dataset, mine_lists, repeat_new_item_positives
 from tworec.ranking.model import RankingModel, build_scorer
-from tworec.tf_setup import keras, tf
+from tworec.tf_setup import tf
 from tworec.towers.artifact import RetrievalArtifact
 from tworec.towers.live_counts import PostTrainingEvents
 from tworec.towers.queries import split_queries
 from tworec.training import (
-    Throughput, TrainingFolder, default_strategy, fit_summary, training_callbacks, transfer_weights, verbosity,
+    LazyAdam, Throughput, TrainingFolder, default_strategy, fit_summary, training_callbacks, transfer_weights, verbosity,
 )
 
 
@@ -67,7 +67,7 @@ def train_ranker(data_dir: str, retrieval_dir: str, out_dir: str, config: Ranker
     with strategy.scope():
         scorer = build_scorer(config, tables, len(catalog.user_vocab), len(catalog.categories), rconfig.temperature)
         model = RankingModel(scorer)
-        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
+        model.compile(optimizer=LazyAdam(config.learning_rate))
         model(next(iter(holdout_data)))  # builds the variables, so an interrupted run can resume
         warm = transfer_weights(RankingModel(previous.restore()[0]), model) if previous else {}
     throughput = Throughput(batch_size * config.list_size)

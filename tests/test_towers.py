@@ -224,3 +224,33 @@ def test_early_stopping_judges_no_epoch_before_its_minimum_steps():
     # 2 steps an epoch: epochs 0-4 end before step 12 and are not judged; epoch 5 is the best,
     # epoch 6 uses up the patience.
     assert epochs_run(12) == 7
+
+
+def test_lazy_adam_updates_only_the_batch_rows_and_equals_adam_on_them():
+    """Embedding tables train with LazyAdam: a step's cost does not grow with the catalog. On its
+    first step it equals Keras' Adam (rows without gradient do not move under either); afterwards
+    a row absent from the batch stays put, where Adam's momentum keeps moving it. A row twice in a
+    batch gets its gradients summed."""
+    import numpy as np
+
+    from tworec.tf_setup import keras, tf
+    from tworec.training import LazyAdam
+
+    start = np.random.default_rng(0).normal(size=(6, 3)).astype(np.float32)
+    lazy_table, adam_table = tf.Variable(start), tf.Variable(start)
+    lazy, adam = LazyAdam(0.1), keras.optimizers.Adam(0.1)
+
+    def step(indices, values):
+        sparse = tf.IndexedSlices(tf.constant(values, tf.float32), tf.constant(indices, tf.int64), tf.constant([6, 3]))
+        lazy.apply_gradients([(sparse, lazy_table)])
+        adam.apply_gradients([(tf.convert_to_tensor(sparse), adam_table)])
+
+    step([1, 1, 4], [[1.0, 0.0, -1.0], [0.5, 0.5, 0.5], [0.2, -0.3, 0.0]])
+    np.testing.assert_allclose(lazy_table.numpy(), adam_table.numpy(), rtol=1e-6, atol=1e-6)
+    assert not np.allclose(lazy_table.numpy()[[1, 4]], start[[1, 4]])
+    np.testing.assert_array_equal(lazy_table.numpy()[[0, 2, 3, 5]], start[[0, 2, 3, 5]])
+    after_first = lazy_table.numpy().copy()
+    step([2], [[1.0, 1.0, 1.0]])
+    np.testing.assert_array_equal(lazy_table.numpy()[1], after_first[1])  # not in the batch: unchanged
+    assert not np.allclose(adam_table.numpy()[1], after_first[1])  # Adam's momentum moved it
+    np.testing.assert_allclose(lazy_table.numpy()[2], adam_table.numpy()[2], rtol=1e-5, atol=1e-6)
