@@ -254,3 +254,22 @@ def test_lazy_adam_updates_only_the_batch_rows_and_equals_adam_on_them():
     np.testing.assert_array_equal(lazy_table.numpy()[1], after_first[1])  # not in the batch: unchanged
     assert not np.allclose(adam_table.numpy()[1], after_first[1])  # Adam's momentum moved it
     np.testing.assert_allclose(lazy_table.numpy()[2], adam_table.numpy()[2], rtol=1e-5, atol=1e-6)
+
+
+def test_a_long_epoch_reports_progress_where_keras_writes_a_line_per_epoch():
+    """Outside a terminal Keras is silent until an epoch ends; ProgressLines says how far it is."""
+    import io
+
+    import numpy as np
+
+    from tworec.tf_setup import keras, tf
+    from tworec.training import ProgressLines, progress_callbacks
+
+    stream = io.StringIO()
+    model = keras.Sequential([keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    data = tf.data.Dataset.from_tensor_slices((np.ones((64, 2), np.float32), np.ones((64, 1), np.float32))).batch(8)
+    model.fit(data, epochs=1, verbose=0, callbacks=[ProgressLines(8, interval=0.0, stream=stream)])
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 8 and lines[-1].startswith("epoch 1: step 8/8, ") and "examples/s" in lines[0]
+    assert [type(c) for c in progress_callbacks(8, 2)] == [ProgressLines] and progress_callbacks(8, 1) == []

@@ -30,8 +30,8 @@ from tworec.towers.selection import (
     ValidationHitRate, fit_click_prior, fit_live_weight, fit_new_item_offset, validation_split,
 )
 from tworec.training import (
-    LazyAdam, Throughput, TrainingFolder, default_strategy, fit_summary, is_chief, training_callbacks, transfer_weights,
-    verbosity,
+    LazyAdam, Throughput, TrainingFolder, default_strategy, fit_summary, is_chief, progress_callbacks, training_callbacks,
+    transfer_weights, verbosity,
 )
 
 
@@ -120,7 +120,7 @@ def train_retrieval(data_dir: str, out_dir: str, config: RetrievalConfig = Retri
     cbs = [*selection,
            *training_callbacks(paths["backup"], paths["logs"], paths["checkpoint"] if validation is not None else None,
                                config.patience, config.min_steps_before_stopping, monitor),
-           throughput, *callbacks]
+           throughput, *progress_callbacks(batch_size, verbose), *callbacks]
     history = model.fit(train_data, validation_data=validation,
                         epochs=config.epochs, steps_per_epoch=config.steps_per_epoch or None,
                         callbacks=cbs, verbose=verbosity(verbose))

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from tworec.errors import UserError
+from tworec.progress import terminal
 from tworec.tf_setup import keras, tf
 
 
@@ -111,6 +112,30 @@ class Throughput(keras.callbacks.Callback):
         return self.examples / self.seconds if self.seconds else 0.0
 
 
+class ProgressLines(keras.callbacks.Callback):
+    """Where Keras writes one line per epoch (not a terminal), a line every ``interval`` seconds
+    within the epoch: steps done, examples/s and the time left, so a long epoch is never silent."""
+
+    def __init__(self, batch_size: int, interval: float = 60.0, stream=None):
+        super().__init__()
+        self.batch_size, self.interval, self.stream = batch_size, interval, stream
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch, self._started = epoch, time.time()
+        self._last = self._started
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.time()
+        if now - self._last < self.interval:
+            return
+        self._last = now
+        steps, done = self.params.get("steps"), batch + 1
+        rate = done / max(now - self._started, 1e-9)
+        left = f", {(steps - done) / rate:,.0f}s left" if steps else ""
+        print(f"epoch {self._epoch + 1}: step {done:,}/{steps or '?'}, {rate * self.batch_size:,.0f} examples/s{left}",
+              file=self.stream or terminal(), flush=True)
+
+
 class EarlyStoppingAfterSteps(keras.callbacks.EarlyStopping):
     """``EarlyStopping`` that ignores the epochs ending before ``min_steps`` optimizer steps: they
     neither count as the best epoch nor use up patience."""
@@ -161,6 +186,11 @@ def verbosity(verbose):
     if verbose is not None:
         return verbose
     return 1 if sys.stdout.isatty() else 2
+
+
+def progress_callbacks(batch_size: int, verbose) -> list:
+    """``ProgressLines`` where Keras' own progress is a line per epoch."""
+    return [ProgressLines(batch_size)] if verbosity(verbose) == 2 else []
 
 
 class WarmStartError(UserError, ValueError):
