@@ -40,6 +40,8 @@ class RankerConfig:
                                        "in retrieval, no live counts), so the ranker serves both ways")
     batch_size: int = setting(128, "lists per global batch, split across replicas")
     learning_rate: float = setting(0.002, "Adam learning rate")
+    lazy_adam_above: int = setting(200_000, "items above which Adam updates only the batch's rows of the id tables "
+                                           "(a step's cost then stays flat with the catalog)")
     epochs: int = setting(20, "most epochs; early stopping may end sooner")
     patience: int = setting(3, "early stopping: epochs without improvement")
     seed: int = setting(1, "seed of list mining, initialisation and shuffling")

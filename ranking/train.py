@@ -19,7 +19,7 @@ from tworec.towers.artifact import RetrievalArtifact
 from tworec.towers.live_counts import PostTrainingEvents
 from tworec.towers.queries import split_queries
 from tworec.training import (
-    LazyAdam, Throughput, TrainingFolder, default_strategy, fit_summary, training_callbacks, transfer_weights, verbosity,
+    Throughput, TrainingFolder, adam, default_strategy, fit_summary, training_callbacks, transfer_weights, verbosity,
 )
 
 
@@ -67,7 +67,7 @@ def train_ranker(data_dir: str, retrieval_dir: str, out_dir: str, config: Ranker
     with strategy.scope():
         scorer = build_scorer(config, tables, len(catalog.user_vocab), len(catalog.categories), rconfig.temperature)
         model = RankingModel(scorer)
-        model.compile(optimizer=LazyAdam(config.learning_rate))
+        model.compile(optimizer=adam(config.learning_rate, lazy=catalog.size > config.lazy_adam_above))
         model(next(iter(holdout_data)))  # builds the variables, so an interrupted run can resume
         warm = transfer_weights(RankingModel(previous.restore()[0]), model) if previous else {}
     throughput = Throughput(batch_size * config.list_size)

@@ -30,7 +30,7 @@ from tworec.towers.selection import (
     ValidationHitRate, fit_click_prior, fit_live_weight, fit_new_item_offset, validation_split,
 )
 from tworec.training import (
-    LazyAdam, Throughput, TrainingFolder, default_strategy, fit_summary, is_chief, progress_callbacks, training_callbacks,
+    Throughput, TrainingFolder, adam, default_strategy, fit_summary, is_chief, progress_callbacks, training_callbacks,
     transfer_weights, verbosity,
 )
 
@@ -100,7 +100,7 @@ def train_retrieval(data_dir: str, out_dir: str, config: RetrievalConfig = Retri
     train_data = dataset(protocol.train, True)
     with strategy.scope():
         model = build_model(config, catalog)
-        model.compile(optimizer=LazyAdam(config.learning_rate))
+        model.compile(optimizer=adam(config.learning_rate, lazy=catalog.size > config.lazy_adam_above))
         first = next(iter(train_data))
         model(first)  # builds the model, so an interrupted run can resume from its backup
         model.compute_loss(first)

@@ -89,6 +89,11 @@ class LazyAdam(keras.optimizers.Adam):
         variable.scatter_sub(tf.IndexedSlices(alpha * m_rows / (tf.sqrt(v_rows) + self.epsilon), rows))
 
 
+def adam(learning_rate: float, lazy: bool):
+    """The training optimizer: ``LazyAdam`` or Keras' Adam."""
+    return (LazyAdam if lazy else keras.optimizers.Adam)(learning_rate)
+
+
 class Throughput(keras.callbacks.Callback):
     """Examples per second over the training batches, each epoch's first batch left out."""
 
