@@ -288,7 +288,8 @@ def main(argv=None) -> dict:
             print(f"seed {seed} {arm}: clicks {result['clicks']}, new {result['new_item_clicks']}, discoverable "
                   f"{result['discoverable_new_items']}, median to first click {result['median_impressions_to_first_click']}",
                   flush=True)
-    for seed in range(args.seeds, max(args.ope_seeds, args.seeds)):  # more logged traffic for the estimate
+    ope_seeds = max(args.ope_seeds, args.seeds)
+    for seed in range(args.seeds, ope_seeds):  # more logged traffic for the estimate
         logged += simulate("random_slot", world, truth, offset, args, seed)["decisions"]
     out = {"run": os.path.abspath(args.run), "requests": len(world["times"]), "new_items": int(world["new"].sum()),
            "ctr_target": args.ctr, "seeds": args.seeds, "arms": {}}
@@ -314,7 +315,7 @@ def main(argv=None) -> dict:
     out["ope"]["relative_error_to_thompson_arm"] = {k: abs(out["ope"][k] - arm_ctr) / arm_ctr
                                                    for k in ("ips", "snips", "dr")}
     out["ope"]["per_seed"] = ope
-    out["ope"]["seeds"] = max(args.ope_seeds, args.seeds)
+    out["ope"]["seeds"] = ope_seeds
     no, ts = out["arms"]["no_slot"], out["arms"]["thompson_slot"]
     out["goals"] = {
         "discoverable_ratio": ts["discoverable_new_items"] / max(no["discoverable_new_items"], 1e-9),

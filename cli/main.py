@@ -15,6 +15,7 @@ import traceback
 
 from tworec import settings
 from tworec.errors import UserError
+from tworec.progress import terminal
 
 # Subcommands whose leftover options go to a Beam pipeline (only options Beam declares).
 BEAM_COMMANDS = {"data", "pipeline", "export-embeddings"}
@@ -51,7 +52,7 @@ def run_data_job(config, out: str, beam_args) -> dict:
     from tworec.progress import spinner
 
     try:
-        with spinner(f"building {config.dataset} dataset", _terminal()):
+        with spinner(f"building {config.dataset} dataset"):
             stats = run(config, out, beam_args)
     except TooManyRejected as err:
         _out(format_summary(err.stats, out))
@@ -256,7 +257,7 @@ def _run_export_embeddings(args, beam_args):
     from tworec.export.embeddings import export_embeddings
     from tworec.progress import spinner
 
-    with spinner("exporting embeddings", _terminal()):
+    with spinner("exporting embeddings"):
         version = export_embeddings(args.data, args.repo, args.out, args.version, beam_args)
     _out(f"embeddings of version {version} → {args.out}/items/, {args.out}/users/ (TFRecord + Parquet)")
     return 0
@@ -379,12 +380,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _terminal():
-    from tworec.cli.quiet import terminal
-
-    return terminal()
-
-
 def _own_flags(parser, command) -> list:
     subparser = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
     return [s for a in subparser._actions for s in a.option_strings]
@@ -412,18 +407,18 @@ def main(argv=None) -> int:
         try:
             return args.handler(args, extra)
         except KeyboardInterrupt:
-            print(f"tworec {command}: interrupted", file=_terminal())
+            print(f"tworec {command}: interrupted", file=terminal())
             return 130
         except Exception as err:  # noqa: BLE001 - the one place errors become messages
             if args.verbose:
                 raise
             if isinstance(err, (UserError, FileNotFoundError)):
-                print(f"tworec {command}: {err}", file=_terminal())
+                print(f"tworec {command}: {err}", file=terminal())
                 return 2
             traceback.print_exc()  # into the noise log, kept for the report
             noise.keep = True
             print(f"tworec {command}: unexpected error: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-                  f"\nthe traceback is in {noise.path}", file=_terminal())
+                  f"\nthe traceback is in {noise.path}", file=terminal())
             return 1
 
 

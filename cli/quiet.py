@@ -2,7 +2,7 @@
 
 Without ``--verbose`` a command's file descriptor 2 (what C++ libraries, Python warnings and the
 Beam worker processes write to) goes to a log file for the command's duration; the command's own
-progress and summaries still reach the terminal, through ``terminal()``. When a command fails,
+progress and summaries still reach the terminal, through ``tworec.progress.terminal()``. When a command fails,
 the log's last lines are shown with its path.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ import os
 import sys
 import tempfile
 
-from tworec.progress import terminal, set_terminal  # noqa: F401  (terminal: where commands print progress)
+from tworec.progress import set_terminal
 
 
 def before_imports(verbose: bool) -> None:

@@ -133,6 +133,10 @@ class Bundle:
         ids = self.items.item_ids
         return ExactRanking(lambda js: [ids[rows[j]] for j in js], embeddings @ query + self.new_item_offset)
 
+    def _id_less(self, ids) -> np.ndarray:
+        """Per item id (present in the table): True where it has no id embedding."""
+        return self.items.tables.item_row[[self.items.row_of[i] for i in ids]] == 0
+
     def score_shift(self, rows: np.ndarray) -> np.ndarray:
         """What retrieval adds to query · item for item ``rows``: the new-item offset on items
         without an id embedding, 0 elsewhere (the model's own rule, towers/model.py)."""
@@ -176,8 +180,8 @@ class Bundle:
             self._new_items = None
             self.index.upsert(ids, embeddings, self.new_item_offset)
             if self._exploration_index is not None:
-                id_less = [j for j, i in enumerate(ids) if self.items.tables.item_row[self.items.row_of[i]] == 0]
-                if id_less:
+                id_less = np.flatnonzero(self._id_less(ids))
+                if len(id_less):
                     self._exploration_index.upsert([ids[j] for j in id_less], np.asarray(embeddings)[id_less])
             self.removed.difference_update(ids)
 
@@ -187,7 +191,7 @@ class Bundle:
             if present:
                 self.index.delete(present)
                 if self._exploration_index is not None:
-                    id_less = [i for i in present if self.items.tables.item_row[self.items.row_of[i]] == 0]
+                    id_less = [i for i, flag in zip(present, self._id_less(present)) if flag]
                     if id_less:
                         self._exploration_index.delete(id_less)
                 self.removed.update(present)

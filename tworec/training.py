@@ -66,10 +66,10 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
 
 class LazyAdam(keras.optimizers.Adam):
     """Adam whose sparse updates (embedding tables: ``tf.IndexedSlices`` gradients) touch only the
-    rows in the batch: their moments and values. Keras' Adam decays both moment tables and moves
-    every row at every step, so a step's cost grew with the catalog (1M items: ~10 passes over
-    128 MB tables per step); rows absent from a batch keep their moments until they come back,
-    as in TensorFlow Addons' LazyAdam. Dense gradients are Keras' Adam exactly."""
+    rows in the batch, their moments and values, so a step's cost does not grow with the catalog
+    (Keras' Adam decays both moment tables and moves every row each step). Rows absent from a
+    batch keep their moments until they come back, as in TensorFlow Addons' LazyAdam. Dense
+    gradients get Keras' Adam exactly."""
 
     def update_step(self, gradient, variable):
         if not isinstance(gradient, tf.IndexedSlices):
