@@ -197,12 +197,13 @@ def training_bytes_per_item(config: dict) -> int:
 
 def index_measures(run: Path) -> dict:
     from tworec.towers.artifact import RetrievalArtifact
-    from tworec.towers.index import ItemIndex
+    from tworec.towers.index import ItemIndex, tuning_rows
 
     index = ItemIndex.load(str(run / "index"))
     model = RetrievalArtifact.load(run / "retrieval")
     queries = model.held_out_queries
-    queries = queries[np.random.default_rng(3).permutation(len(queries))[:500]]
+    unseen = np.setdiff1d(np.arange(len(queries)), tuning_rows(len(queries), index.config))  # not tuned on
+    queries = queries[np.random.default_rng(3).permutation(unseen)[:500]]
     searched = latency(lambda q: index.search(q, 200), queries)
     return {"items": index.size, "tuning": index.tuning,
             "recall@10": round(recall_at_10(index, model.item_embeddings, queries, model.score_shift), 4),

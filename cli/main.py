@@ -102,8 +102,8 @@ def _run_index(args, _):
     index = ItemIndex.of_model(args.model, settings.from_flags(IndexConfig, args))
     index.save(args.out)
     t = index.tuning
-    kind = (f"tree + AH, {t['leaves_to_search']} leaves searched: recall@10 {t['recall@10']:.3f} on {t['queries']} "
-            f"{t['source']}" if index.is_tree else "brute force")
+    kind = (f"tree + AH, {t['leaves_to_search']} leaves searched, {t['reorder']:,} candidates re-scored: "
+            f"recall@10 {t['recall@10']:.3f} on {t['queries']} {t['source']}" if index.is_tree else "brute force")
     shift = ", new-item offset as an extra coordinate" if index.shifted else ""
     _out(f"indexed {index.size:,} items ({index.dimension} dims{shift}, {kind}) → {args.out}")
     return 0

@@ -82,15 +82,16 @@ def test_a_tree_searches_the_fewest_leaves_that_reach_the_recall_target_on_held_
     index = ItemIndex.build(e, list(range(len(e))), config, queries=held_out)
     tuning = index.tuning
     assert index.is_tree and tuning["source"] == "held-out queries" and tuning["queries"] == 300
-    ladder = {int(k): v for k, v in tuning["ladder"].items()}
+    target = config.recall_target + config.recall_margin
+    ladder = {int(k): v for k, v in tuning["ladder"][str(tuning["reorder"])].items()}
     chosen = tuning["leaves_to_search"]
-    assert ladder[chosen] >= 0.95 and all(r < 0.95 for s, r in ladder.items() if s < chosen)
+    assert ladder[chosen] >= target and all(r < target for s, r in ladder.items() if s < chosen)
     assert chosen < config.leaves(len(e))  # fewer than all of them
     # The recall holds on queries the build never saw, and survives save/load.
     fresh = clustered_unit_vectors(200, 32, clusters=300, seed=11)
     index.save(str(tmp_path / "index"))
     loaded = ItemIndex.load(str(tmp_path / "index"))
-    assert loaded.leaves_to_search == chosen
+    assert (loaded.leaves_to_search, loaded.reorder) == (chosen, tuning["reorder"])
     ids, _ = loaded.search_batched(fresh, 10)
     exact = _exact_top(e, fresh, 10)
     assert np.mean([len(set(map(int, a)) & set(b)) / 10 for a, b in zip(ids, exact.tolist())]) >= 0.9
@@ -116,21 +117,30 @@ def test_int8_reorder_keeps_recall_and_churn_is_rebalanced():
     assert all(row[0].startswith("n") for row in ids)  # the new items are found after the rebalance
 
 
-def test_leaves_are_the_fewest_that_reach_the_target_or_the_recall_ceiling(monkeypatch):
+def test_the_search_is_the_cheapest_that_reaches_the_target_or_the_recall_ceiling(monkeypatch):
     from tworec.towers import index as index_module
 
-    config = IndexConfig(num_leaves=1000)
+    config = IndexConfig(num_leaves=1000, recall_margin=0.0, reorder=500, reorder_max=2000)
     vectors, queries = np.zeros((1_000_000, 4), np.float32), np.zeros((10, 4), np.float32)
     monkeypatch.setattr(index_module, "kth_exact_score", lambda *a: None)
 
     def tuned(recall_of):
-        monkeypatch.setattr(index_module, "recall_at", lambda s, v, q, kth, k, searched: recall_of(searched))
-        return index_module.tune_leaves(None, vectors, queries, config)
+        monkeypatch.setattr(index_module, "recall_at",
+                            lambda s, v, q, kth, k, searched, reorder: recall_of(searched, reorder))
+        return index_module.tune_search(None, vectors, queries, config)
 
-    reached = tuned(lambda searched: 0.90 if searched < 50 else 0.96)
-    assert reached["leaves_to_search"] == 50 and reached["recall@10"] == 0.96
-    assert max(int(s) for s in reached["ladder"]) == 50  # stops at the first rung that reaches it
-    # int8-like: recall caps at 0.943 below the target; more leaves past the cap buy nothing.
-    capped = tuned(lambda searched: {5: 0.90, 10: 0.935, 20: 0.9425}.get(searched, 0.9434))
-    assert capped["leaves_to_search"] == 20 and capped["recall@10"] == 0.9425
-    assert max(int(s) for s in capped["ladder"]) == 1000
+    reached = tuned(lambda searched, reorder: 0.90 if searched < 50 else 0.96)
+    assert (reached["leaves_to_search"], reached["reorder"], reached["recall@10"]) == (50, 500, 0.96)
+    assert list(reached["ladder"]) == ["500"] and max(map(int, reached["ladder"]["500"])) == 50
+    # Re-scoring too few candidates caps recall whatever the leaves: the list doubles until it reaches.
+    rescored = tuned(lambda searched, reorder: 0.87 if reorder < 2000 else (0.93 if searched < 20 else 0.99))
+    assert (rescored["leaves_to_search"], rescored["reorder"]) == (20, 2000)
+    assert list(rescored["ladder"]) == ["500", "1000", "2000"]
+    # int8-like: recall caps at 0.943 below the target; more leaves or candidates past the cap buy nothing.
+    capped = tuned(lambda searched, reorder: {5: 0.90, 10: 0.935, 20: 0.9425}.get(searched, 0.9434))
+    assert (capped["leaves_to_search"], capped["reorder"], capped["recall@10"]) == (20, 500, 0.9425)
+    assert max(int(s) for s in capped["ladder"]["2000"]) == 1000
+    # The margin: a search that only just reaches the target on the tuning queries is not chosen.
+    config = IndexConfig(num_leaves=1000, recall_margin=0.01, reorder=500, reorder_max=500)
+    margined = tuned(lambda searched, reorder: {5: 0.951, 10: 0.958}.get(searched, 0.965))
+    assert margined["leaves_to_search"] == 20

@@ -2,10 +2,11 @@
 
 Defaults follow ScaNN's guidance for the catalog size: brute force (exact) below ~20k items, a
 partitioned tree with asymmetric hashing and exact re-ranking above. A tree's leaves to search
-are chosen at build time for a recall target on held-out queries, so the search cost follows the
-catalog's structure rather than a fixed share of leaves; churn (upserts, deletes) is watched with
-ScaNN's own health statistics and the tree re-trained when its partitions drift. ScaNN's docids carry the
-item ids, so ``upsert``/``delete`` work by id and a new item is found by the next search.
+and candidates to re-score are chosen at build time for a recall target on held-out queries, so
+the search cost follows the catalog's structure rather than a fixed share of leaves; churn
+(upserts, deletes) is watched with ScaNN's own health statistics and the tree re-trained when its
+partitions drift. ScaNN's docids carry the item ids, so ``upsert``/``delete`` work by id and a new
+item is found by the next search.
 
 A per-item score shift (the retrieval model's new-item offset) is stored as one extra coordinate
 of each item vector: a retrieval query carries 1 there, so ScaNN's dot product adds the shift to
@@ -34,8 +35,12 @@ class IndexConfig:
     leaves_to_search: int = setting(0, "partitions searched per query; 0: the fewest that reach recall_target on "
                                        "held-out queries, chosen at build time (a fifth without queries)")
     recall_target: float = setting(0.95, "recall@10 against exact search that the build tunes leaves_to_search for")
+    recall_margin: float = setting(0.005, "tuning aims this far above recall_target: about recall's standard error on "
+                                          "1,000 queries, so the target holds on queries the build never saw")
     tuning_queries: int = setting(1000, "held-out queries the build measures recall on")
-    reorder: int = setting(500, "candidates re-scored exactly after the quantized search")
+    reorder: int = setting(500, "candidates re-scored exactly after the quantized search; the build doubles it, up "
+                                "to reorder_max, while the leaves alone cannot reach recall_target")
+    reorder_max: int = setting(8000, "the most candidates a tuned search re-scores (8,000 × 65 floats: ~0.1 ms)")
     reorder_dtype: str = setting("float32", "the re-scoring's stored vectors: float32, or int8 (4x smaller, "
                                             "slightly less exact)", choices=("float32", "int8"))
     training_sample: int = setting(250_000, "items the partitioning and quantization are trained on")
@@ -83,10 +88,13 @@ def kth_exact_score(vectors: np.ndarray, queries: np.ndarray, k: int, chunk: int
     return best.min(1)
 
 
-def recall_at(searcher, vectors: np.ndarray, queries: np.ndarray, kth: np.ndarray, k: int, leaves: int) -> float:
-    """Recall@k of ``searcher`` searching ``leaves`` leaves: a found item counts when it scores at
-    least the k-th exact score (items with identical vectors are interchangeable)."""
-    found, _ = searcher.search_batched(queries, final_num_neighbors=k, leaves_to_search=leaves)
+def recall_at(searcher, vectors: np.ndarray, queries: np.ndarray, kth: np.ndarray, k: int, leaves: int,
+              reorder: int) -> float:
+    """Recall@k of ``searcher`` searching ``leaves`` leaves and re-scoring ``reorder`` candidates: a
+    found item counts when it scores at least the k-th exact score (items with identical vectors
+    are interchangeable)."""
+    found, _ = searcher.search_batched(queries, final_num_neighbors=k, leaves_to_search=leaves,
+                                       pre_reorder_num_neighbors=max(k, reorder))
     rows = np.array([[searcher.docid_to_id[d] for d in row] for row in found], np.int64)
     scores = np.einsum("qd,qkd->qk", queries, vectors[rows])
     return float(np.mean((scores >= kth[:, None] - 1e-5).sum(1) / k))
@@ -95,26 +103,51 @@ def recall_at(searcher, vectors: np.ndarray, queries: np.ndarray, kth: np.ndarra
 # Where the target is out of reach (int8 re-scoring caps recall), leaves that add less recall than
 # this are not worth their latency.
 RECALL_PLATEAU = 0.002
+LEAF_FRACTIONS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0)
 
 
-def tune_leaves(searcher, vectors: np.ndarray, queries: np.ndarray, config: IndexConfig, k: int = 10) -> dict:
-    """The fewest leaves to search whose recall@k on ``queries`` reaches ``config.recall_target``;
-    when none does, the fewest within RECALL_PLATEAU of the best recall measured:
-    {"leaves_to_search", "recall@10", "queries", "ladder"}."""
-    n = len(vectors)
-    leaves = config.leaves(n)
+def reorder_ladder(config: IndexConfig) -> list[int]:
+    """Re-scoring counts the build tries, cheapest first: ``reorder`` doubled up to ``reorder_max``."""
+    counts = [config.reorder]
+    while counts[-1] * 2 <= config.reorder_max:
+        counts.append(counts[-1] * 2)
+    return counts
+
+
+def tune_search(searcher, vectors: np.ndarray, queries: np.ndarray, config: IndexConfig, k: int = 10) -> dict:
+    """The cheapest search whose recall@k on ``queries`` reaches ``config.recall_target`` (plus
+    ``recall_margin``): the
+    fewest leaves at the fewest re-scored candidates (``reorder_ladder``). Quantized scores of
+    near-tied items (trained embeddings crowd together) can keep true neighbours out of a short
+    re-scoring list whatever the leaves, so the list grows before the search gives up. When no
+    search reaches the target: the cheapest within RECALL_PLATEAU of the best recall measured.
+    Returns {"leaves_to_search", "reorder", "recall@10", "queries", "ladder": {reorder: {leaves: recall}}}."""
+    leaves = config.leaves(len(vectors))
     kth = kth_exact_score(vectors, queries, k)
-    ladder, tried = sorted({max(1, round(leaves * f)) for f in
-                            (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0)}), {}
-    for searched in ladder:
-        tried[searched] = recall_at(searcher, vectors, queries, kth, k, searched)
-        if tried[searched] >= config.recall_target:
+    rungs = sorted({max(1, round(leaves * f)) for f in LEAF_FRACTIONS})
+    tried: dict[tuple[int, int], float] = {}
+    target = config.recall_target + config.recall_margin
+    for reorder in reorder_ladder(config):
+        for searched in rungs:
+            tried[reorder, searched] = recall_at(searcher, vectors, queries, kth, k, searched, reorder)
+            if tried[reorder, searched] >= target:
+                break
+        if max(tried.values()) >= target:
             break
     best = max(tried.values())
-    chosen = next((s for s, r in tried.items() if r >= config.recall_target),
-                  next(s for s, r in tried.items() if r >= best - RECALL_PLATEAU))
-    return {"leaves_to_search": chosen, f"recall@{k}": tried[chosen],
-            "queries": len(queries), "ladder": {str(s): round(r, 4) for s, r in tried.items()}}
+    floor = target if best >= target else best - RECALL_PLATEAU
+    reorder, searched = next(key for key, r in tried.items() if r >= floor)
+    ladder: dict[str, dict[str, float]] = {}
+    for (r, s), recall in tried.items():
+        ladder.setdefault(str(r), {})[str(s)] = round(recall, 4)
+    return {"leaves_to_search": searched, "reorder": reorder, f"recall@{k}": tried[reorder, searched],
+            "queries": len(queries), "ladder": ladder}
+
+
+def tuning_rows(queries: int, config: IndexConfig, seed: int = 0) -> np.ndarray:
+    """The rows of ``queries`` held-out queries a build with ``seed`` tunes on; the other rows are
+    the ones left to measure the index on."""
+    return np.random.default_rng(seed).permutation(queries)[:config.tuning_queries]
 
 
 def _with_column(vectors: np.ndarray, column) -> np.ndarray:
@@ -146,6 +179,7 @@ class ItemIndex(DescribedFolder):
         self.shifted = shifted
         self.tuning = tuning or {}  # what the build measured: leaves_to_search, recall@10, ...
         self.leaves_to_search = int(self.tuning.get("leaves_to_search", config.leaves_to_search)) or None
+        self.reorder = int(self.tuning.get("reorder", config.reorder))
         self.rebalances = 0
 
     @property
@@ -165,24 +199,25 @@ class ItemIndex(DescribedFolder):
         searcher = build_searcher(vectors, item_ids, config)
         tuning = None
         if len(vectors) >= config.brute_force_below:
-            rng = np.random.default_rng(seed)
             if queries is not None and len(queries):
-                sample = np.asarray(queries, np.float32)[rng.permutation(len(queries))[:config.tuning_queries]]
+                sample = np.asarray(queries, np.float32)[tuning_rows(len(queries), config, seed)]
                 sample = np.ascontiguousarray(_with_column(sample, 1.0) if shifted else sample)
                 fixed, source = config.leaves_to_search, "held-out queries"
             else:
                 # Items as their own queries find their own leaf: too optimistic to tune on, so a
                 # fifth of the leaves (the recall on them is recorded, not used).
-                sample = vectors[rng.choice(len(vectors), min(config.tuning_queries, len(vectors)), replace=False)]
+                picked = np.random.default_rng(seed).choice(len(vectors), min(config.tuning_queries, len(vectors)),
+                                                            replace=False)
+                sample = vectors[picked]
                 sample = np.ascontiguousarray(_with_column(sample[:, :-1], 0.0) if shifted else sample)
                 fixed = config.leaves_to_search or max(1, config.leaves(len(vectors)) // 5)
                 source = "item sample (no held-out queries)"
             if fixed:
                 kth = kth_exact_score(vectors, sample, 10)
-                tuning = {"leaves_to_search": fixed, "queries": len(sample),
-                          "recall@10": recall_at(searcher, vectors, sample, kth, 10, fixed)}
+                tuning = {"leaves_to_search": fixed, "reorder": config.reorder, "queries": len(sample),
+                          "recall@10": recall_at(searcher, vectors, sample, kth, 10, fixed, config.reorder)}
             else:
-                tuning = tune_leaves(searcher, vectors, sample, config)
+                tuning = tune_search(searcher, vectors, sample, config)
             tuning["source"] = source
         return cls(searcher, config, embeddings.shape[1], shifted, tuning)
 
@@ -190,16 +225,22 @@ class ItemIndex(DescribedFolder):
         queries = np.asarray(queries, np.float32)
         return _with_column(queries, 1.0 if with_shift else 0.0) if self.shifted else queries
 
+    def _reorder(self, k: int) -> int:
+        # A tree re-scores the build's tuned count (at least k); brute force has nothing to re-score.
+        return max(k, self.reorder) if self.is_tree else -1
+
     def search(self, query: np.ndarray, k: int, with_shift: bool = True):
         """Best ``k`` items by query · item (+ the item's score shift unless ``with_shift`` is False:
         item-to-item similarity)."""
         ids, scores = self.searcher.search(self._queries(query, with_shift), final_num_neighbors=k,
-                                           leaves_to_search=self.leaves_to_search or -1)
+                                           leaves_to_search=self.leaves_to_search or -1,
+                                           pre_reorder_num_neighbors=self._reorder(k))
         return [str(i) for i in ids], np.asarray(scores)
 
     def search_batched(self, queries: np.ndarray, k: int, with_shift: bool = True):
         ids, scores = self.searcher.search_batched(self._queries(queries, with_shift), final_num_neighbors=k,
-                                                   leaves_to_search=self.leaves_to_search)
+                                                   leaves_to_search=self.leaves_to_search,
+                                                   pre_reorder_num_neighbors=self._reorder(k))
         return [[str(i) for i in row] for row in ids], np.asarray(scores)
 
     def upsert(self, item_ids, embeddings: np.ndarray, score_shift=0.0):
