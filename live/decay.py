@@ -29,28 +29,45 @@ def decayed(stored, now: float, half_life_s: float):
     return np.exp2(np.asarray(stored, np.float64) - now / half_life_s)
 
 
+class DecayedCounts:
+    """The decayed count of every catalog row at any time, from a fixed set of events: built once
+    (the events sorted by row and time, each with its row's running stored value), then read for
+    any (time, row) pairs, so repeated reads do not sort and accumulate the events again.
+    ``event_*`` [E], any order."""
+
+    def __init__(self, event_times: np.ndarray, event_rows: np.ndarray, half_life_s: float):
+        event_times, event_rows = np.asarray(event_times, np.int64), np.asarray(event_rows, np.int64)
+        order = np.lexsort((event_times, event_rows))  # by row, then time
+        self.rows, times = event_rows[order], event_times[order]
+        self.half_life_s = half_life_s
+        self.stored = np.empty(len(self.rows))
+        starts = np.flatnonzero(np.r_[True, self.rows[1:] != self.rows[:-1]]) if len(self.rows) else []
+        for begin, end in zip(starts, np.r_[starts[1:], len(self.rows)]):  # each row's running stored value
+            self.stored[begin:end] = np.logaddexp2.accumulate(log_weight(times[begin:end], half_life_s))
+        # One sorted key per event, row-major; a read clips its time into the row's band.
+        self._base = int(times.min()) if len(times) else 0
+        self._span = (int(times.max()) - self._base + 2) if len(times) else 1
+        self._keys = self.rows * self._span + (times - self._base)
+
+    def at(self, query_times: np.ndarray, query_rows: np.ndarray) -> np.ndarray:
+        """``query_times`` [Q], ``query_rows`` [Q, C] → [Q, C] float64: each row's decayed count at
+        its query's time of the events strictly before it."""
+        query_rows = np.asarray(query_rows, np.int64)
+        out = np.zeros(query_rows.shape, np.float64)
+        if not len(self._keys) or not query_rows.size:
+            return out
+        times = np.asarray(query_times, np.int64)
+        offsets = np.clip(times - self._base, 0, self._span - 1)[:, None]  # before all events: 0; after: past all
+        found = np.searchsorted(self._keys, query_rows * self._span + offsets, side="left") - 1
+        valid = (found >= 0) & (self.rows[np.maximum(found, 0)] == query_rows)
+        pair_times = np.broadcast_to(times[:, None], query_rows.shape)
+        out[valid] = decayed(self.stored[found[valid]], pair_times[valid], self.half_life_s)
+        return out
+
+
 def decayed_counts_at(event_times: np.ndarray, event_rows: np.ndarray, query_times: np.ndarray,
                       query_rows: np.ndarray, half_life_s: float) -> np.ndarray:
     """For each (query time, catalog row) pair: the decayed count at that time of the events of
     that row strictly before it. ``event_*`` [E] (any order); ``query_times`` [Q],
     ``query_rows`` [Q, C] → [Q, C] float64: what a live counter read at each query's time holds."""
-    event_times, event_rows = np.asarray(event_times, np.int64), np.asarray(event_rows, np.int64)
-    query_rows = np.asarray(query_rows, np.int64)
-    out = np.zeros(query_rows.shape, np.float64)
-    if not len(event_times) or not query_rows.size:
-        return out
-    order = np.lexsort((event_times, event_rows))  # by row, then time
-    rows, times = event_rows[order], event_times[order]
-    stored = np.empty(len(rows))
-    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
-    for start, stop in zip(starts, np.r_[starts[1:], len(rows)]):  # each row's running stored value
-        stored[start:stop] = np.logaddexp2.accumulate(log_weight(times[start:stop], half_life_s))
-    # Each pair's last event strictly before the query: search (row, time) in the sorted events.
-    span = int(max(times.max(), np.max(query_times)) - min(times.min(), np.min(query_times))) + 2
-    base = min(times.min(), np.min(query_times))
-    keys = rows * span + (times - base)
-    pair_times = np.broadcast_to(np.asarray(query_times, np.int64)[:, None], query_rows.shape)
-    found = np.searchsorted(keys, query_rows * span + (pair_times - base), side="left") - 1
-    valid = (found >= 0) & (rows[np.maximum(found, 0)] == query_rows)
-    out[valid] = decayed(stored[found[valid]], pair_times[valid], half_life_s)
-    return out
+    return DecayedCounts(event_times, event_rows, half_life_s).at(query_times, query_rows)

@@ -51,6 +51,33 @@ def test_a_sampled_split_judges_its_queries_as_the_whole_split_does(synthetic_da
         assert (mask == full.segments[name][:n]).all()
 
 
+def test_ranks_under_variants_equal_evaluating_each_variant_alone(synthetic_data):
+    """The validation fits score each chunk once and vary one term (an offset, a live-count
+    weight): every variant's ranks must be those of evaluating its scores on their own."""
+    from tworec.contract import PROTOCOLS
+    from tworec.towers.catalog import load_catalog
+    from tworec.towers.scoring import JudgedSplit
+
+    catalog = load_catalog(str(synthetic_data), PROTOCOLS["temporal"].train)
+    judged = JudgedSplit(str(synthetic_data), "temporal", catalog, limit=300)
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=(len(judged), catalog.size)).astype(np.float32)
+    term = rng.random((len(judged), catalog.size)).astype(np.float32)
+    weights = (0.0, 0.5, 2.0)
+    seen = []
+
+    def variants(start, stop, scores):
+        seen.append(np.isneginf(scores).sum())
+        return ((w, scores + np.float32(w) * term[start:stop]) for w in weights)
+
+    ranks = judged.ranks_under(lambda start, stop: base[start:stop], variants)
+    assert sorted(ranks) == sorted(weights) and sum(seen) > 0  # each user's earlier items at -inf
+    for w in weights:
+        _, alone = judged.evaluate(lambda start, stop: base[start:stop] + np.float32(w) * term[start:stop])
+        assert (ranks[w] == alone.ranks).all()
+    assert not (ranks[0.0] == ranks[2.0]).all()
+
+
 def test_top_rows_of_a_large_catalog_equal_a_full_stable_sort_ties_and_exclusions_included():
     """The partitioned top-k (memory and time linear in the catalog) breaks ties to the lower
     column exactly as a stable sort, so ranks and top lists agree at any catalog size."""

@@ -78,6 +78,23 @@ def test_decayed_counts_halve_every_half_life_and_see_only_earlier_events():
     assert got[2][1] == pytest.approx(2 ** (-7 * DAY / half))
 
 
+def test_decayed_counts_built_once_read_anywhere_equal_the_sum_over_earlier_events():
+    rng = np.random.default_rng(5)
+    half = 3 * DAY
+    times = T0 + rng.integers(0, 30 * DAY, 400)
+    rows = rng.integers(0, 40, 400)
+    counts = decay.DecayedCounts(times, rows, half)
+    # Query times before, among and after the events; rows with and without events, and past them.
+    query_times = np.r_[T0 - DAY, times[:5], T0 + 40 * DAY, rng.integers(T0, T0 + 30 * DAY, 20)]
+    query_rows = rng.integers(0, 50, (len(query_times), 30))
+    expected = np.array([[np.sum(2.0 ** (-(t - times[(rows == r) & (times < t)]) / half)) for r in qr]
+                         for t, qr in zip(query_times, query_rows)])
+    np.testing.assert_allclose(counts.at(query_times, query_rows), expected, rtol=1e-9, atol=1e-12)
+    assert not counts.at(query_times[:1], query_rows[:1]).any()  # before every event: nothing
+    empty = decay.DecayedCounts(np.zeros(0, np.int64), np.zeros(0, np.int64), half)
+    assert not empty.at(query_times, query_rows).any()
+
+
 # --- the state stores, embedded and Redis ------------------------------------------------------------
 @pytest.fixture(params=["embedded", "redis"])
 def state(request, redis_url):

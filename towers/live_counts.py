@@ -13,7 +13,7 @@ evaluating test counts validation and test ones, as a deployed gateway would hav
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -28,6 +28,8 @@ class PostTrainingEvents:
 
     times: np.ndarray  # [E] int64
     rows: np.ndarray  # [E] int64
+    # Built once per half-life: every read (a validation fit reads every item per query) reuses it.
+    _counts: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
     def of_splits(cls, data_dir: str, catalog, splits=(Split.VALID,)) -> "PostTrainingEvents":
@@ -44,7 +46,9 @@ class PostTrainingEvents:
 
     def features(self, query_times: np.ndarray, rows: np.ndarray, half_life_s: float) -> np.ndarray:
         """log(1 + decayed count) of ``rows`` [Q, C] at ``query_times`` [Q] → [Q, C] float32."""
-        counts = decay.decayed_counts_at(self.times, self.rows, query_times, rows, half_life_s)
+        if half_life_s not in self._counts:
+            self._counts[half_life_s] = decay.DecayedCounts(self.times, self.rows, half_life_s)
+        counts = self._counts[half_life_s].at(query_times, rows)
         return np.log1p(counts).astype(np.float32)
 
 

@@ -11,6 +11,9 @@ the new-item offset during training, and the ranker's list mining.
 ``JudgedSplit.evaluate(score, rerank)``  every query's target rank and top rows, and metrics by
                  segment; with ``rerank`` a second stage re-orders each query's first-stage top
                  ``RERANK_DEPTH``.
+``JudgedSplit.ranks_under(score, variants)``  the target ranks under several variants of one
+                 first stage (an offset, a live-count weight), each chunk scored once: what the
+                 validation fits use.
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ import bisect
 import itertools
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -40,6 +43,8 @@ RERANK_DEPTH = 200  # the first stage's top rows a second stage re-orders (the g
 ScoreFn = Callable[[int, int], np.ndarray]
 # (start, stop, rows [queries, depth], first-stage scores of those rows) → second-stage scores
 RerankFn = Callable[[int, int, np.ndarray, np.ndarray], np.ndarray]
+# (start, stop, first-stage scores of the queries in [start, stop)) → (key, varied scores) pairs
+VariantsFn = Callable[[int, int, np.ndarray], Iterable[tuple[object, np.ndarray]]]
 
 
 @dataclass
@@ -126,15 +131,8 @@ class JudgedSplit:
         ``rerank``, the first stage's top ``RERANK_DEPTH`` rows are re-ordered by it and the rest
         keep the first stage's order."""
         ranks, tops = [np.zeros(0, np.int64)], [np.zeros((0, TOP_SAVED), np.int64)]
-        chunk = query_chunk(len(self.popularity))
-        for start in range(0, len(self.targets), chunk):
-            stop = min(start + chunk, len(self.targets))
-            scores = score(start, stop).astype(np.float32, copy=True)
-            excluded = self.excluded(start, stop, scores.shape[1])
-            if excluded is not None:
-                scores[excluded] = -np.inf
-            batch_ranks = ranks_of_targets(scores, self.targets[start:stop])
-            batch_ranks[self.repeats[start:stop]] = scores.shape[1] + 1  # excluded: never recommended
+        for start, stop, scores in self._scored_chunks(score):
+            batch_ranks = self._target_ranks(start, stop, scores)
             if rerank is None:
                 top = top_rows(scores, TOP_SAVED)
             else:
@@ -144,6 +142,35 @@ class JudgedSplit:
             tops.append(top)
         outcome = Outcome(np.concatenate(ranks), np.concatenate(tops))
         return by_segment(outcome.ranks, self.segments), outcome
+
+    def ranks_under(self, score: ScoreFn, variants: VariantsFn) -> dict:
+        """{key: every query's target rank [queries]} for each variant of ``score``, ranked as
+        ``evaluate`` ranks a first stage: the fits that try many values of one term score each
+        chunk once and vary only the term. ``variants(start, stop, scores)`` yields (key, the
+        chunk's scores under that variant) from ``scores`` (excluded items already -inf; do not
+        modify it)."""
+        ranks: dict = defaultdict(list)
+        for start, stop, scores in self._scored_chunks(score):
+            for key, varied in variants(start, stop, scores):
+                ranks[key].append(self._target_ranks(start, stop, varied))
+        return {key: np.concatenate(r) for key, r in ranks.items()}
+
+    def _scored_chunks(self, score: ScoreFn):
+        """(start, stop, scores [stop - start, items] float32 with each user's earlier items at
+        -inf) per chunk of queries, within SCORE_BUDGET."""
+        chunk = query_chunk(len(self.popularity))
+        for start in range(0, len(self.targets), chunk):
+            stop = min(start + chunk, len(self.targets))
+            scores = score(start, stop).astype(np.float32, copy=True)
+            excluded = self.excluded(start, stop, scores.shape[1])
+            if excluded is not None:
+                scores[excluded] = -np.inf
+            yield start, stop, scores
+
+    def _target_ranks(self, start: int, stop: int, scores: np.ndarray) -> np.ndarray:
+        ranks = ranks_of_targets(scores, self.targets[start:stop])
+        ranks[self.repeats[start:stop]] = scores.shape[1] + 1  # excluded: never recommended
+        return ranks
 
     def queries(self, model, lookups, history_length: int):
         """The retrieval model's view of each example (``towers.queries.SplitQueries``), aligned

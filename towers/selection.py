@@ -22,7 +22,7 @@ import numpy as np
 from tworec.contract import Split
 from tworec.live.exploration import ClickPrior
 from tworec.tf_setup import keras
-from tworec.towers.live_counts import LiveTerm, PostTrainingEvents
+from tworec.towers.live_counts import PostTrainingEvents
 from tworec.towers.scoring import RERANK_DEPTH, JudgedSplit, RetrievalScorer, query_chunk
 
 
@@ -70,25 +70,23 @@ def fit_new_item_offset(model, judged: JudgedSplit, lookups, history_length: int
     ``min_gain``. Ties go to the offset nearest 0. The model's own offset plays no part."""
     if 0.0 not in grid:
         raise ValueError("the offset grid must hold 0, the model as trained")
-    scorer = RetrievalScorer.of_model(model, lookups, history_length, judged)
+    scorer = RetrievalScorer.of_model(model, lookups, history_length, judged).with_shift(model.score_shift(0.0))
+    id_less = model.score_shift(1.0)  # 1 on the items the offset moves, 0 elsewhere
     table = {}
 
-    def hitrate(offset: float) -> float:
-        if offset not in table:
-            metrics, _ = judged.evaluate(scorer.with_shift(model.score_shift(offset)))
-            table[offset] = metrics["all"][f"hitrate@{k}"]
-        return table[offset]
+    def measure(offsets):  # one scoring pass for all of them
+        offsets = [o for o in offsets if o not in table]
+        ranks = judged.ranks_under(scorer, lambda start, stop, scores: (
+            (o, scores + np.float32(o) * id_less) for o in offsets))
+        table.update({o: _hitrate(ranks.get(o, np.zeros(0, np.int64)), k) for o in offsets})
 
     def best() -> float:
         return max(table, key=lambda o: (table[o], -abs(o)))
 
-    for offset in grid:
-        hitrate(offset)
+    measure(grid)
     half = (grid[1] - grid[0]) / 2 if len(grid) > 1 else 0.0
     centre = best()
-    for offset in (centre - half, centre + half):
-        if min(grid) <= offset <= max(grid):
-            hitrate(round(offset, 4))
+    measure([round(o, 4) for o in (centre - half, centre + half) if min(grid) <= o <= max(grid)])
     chosen = best()
     return (chosen if table[chosen] - table[0.0] >= min_gain else 0.0), dict(sorted(table.items()))
 
@@ -104,14 +102,24 @@ def fit_live_weight(scorer: RetrievalScorer, judged: JudgedSplit, events: PostTr
     (validation only: no leakage)."""
     table = {}
     tail = judged.segments.get("tail", judged.segments["all"])
+
+    def weighted(start, stop, scores):  # the live counts of every item, read once per chunk
+        rows = np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
+        live = events.features(judged.times[start:stop], rows, half_life_s)
+        return ((weight, scores + np.float32(weight) * live) for weight in grid)
+
+    ranks = judged.ranks_under(scorer, weighted)
     for weight in grid:
-        _, outcome = judged.evaluate(scorer.with_live(LiveTerm(events, weight, half_life_s), judged.times))
-        hits = outcome.ranks <= RERANK_DEPTH
-        table[weight] = [round(float(hits.mean()), 5), round(float(hits[tail].mean()), 5)]
+        found = ranks.get(weight, np.zeros(0, np.int64))  # none when the split has no queries
+        table[weight] = [round(_hitrate(found, RERANK_DEPTH), 5), round(_hitrate(found[tail], RERANK_DEPTH), 5)]
     floor = tail_floor * table[0.0][1]
     allowed = [w for w in grid if table[w][1] >= floor]
     best = max(allowed, key=lambda w: (table[w][0], -w))
     return (best if table[best][0] - table[0.0][0] >= min_gain else 0.0), table
+
+
+def _hitrate(ranks: np.ndarray, k: int) -> float:
+    return float((ranks <= k).mean()) if len(ranks) else 0.0
 
 
 def fit_click_prior(scorer: RetrievalScorer, judged: JudgedSplit, base_ctr: float, negatives: int = 20,
