@@ -155,9 +155,12 @@ class EventLog:
         last of them; ``close`` writes what is queued."""
         with self._lock:
             self._later.extend(records)
-        self._wake.set()
+            full = len(self._later) >= self.LATER_BATCH
+        if full:  # else the writer's own timer: waking it per record costs the caller a thread switch
+            self._wake.set()
 
     LATER_S = 0.05
+    LATER_BATCH = 1024  # queued records that wake the writer before LATER_S
 
     def _write_later(self) -> None:
         while True:

@@ -37,6 +37,23 @@ def test_concurrent_appends_are_each_durable_once_in_order_per_batch(tmp_path):
         assert written[start:start + 10] == [r["n"] for r in b]
 
 
+def test_records_appended_later_reach_the_log_on_the_writers_timer_and_at_close(tmp_path):
+    """Serving decisions are queued (``append_later``): the writer takes them within its timer
+    without the caller waking it, a full queue wakes it, and close writes what is left."""
+    import time
+
+    log = EventLog(tmp_path / "r1")
+    log.append_later([{"n": 0}])
+    deadline = time.monotonic() + 10
+    while not list(read_records(tmp_path)) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [r["n"] for r in read_records(tmp_path)] == [0]
+    log.append_later([{"n": n} for n in range(1, EventLog.LATER_BATCH + 1)])
+    log.append_later([{"n": EventLog.LATER_BATCH + 1}])
+    log.close()
+    assert [r["n"] for r in read_records(tmp_path)] == list(range(EventLog.LATER_BATCH + 2))
+
+
 def test_segments_rotate_by_size_and_age_and_at_every_open(tmp_path):
     log = EventLog(tmp_path / "r1", max_bytes=200)
     for i in range(10):
