@@ -166,6 +166,8 @@ class EventLog:
         while True:
             self._wake.wait(self.LATER_S)
             self._wake.clear()
+            # Read before taking the queue: once it reads True, everything queued before close is taken.
+            closing = self._closing
             with self._lock:
                 batch, self._later = self._later, []
             if batch:
@@ -173,7 +175,7 @@ class EventLog:
                     self.append(batch)
                 except OSError:
                     pass  # decisions are diagnostics: the events themselves are written synchronously
-            if self._closing:
+            if closing:
                 return
 
     def _write(self, data: bytes) -> None:

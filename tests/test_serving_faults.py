@@ -76,7 +76,10 @@ def test_triton_killed_then_restarted_by_the_service(service):
         worker.join()
     recovered_at = next(t for t, _, degraded, _, _ in results if t > killed_at and degraded is False)
     assert recovered_at - ready_at <= 5.0  # (negative: answers were full again before the supervisor returned)
-    assert all(r[2] is False for r in results if r[0] > recovered_at + 0.5)
+    # Full answers from then on; while the supervisor still warms the models up, a slow first
+    # inference on a loaded machine may degrade an answer, as it should.
+    settled = max(recovered_at, ready_at)
+    assert all(r[2] is False for r in results if r[0] > settled + 0.5)
     during = [r for r in results if killed_at < r[0] < recovered_at]
     assert during, "no request was made while Triton was down"
     assert all(r[2] is True or r[2] is False for r in during)  # answers, never errors
@@ -89,7 +92,7 @@ def test_triton_killed_then_restarted_by_the_service(service):
     # Search: always an answer; without the ranker the anonymous ranking (not personalised).
     assert all(s[1] is True or s[1] is False for s in searches) and all(s[2] > 0 for s in searches)
     assert [s for s in searches if killed_at < s[0] < recovered_at and s[1] is False]
-    assert all(s[1] is True for s in searches if s[0] > recovered_at + 0.5)
+    assert all(s[1] is True for s in searches if s[0] > settled + 0.5)
     assert all(s[1] is True for s in searches if s[0] < killed_at)
     with RecommenderClient(service.address) as client:
         final = client.recommend("someone", warm, k=10)
