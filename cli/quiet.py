@@ -2,8 +2,8 @@
 
 Without ``--verbose`` a command's file descriptor 2 (what C++ libraries, Python warnings and the
 Beam worker processes write to) goes to a log file for the command's duration; the command's own
-progress and summaries still reach the terminal, through ``tworec.progress.terminal()``. When a command fails,
-the log's last lines are shown with its path.
+progress and summaries still reach the terminal, through ``tworec.progress.terminal()``. When a
+command fails, the log's last lines are shown with its path.
 """
 from __future__ import annotations
 

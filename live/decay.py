@@ -64,10 +64,3 @@ class DecayedCounts:
         out[valid] = decayed(self.stored[found[valid]], pair_times[valid], self.half_life_s)
         return out
 
-
-def decayed_counts_at(event_times: np.ndarray, event_rows: np.ndarray, query_times: np.ndarray,
-                      query_rows: np.ndarray, half_life_s: float) -> np.ndarray:
-    """For each (query time, catalog row) pair: the decayed count at that time of the events of
-    that row strictly before it. ``event_*`` [E] (any order); ``query_times`` [Q],
-    ``query_rows`` [Q, C] → [Q, C] float64: what a live counter read at each query's time holds."""
-    return DecayedCounts(event_times, event_rows, half_life_s).at(query_times, query_rows)

@@ -88,8 +88,8 @@ def test_decayed_counts_halve_every_half_life_and_see_only_earlier_events():
     stored = decay.log_add(decay.log_weight(T0, 3600), decay.log_weight(T0 + 365 * DAY, 3600))
     assert decay.decayed(stored, T0 + 365 * DAY, 3600) == pytest.approx(1.0)
     times, rows = np.array([T0, T0 + DAY, T0 + 2 * DAY]), np.array([3, 3, 5])
-    got = decay.decayed_counts_at(times, rows, np.array([T0, T0 + DAY + 1, T0 + 9 * DAY]),
-                                  np.array([[3, 5], [3, 5], [3, 5]]), half)
+    got = decay.DecayedCounts(times, rows, half).at(np.array([T0, T0 + DAY + 1, T0 + 9 * DAY]),
+                                                    np.array([[3, 5], [3, 5], [3, 5]]))
     assert got[0].tolist() == [0, 0]  # strictly before: nothing yet at T0
     assert got[1][0] == pytest.approx(2 ** (-(DAY + 1) / half) + 2 ** (-1 / half)) and got[1][1] == 0
     assert got[2][1] == pytest.approx(2 ** (-7 * DAY / half))

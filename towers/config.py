@@ -41,7 +41,8 @@ class RetrievalConfig:
     batch_size: int = setting(256, "global batch, split across replicas")
     learning_rate: float = setting(0.003, "Adam learning rate")
     lazy_adam_above: int = setting(200_000, "items above which Adam updates only the batch's rows of the id tables "
-                                           "(a step's cost then stays flat; Keras' Adam is better below, on MovieLens)")
+                                           "(a step's cost then stays flat; below, dense Adam trains better and "
+                                           "is affordable)")
     epochs: int = setting(15, "most epochs; early stopping may end sooner")
     selection: str = setting("hitrate@100", "what keeps the best epoch and stops training: the temporal "
                                             "protocol's validation HitRate@K, or the sampled-softmax val_loss "

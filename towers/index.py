@@ -34,13 +34,15 @@ class IndexConfig:
     num_leaves: int = setting(0, "tree partitions; 0: about sqrt(items)")
     leaves_to_search: int = setting(0, "partitions searched per query; 0: the fewest that reach recall_target on "
                                        "held-out queries, chosen at build time (a fifth without queries)")
-    recall_target: float = setting(0.95, "recall@10 against exact search that the build tunes leaves_to_search for")
+    recall_target: float = setting(0.95, "recall@10 against exact search that the build tunes the search for "
+                                         "(leaves to search, candidates re-scored)")
     recall_margin: float = setting(0.005, "tuning aims this far above recall_target: about recall's standard error on "
                                           "1,000 queries, so the target holds on queries the build never saw")
     tuning_queries: int = setting(1000, "held-out queries the build measures recall on")
     reorder: int = setting(500, "candidates re-scored exactly after the quantized search; the build doubles it, up "
                                 "to reorder_max, while the leaves alone cannot reach recall_target")
-    reorder_max: int = setting(8000, "the most candidates a tuned search re-scores (8,000 × 65 floats: ~0.1 ms)")
+    reorder_max: int = setting(8000, "the most candidates a tuned search re-scores: bounds the re-scoring's "
+                                      "share of a search's latency")
     reorder_dtype: str = setting("float32", "the re-scoring's stored vectors: float32, or int8 (4x smaller, "
                                             "slightly less exact)", choices=("float32", "int8"))
     training_sample: int = setting(250_000, "items the partitioning and quantization are trained on")
@@ -115,13 +117,13 @@ def reorder_ladder(config: IndexConfig) -> list[int]:
 
 
 def tune_search(searcher, vectors: np.ndarray, queries: np.ndarray, config: IndexConfig, k: int = 10) -> dict:
-    """The cheapest search whose recall@k on ``queries`` reaches ``config.recall_target`` (plus
-    ``recall_margin``): the
-    fewest leaves at the fewest re-scored candidates (``reorder_ladder``). Quantized scores of
-    near-tied items (trained embeddings crowd together) can keep true neighbours out of a short
-    re-scoring list whatever the leaves, so the list grows before the search gives up. When no
-    search reaches the target: the cheapest within RECALL_PLATEAU of the best recall measured.
-    Returns {"leaves_to_search", "reorder", "recall@10", "queries", "ladder": {reorder: {leaves: recall}}}."""
+    """The cheapest search whose recall@k on ``queries`` reaches ``config.recall_target`` plus
+    ``recall_margin``: the fewest leaves at the fewest re-scored candidates (``reorder_ladder``).
+    Quantized scores of near-tied items (trained embeddings crowd together) can keep true
+    neighbours out of a short re-scoring list whatever the leaves, so the list grows before the
+    search gives up. When no search reaches the target: the cheapest within RECALL_PLATEAU of the
+    best recall measured. Returns {"leaves_to_search", "reorder", "recall@10", "queries",
+    "ladder": {reorder: {leaves: recall}}}."""
     leaves = config.leaves(len(vectors))
     kth = kth_exact_score(vectors, queries, k)
     rungs = sorted({max(1, round(leaves * f)) for f in LEAF_FRACTIONS})

@@ -51,6 +51,13 @@ class PostTrainingEvents:
         counts = self._counts[half_life_s].at(query_times, rows)
         return np.log1p(counts).astype(np.float32)
 
+    def features_of_all_items(self, query_times: np.ndarray, num_items: int, half_life_s: float) -> np.ndarray:
+        """``features`` of every catalog row at each of ``query_times`` [Q] → [Q, num_items]."""
+        if not len(self.times):
+            return np.zeros((len(query_times), num_items), np.float32)
+        rows = np.broadcast_to(np.arange(num_items), (len(query_times), num_items))
+        return self.features(query_times, rows, half_life_s)
+
 
 @dataclass
 class LiveTerm:
@@ -62,7 +69,6 @@ class LiveTerm:
 
     def of_all_items(self, query_times: np.ndarray, num_items: int) -> np.ndarray:
         """[Q, num_items] the term for every catalog row."""
-        if self.weight == 0.0 or not len(self.events.times):
+        if self.weight == 0.0:
             return np.zeros((len(query_times), num_items), np.float32)
-        rows = np.broadcast_to(np.arange(num_items), (len(query_times), num_items))
-        return self.weight * self.events.features(query_times, rows, self.half_life_s)
+        return self.weight * self.events.features_of_all_items(query_times, num_items, self.half_life_s)

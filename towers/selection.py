@@ -104,8 +104,7 @@ def fit_live_weight(scorer: RetrievalScorer, judged: JudgedSplit, events: PostTr
     tail = judged.segments.get("tail", judged.segments["all"])
 
     def weighted(start, stop, scores):  # the live counts of every item, read once per chunk
-        rows = np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
-        live = events.features(judged.times[start:stop], rows, half_life_s)
+        live = events.features_of_all_items(judged.times[start:stop], scores.shape[1], half_life_s)
         return ((weight, scores + np.float32(weight) * live) for weight in grid)
 
     ranks = judged.ranks_under(scorer, weighted)
