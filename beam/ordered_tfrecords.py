@@ -16,19 +16,18 @@ from __future__ import annotations
 
 import math
 import os
-import pickle
 import uuid
 
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.transforms.window import GlobalWindow
-from apache_beam.utils.windowed_value import WindowedValue
 
+from tworec.beam.spill import ChunkedFile, at_end_of_bundle, read_kept
 from tworec.beam.splits import unit_hash
 from tworec.tfrecord_io import frame
 
 RECORDS_PER_SHARD = 200_000  # with num_shards 0: a shard is sorted in one worker's memory
+SPILL_CHUNK = 16  # keys pickled together: each holds all its records, and a bundle holds a chunk per shard
 
 
 def shard_of(key, num_shards: int) -> int:
@@ -66,33 +65,20 @@ class _SpillByShard(beam.DoFn):
     def process(self, element, num_shards):
         shard = shard_of(element[0], num_shards)
         if shard not in self._files:
-            path = FileSystems.join(self._dir, f"{shard:05d}-{uuid.uuid4().hex}")
-            self._files[shard] = (path, FileSystems.create(
-                path, compression_type=CompressionTypes.UNCOMPRESSED))
-        pickle.dump(element, self._files[shard][1], protocol=pickle.HIGHEST_PROTOCOL)
+            self._files[shard] = ChunkedFile(self._dir, f"{shard:05d}", chunk=SPILL_CHUNK)
+        self._files[shard].add(element)
 
     def finish_bundle(self):
-        for shard, (path, handle) in sorted(self._files.items()):
-            handle.close()
-            yield WindowedValue((shard, path), GlobalWindow().max_timestamp(), (GlobalWindow(),))
+        for shard, spilled in sorted(self._files.items()):
+            yield at_end_of_bundle((shard, spilled.close()[0]))
         self._files = {}
-
-
-def _read_spilled(path: str):
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-        unpickler = pickle.Unpickler(handle)
-        while True:
-            try:
-                yield unpickler.load()
-            except EOFError:
-                return
 
 
 def _write_shard(shard: int, spilled, prefix: str, num_shards: int, suffix: str) -> str:
     """Sorts one shard's spilled (key, records) by key and writes it to a temporary name, then
     renames, so a reader never sees half a shard; a retried shard writes the same bytes again."""
     pieces = sorted(p for p in spilled if p)
-    keyed = sorted((kv for p in pieces for kv in _read_spilled(p)), key=lambda kv: kv[0])
+    keyed = sorted((kv for p in pieces for kv in read_kept(p)), key=lambda kv: kv[0])
     path = shard_path(prefix, shard, num_shards, suffix)
     temporary = f"{path}.tmp-{uuid.uuid4().hex}"
     with FileSystems.create(temporary, compression_type=CompressionTypes.GZIP) as handle:

@@ -23,6 +23,7 @@ from tworec.beam.sequences import (
     BuildExamples, DeduplicateById, SplitSizes, UserSequence, items_of, keyed_by_user, timestamps_of,
 )
 from tworec.beam.sources import get_source
+from tworec.beam.spill import ForEachKept, GroupByKeyOnDisk, KeepOnDisk, read_kept, remove_folder
 from tworec.beam.summary import check_rejections
 from tworec.beam.splits import TimeCutoffs, UnionSets, select_cold_items
 from tworec.beam.writers import (
@@ -33,26 +34,35 @@ from tworec.contract import Reject, Split
 from tworec.layout import DataLayout
 
 
-def source_of(config: DataConfig) -> beam.PTransform:
-    """The source transform that reads ``config.dataset``."""
+def source_of(config: DataConfig, scratch: str) -> beam.PTransform:
+    """The source transform that reads ``config.dataset`` (``scratch``: a folder for its working files)."""
     cls = get_source(config.dataset)
     if config.dataset == "synthetic":
         return cls(config.synthetic)
     if config.dataset == "csv":
         return cls(config.input, config.rating_range)
     if config.dataset == "events":
-        return cls(config.input, config.catalog)
+        return cls(config.input, config.catalog, FileSystems.join(scratch, "events"))
     return cls(config.input)
 
 
+def _timestamps_in(path: str):
+    return (timestamps_of(sequence) for sequence in read_kept(path))
+
+
 class BuildDataset(beam.PTransform):
-    def __init__(self, config: DataConfig):
+    """The source's records → validated, de-duplicated, time-split examples (see the module's
+    docstring for the outputs). The interactions are grouped by user, and the users' sequences
+    kept, in files under ``scratch`` (beam/spill.py), so memory does not grow with the number of
+    interactions; the caller removes ``scratch`` when the pipeline is done."""
+
+    def __init__(self, config: DataConfig, scratch: str):
         super().__init__()
-        self._config = config
+        self._config, self._scratch = config, scratch
 
     def expand(self, pbegin):
         cfg = self._config
-        raw = pbegin | "Source" >> source_of(cfg)
+        raw = pbegin | "Source" >> source_of(cfg, self._scratch)
 
         items = raw["items"] | "UniqueItems" >> DeduplicateById("item", Reject.DUPLICATE_ITEM)
         users = raw["users"] | "UniqueUsers" >> DeduplicateById("user", Reject.DUPLICATE_USER)
@@ -65,26 +75,24 @@ class BuildDataset(beam.PTransform):
         sequences = (
             raw["interactions"]
             | "ByUser" >> beam.Map(keyed_by_user)
-            | "GroupByUser" >> beam.GroupByKey()
+            | "GroupByUser" >> GroupByKeyOnDisk(FileSystems.join(self._scratch, "users"))
             | "Sequence" >> beam.ParDo(UserSequence(), beam.pvalue.AsSingleton(catalog_ids))
             .with_outputs(records.REJECTED, main="seq")
         )
-        clean = sequences["seq"]
-        cutoffs = (
-            clean
-            | "Timestamps" >> beam.Map(timestamps_of)
-            | "Cutoffs" >> TimeCutoffs(cfg.split)
-        )
+        # Each step that needs the sequences reads these files itself, in its own stage: a stage
+        # waiting on the cutoffs would otherwise make an in-process runner hold them all.
+        kept = sequences["seq"] | "KeepSequences" >> KeepOnDisk(FileSystems.join(self._scratch, "sequences"))
+        cutoffs = kept | "Cutoffs" >> TimeCutoffs(cfg.split, batches_of=_timestamps_in)
         cold_items = (
-            clean
+            sequences["seq"]
             | "ItemsWithInteractions" >> beam.Map(items_of)
             | "AllItems" >> beam.CombineGlobally(UnionSets())
             | "PickCold" >> beam.Map(select_cold_items, cfg.split)
         )
-        split_sizes = clean | "SplitSizes" >> SplitSizes(cfg.split, cutoffs, cold_items)
+        split_sizes = kept | "SplitSizes" >> SplitSizes(cfg.split, cutoffs, cold_items, sequences_of=read_kept)
         split_names = [s.value for s in Split]
-        examples = clean | "Examples" >> beam.ParDo(
-            BuildExamples(cfg.split, cfg.history_length),
+        examples = kept | "Examples" >> beam.ParDo(
+            ForEachKept(BuildExamples(cfg.split, cfg.history_length)),
             beam.pvalue.AsSingleton(cutoffs),
             beam.pvalue.AsSingleton(cold_items),
         ).with_outputs(*split_names)
@@ -162,8 +170,10 @@ def run(config: DataConfig, out: str, pipeline_args=()) -> dict:
     than ``config.max_rejected_share`` of the interactions, items or users it read; the message
     gives the top reasons, an example row of each and the flag that would fix it."""
     layout = DataLayout(out)
+    remove_folder(layout.scratch)  # a failed run's leftovers
     with beam.Pipeline(options=pipeline_options(list(pipeline_args))) as p:
-        _ = p | "Build" >> BuildDataset(config) | "Write" >> WriteDataset(config, layout)
+        _ = p | "Build" >> BuildDataset(config, layout.scratch) | "Write" >> WriteDataset(config, layout)
+    remove_folder(layout.scratch)
     with FileSystems.open(layout.stats) as handle:
         stats = json.loads(handle.read())
     check_rejections(stats, config, layout)

@@ -145,16 +145,20 @@ def temporal_split(timestamp: int, cold: bool, cutoffs: dict) -> Split:
 class SplitSizes(beam.PTransform):
     """(user, sequence) PCollection → singleton {split name: examples it will get}: exact for the
     temporal splits, the expected share for the TFRS ones (sizes only choose shard counts, and
-    counting those exactly would hash every interaction twice)."""
+    counting those exactly would hash every interaction twice). With ``sequences_of``, each input
+    element gives its sequences through it (e.g. a kept file → the sequences in it)."""
 
-    def __init__(self, config: SplitConfig, cutoffs, cold_items):
+    def __init__(self, config: SplitConfig, cutoffs, cold_items, sequences_of=None):
         super().__init__()
         self._config, self._cutoffs, self._cold = config, cutoffs, cold_items
+        self._sequences_of = sequences_of or (lambda keyed: (keyed,))
 
     def expand(self, sequences):
-        def count(keyed, cutoffs, cold_items):
+        sequences_of = self._sequences_of
+
+        def count(element, cutoffs, cold_items):
             return Counter(temporal_split(e.timestamp, e.item_id in cold_items, cutoffs).value
-                           for e in keyed[1])
+                           for keyed in sequences_of(element) for e in keyed[1])
 
         def with_tfrs(counts, fraction):
             total = sum(counts.values())

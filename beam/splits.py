@@ -80,25 +80,30 @@ class MergeCounters(beam.CombineFn):
 
 
 class TimeCutoffs(beam.PTransform):
-    """PCollection[list of int timestamps] → singleton {"total", "valid_start", "test_start"}.
+    """PCollection → singleton {"total", "valid_start", "test_start"}.
 
-    Takes batches (one user's timestamps each) so the histograms are built per batch."""
+    Each element is a batch of int timestamps (e.g. one user's), or, with ``batches_of``, gives its
+    batches through it (e.g. a file → the batches in it). The input is read twice (days, then the
+    seconds of the days that hold a cut), so give files and a reader where an in-process runner
+    should not hold the timestamps between the two reads."""
 
-    def __init__(self, config: SplitConfig):
+    def __init__(self, config: SplitConfig, batches_of=None):
         super().__init__()
         self._config = config
+        self._batches_of = batches_of or (lambda batch: (batch,))
 
-    def expand(self, batches):
+    def expand(self, elements):
+        batches_of = self._batches_of
         plan = (
-            batches
-            | "DayCounts" >> beam.Map(lambda ts: Counter(t // DAY for t in ts))
+            elements
+            | "DayCounts" >> beam.Map(lambda x: Counter(t // DAY for ts in batches_of(x) for t in ts))
             | "Days" >> beam.CombineGlobally(MergeCounters())
             | "Plan" >> beam.Map(lambda days, cfg: _coarse_plan(days.items(), cfg), self._config)
         )
         return (
-            batches
-            | "SecondCounts" >> beam.Map(
-                lambda ts, p: Counter(t for t in ts if t // DAY in p["days"]),
+            elements
+            | "SecondCounts" >> beam.Map(  # reads its input itself: the stage waiting on the plan
+                lambda x, p: Counter(t for ts in batches_of(x) for t in ts if t // DAY in p["days"]),
                 beam.pvalue.AsSingleton(plan))
             | "Seconds" >> beam.CombineGlobally(MergeCounters())
             | "Exact" >> beam.Map(lambda secs, p: _exact_cutoffs(secs.items(), p),

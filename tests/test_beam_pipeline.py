@@ -86,10 +86,10 @@ def _decoded(batch):
     return [example_codec.decode(contract.INTERACTION_FEATURES, r) for r in batch.records]
 
 
-def test_history_never_leaks_and_cold_items_never_reach_train(raw_folder):
+def test_history_never_leaks_and_cold_items_never_reach_train(raw_folder, tmp_path):
     config = DataConfig(**{**CONFIG.__dict__, "input": str(raw_folder)})
     with test_pipeline() as p:
-        built = p | BuildDataset(config)
+        built = p | BuildDataset(config, str(tmp_path / "scratch"))
         examples = {
             name: batches | f"Decode_{name}" >> beam.FlatMap(_decoded)
             for name, batches in built["examples"].items()
@@ -160,6 +160,10 @@ def test_reconciliation_is_exact_with_injected_bad_rows(two_runs):
     assert abs(later - 0.2 * SLICE) < 0.02 * SLICE
     assert splits["train"]["last_timestamp"] < splits["valid"]["first_timestamp"]
     assert splits["valid"]["last_timestamp"] < splits["test"]["first_timestamp"]
+    # The job's working files (grouping and sequences on disk) are gone with the job.
+    for run_folder in two_runs:
+        assert not (run_folder / ".scratch").exists()
+        assert not [p for p in run_folder.rglob("*") if p.name.startswith((".spill", ".scratch"))]
 
 
 def _files_in_order(out: Path, split: Split) -> dict:

@@ -70,6 +70,11 @@ class DataLayout:
     def stats(self) -> str:
         return _join(self.root, "stats.json")
 
+    @property
+    def scratch(self) -> str:
+        """The data job's working files while it runs (hidden: no reader's pattern matches it)."""
+        return _join(self.root, ".scratch")
+
     def split_examples(self, split: Split | str) -> int | None:
         """Examples the data job wrote to ``split`` (stats.json), or None without stats."""
         import json

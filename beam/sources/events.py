@@ -27,6 +27,7 @@ from tworec.beam.io import ReadLines
 from tworec.beam.records import Interaction, Item, Rejection, User
 from tworec.beam.sequences import origin_key
 from tworec.beam.sources import assemble
+from tworec.beam.spill import GroupByKeyOnDisk
 from tworec.contract import Event, EventType, Reject
 from tworec.layout import DataLayout
 from tworec.live.event_log import segment_pattern
@@ -87,7 +88,11 @@ def _upserted_item(record: dict, origin: str):
 
 class FirstOfEachEvent(beam.PTransform):
     """(event id, Interaction) → each event id's first Interaction (by log file and line); the rest
-    are rejected as ``duplicate_event``."""
+    are rejected as ``duplicate_event``. Grouped in files under ``scratch`` (beam/spill.py)."""
+
+    def __init__(self, scratch: str):
+        super().__init__()
+        self._scratch = scratch
 
     def expand(self, keyed):
         def first(grouped):
@@ -99,7 +104,7 @@ class FirstOfEachEvent(beam.PTransform):
                     INTERACTION, Reject.DUPLICATE_EVENT.value,
                     dup.origin, f"event {event_id} first logged at {ordered[0].origin}", repr(tuple(dup)[:-1])))
 
-        return keyed | "ById" >> beam.GroupByKey() | "First" >> beam.FlatMap(first).with_outputs(
+        return keyed | "ById" >> GroupByKeyOnDisk(self._scratch) | "First" >> beam.FlatMap(first).with_outputs(
             records.REJECTED, main="unique")
 
 
@@ -110,21 +115,24 @@ def _decoded_interactions(record: bytes, origin_prefix: str):
 
 
 class EventLogSource(beam.PTransform):
-    def __init__(self, log_dir: str, catalog: str):
+    """The log's events joined to a previous data folder (see the module's docstring); ``scratch``:
+    a folder for its working files, which the caller removes when the pipeline is done."""
+
+    def __init__(self, log_dir: str, catalog: str, scratch: str):
         super().__init__()
         if not log_dir or not catalog:
             from tworec.errors import UserError
 
             raise UserError("--dataset events needs --input LOG_DIR (the gateway's event log) and --catalog DATA_DIR "
                             "(the data folder the served model was trained on)")
-        self._log_dir, self._catalog = log_dir, catalog
+        self._log_dir, self._catalog, self._scratch = log_dir, catalog, scratch
 
     def expand(self, pbegin):
         base = DataLayout(self._catalog)
         lines = pbegin | "ReadLog" >> ReadLines(segment_pattern(self._log_dir))
         parsed = lines | "ParseLog" >> beam.ParDo(ParseLogLine()).with_outputs(
             INTERACTION, ITEM, IMPRESSION, CHANGE, records.REJECTED)
-        logged = parsed[INTERACTION] | "OneEach" >> FirstOfEachEvent()
+        logged = parsed[INTERACTION] | "OneEach" >> FirstOfEachEvent(self._scratch)
         upserts = parsed[ITEM] | "UpsertKinds" >> beam.Partition(lambda r, _: 0 if isinstance(r, Item) else 1, 2)
         log_start = beam.pvalue.AsSingleton(
             logged["unique"] | "Times" >> beam.Map(lambda i: i.timestamp)

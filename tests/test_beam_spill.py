@@ -1,0 +1,83 @@
+"""beam/spill.py: grouping and keeping data in files gives what Beam's own GroupByKey and
+PCollections give, with a bucket larger than its budget split again on disk (one key larger than
+the budget included), and a file kept per size limit."""
+import random
+from collections import defaultdict
+
+import apache_beam as beam
+from apache_beam.testing.util import assert_that, equal_to
+from beam_helpers import test_pipeline
+
+from tworec.beam import spill
+
+
+def _events(n_keys: int, per_key: int, seed: int = 0):
+    rng = random.Random(seed)
+    rows = [(f"user{k}", f"item{rng.randrange(1000)}\x1f{i}") for k in range(n_keys)
+            for i in range(rng.randrange(1, per_key + 1))]
+    rng.shuffle(rows)
+    return rows
+
+
+def _expected(rows):
+    groups = defaultdict(list)
+    for key, value in rows:
+        groups[key].append(value)
+    return sorted((k, sorted(v)) for k, v in groups.items())
+
+
+def test_group_by_key_on_disk_equals_group_by_key(tmp_path):
+    rows = _events(300, 12)
+    with test_pipeline() as p:
+        grouped = (p | beam.Create(rows) | beam.Reshuffle()
+                   | spill.GroupByKeyOnDisk(str(tmp_path / "groups"))
+                   | beam.Map(lambda kv: (kv[0], sorted(kv[1]))))
+        assert_that(grouped, equal_to(_expected(rows)))
+    # Every key once, in several buckets' files: the work was spread.
+    assert len({p.name.split("-")[0] for p in (tmp_path / "groups").iterdir()}) > 10
+
+
+def test_a_bucket_over_its_budget_is_split_on_disk_and_a_huge_key_still_groups(tmp_path, monkeypatch):
+    rows = _events(200, 20, seed=1) + [("whale", f"w{i}") for i in range(3000)]
+    random.Random(2).shuffle(rows)
+    first = tmp_path / "bucket"
+    first.mkdir()
+    writer = spill.ChunkedFile(str(first), "00000")
+    for row in rows:
+        writer.add(row)
+    path, size = writer.close()
+    monkeypatch.setattr(spill, "BUCKET_BYTES", size // 10)
+    monkeypatch.setattr(spill, "CHUNK", 16)
+    groups = list(spill.group_files([(path, size)], str(tmp_path / "split")))
+    assert len(groups) == len({k for k, _ in groups})  # each key once
+    assert sorted((k, sorted(v)) for k, v in groups) == _expected(rows)
+    assert list((tmp_path / "split").iterdir()) == []  # the split files are removed once grouped
+
+
+def test_group_files_under_budget_groups_in_memory_without_splitting(tmp_path):
+    rows = _events(50, 5, seed=3)
+    writer = spill.ChunkedFile(str(tmp_path), "b")
+    for row in rows:
+        writer.add(row)
+    groups = list(spill.group_files([writer.close()], str(tmp_path / "unused")))
+    assert sorted((k, sorted(v)) for k, v in groups) == _expected(rows)
+    assert not (tmp_path / "unused").exists()
+
+
+def test_keep_on_disk_rolls_files_and_reads_back_in_order(tmp_path, monkeypatch):
+    monkeypatch.setattr(spill, "FILE_BYTES", 4000)
+    monkeypatch.setattr(spill, "CHUNK", 50)
+    elements = [("user%d" % i, tuple(range(i % 7))) for i in range(2000)]
+    with test_pipeline() as p:
+        paths = p | beam.Create([elements]) | beam.FlatMap(lambda e: e) | spill.KeepOnDisk(str(tmp_path / "kept"))
+        read = paths | beam.FlatMap(spill.read_kept)
+        assert_that(read, equal_to(elements), label="every element once")
+        assert_that(paths | beam.combiners.Count.Globally() | beam.Map(lambda n: n > 3),
+                    equal_to([True]), label="several files")
+    files = sorted((tmp_path / "kept").iterdir())
+    # Within a file, the order written.
+    for f in files:
+        got = list(spill.read_kept(str(f)))
+        assert got == sorted(got, key=lambda e: int(e[0][4:]))
+    spill.remove_folder(str(tmp_path / "kept"))
+    assert not (tmp_path / "kept").exists()
