@@ -88,6 +88,7 @@ def read_kept(path: str):
 
 
 def at_end_of_bundle(value):
+    """``value`` as an output of ``finish_bundle`` (which must give its window and timestamp)."""
     return WindowedValue(value, GlobalWindow().max_timestamp(), (GlobalWindow(),))
 
 
