@@ -46,6 +46,16 @@ def unpack_event(packed: str) -> "Event":
     return Event(item_id, int(timestamp), float(rating), origin)
 
 
+class UserEvents(NamedTuple):
+    """One user's clean interactions, oldest first, as columns: what every step after the grouping
+    reads (columns of plain values pickle and unpickle without a Python call per event)."""
+
+    user_id: str
+    item_ids: tuple
+    timestamps: tuple
+    ratings: tuple
+
+
 class SplitBatch(NamedTuple):
     """One user's examples in one split: serialized tf.train.Examples plus what stats need."""
 
@@ -84,8 +94,8 @@ class DeduplicateById(beam.PTransform):
 
 
 class UserSequence(beam.DoFn):
-    """(user, events) → (user, time-ordered events). Interactions with items missing from the
-    catalog are rejected (``unknown_item``), and so is the same (user, item, timestamp) again
+    """(user, packed events) → ``UserEvents``, time-ordered. Interactions with items missing from
+    the catalog are rejected (``unknown_item``), and so is the same (user, item, timestamp) again
     (``duplicate``; the first by file and line is kept)."""
 
     def process(self, keyed, catalog_ids):
@@ -106,7 +116,8 @@ class UserSequence(beam.DoFn):
             kept.append(e)
             last = key
         if kept:
-            yield user, tuple(kept)
+            yield UserEvents(user, tuple(e.item_id for e in kept), tuple(e.timestamp for e in kept),
+                             tuple(e.rating for e in kept))
 
     @staticmethod
     def _reject(user, e: Event, reason: Reject, detail: str):
@@ -143,7 +154,7 @@ def temporal_split(timestamp: int, cold: bool, cutoffs: dict) -> Split:
 
 
 class SplitSizes(beam.PTransform):
-    """(user, sequence) PCollection → singleton {split name: examples it will get}: exact for the
+    """PCollection[UserEvents] → singleton {split name: examples it will get}: exact for the
     temporal splits, the expected share for the TFRS ones (sizes only choose shard counts, and
     counting those exactly would hash every interaction twice). With ``sequences_of``, each input
     element gives its sequences through it (e.g. a kept file → the sequences in it)."""
@@ -151,14 +162,14 @@ class SplitSizes(beam.PTransform):
     def __init__(self, config: SplitConfig, cutoffs, cold_items, sequences_of=None):
         super().__init__()
         self._config, self._cutoffs, self._cold = config, cutoffs, cold_items
-        self._sequences_of = sequences_of or (lambda keyed: (keyed,))
+        self._sequences_of = sequences_of or (lambda sequence: (sequence,))
 
     def expand(self, sequences):
         sequences_of = self._sequences_of
 
         def count(element, cutoffs, cold_items):
-            return Counter(temporal_split(e.timestamp, e.item_id in cold_items, cutoffs).value
-                           for keyed in sequences_of(element) for e in keyed[1])
+            return Counter(temporal_split(t, item in cold_items, cutoffs).value
+                           for seq in sequences_of(element) for item, t in zip(seq.item_ids, seq.timestamps))
 
         def with_tfrs(counts, fraction):
             total = sum(counts.values())
@@ -175,7 +186,7 @@ class SplitSizes(beam.PTransform):
 
 
 class BuildExamples(beam.DoFn):
-    """(user, sequence) → per split, one ``SplitBatch`` with that user's examples there.
+    """``UserEvents`` → per split, one ``SplitBatch`` with that user's examples there.
 
     Every interaction gets one example in a temporal split (train / valid / test, by the time
     cutoffs; a held-out cold item's train-period interactions go to cold_train_period) and one in
@@ -189,36 +200,35 @@ class BuildExamples(beam.DoFn):
         self._config = config
         self._n = history_length
 
-    def process(self, keyed, cutoffs, cold_items):
-        user, sequence = keyed
+    def process(self, sequence: UserEvents, cutoffs, cold_items):
+        user, item_ids, timestamps, ratings = sequence
         cfg = self._config
         encoder = example_codec.InteractionEncoder(user)
         seen_all, seen_warm, seen_tfrs = _History(self._n), _History(self._n), _History(self._n)
         out = {}  # split → (records, item ids, timestamps)
-        i = 0
-        while i < len(sequence):
+        i, n = 0, len(item_ids)
+        while i < n:
             # All interactions at one timestamp share the same "strictly before" history.
             j = i
-            while j < len(sequence) and sequence[j].timestamp == sequence[i].timestamp:
+            while j < n and timestamps[j] == timestamps[i]:
                 j += 1
-            group = sequence[i:j]
             snapshots = (seen_all.snapshot(), seen_warm.snapshot(), seen_tfrs.snapshot())
             pieces = []
-            for e in group:
-                cold = e.item_id in cold_items
-                tfrs_train = in_tfrs_train(cfg.seed, user, e.item_id, e.timestamp,
-                                           cfg.tfrs_train_fraction)
-                split = temporal_split(e.timestamp, cold, cutoffs)
+            for k in range(i, j):
+                item, timestamp = item_ids[k], timestamps[k]
+                cold = item in cold_items
+                tfrs_train = in_tfrs_train(cfg.seed, user, item, timestamp, cfg.tfrs_train_fraction)
+                split = temporal_split(timestamp, cold, cutoffs)
                 history = snapshots[1] if split is Split.TRAIN else snapshots[0]
                 tfrs_split = Split.TFRS_TRAIN if tfrs_train else Split.TFRS_TEST
                 for s, h in ((split, history), (tfrs_split, snapshots[2])):
                     records, items, times = out.setdefault(s, ([], [], []))
-                    records.append(encoder.encode(e.item_id, e.timestamp, e.rating, h[0], h[1]))
-                    items.append(e.item_id)
-                    times.append(e.timestamp)
-                pieces.append((e, cold, tfrs_train))
-            for e, cold, tfrs_train in pieces:
-                piece = (example_codec.string_piece(e.item_id), example_codec.int_piece(e.timestamp))
+                    records.append(encoder.encode(item, timestamp, ratings[k], h[0], h[1]))
+                    items.append(item)
+                    times.append(timestamp)
+                pieces.append((item, timestamp, cold, tfrs_train))
+            for item, timestamp, cold, tfrs_train in pieces:
+                piece = (example_codec.string_piece(item), example_codec.int_piece(timestamp))
                 seen_all.add(*piece)
                 if not cold:
                     seen_warm.add(*piece)
@@ -230,12 +240,12 @@ class BuildExamples(beam.DoFn):
                 user, tuple(records), tuple(items), min(times), max(times)))
 
 
-def timestamps_of(keyed) -> list:
-    return [e.timestamp for e in keyed[1]]
+def timestamps_of(sequence: UserEvents) -> tuple:
+    return sequence.timestamps
 
 
-def items_of(keyed) -> set:
-    return {e.item_id for e in keyed[1]}
+def items_of(sequence: UserEvents) -> set:
+    return set(sequence.item_ids)
 
 
 def item_counts(batch: SplitBatch) -> Counter:

@@ -5,13 +5,20 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from tworec import contract, example_codec
 from tworec.beam.records import Interaction
-from tworec.beam.sequences import BuildExamples, Event, SplitSizes, UserSequence, keyed_by_user, unpack_event
+from tworec.beam.sequences import (
+    BuildExamples, Event, SplitSizes, UserEvents, UserSequence, keyed_by_user, unpack_event,
+)
 from tworec.beam.splits import DAY, SplitConfig, TimeCutoffs, select_cold_items
+
+
+def _user_events(user, events) -> UserEvents:
+    return UserEvents(user, tuple(e.item_id for e in events), tuple(e.timestamp for e in events),
+                      tuple(e.rating for e in events))
 
 
 def _examples(config, sequence, cutoffs, cold):
     out = {}
-    for tagged in BuildExamples(config, history_length=3).process(("u", sequence), cutoffs, cold):
+    for tagged in BuildExamples(config, history_length=3).process(_user_events("u", sequence), cutoffs, cold):
         out[tagged.tag] = [example_codec.decode(contract.INTERACTION_FEATURES, r)
                            for r in tagged.value.records]
     return out
@@ -54,7 +61,7 @@ def test_split_sizes_count_the_temporal_examples_exactly():
         for split, examples in _examples(config, seq, cutoffs, cold).items():
             written[split] = written.get(split, 0) + len(examples)
     with test_pipeline() as p:
-        sizes = (p | beam.Create(sequences)
+        sizes = (p | beam.Create([_user_events(u, seq) for u, seq in sequences])
                  | SplitSizes(config, p | "Cutoffs" >> beam.Create([cutoffs]), p | "Cold" >> beam.Create([cold])))
         temporal = [s.value for s in contract.TEMPORAL_SPLITS]
         expected = {s: written.get(s, 0) for s in temporal}
@@ -71,7 +78,7 @@ def test_user_sequence_rejects_unknown_items_and_duplicates_keeping_the_first():
     outputs = list(UserSequence().process(("u", [packed for _, packed in group]), frozenset({"a", "b"})))
     main = [o for o in outputs if not isinstance(o, beam.pvalue.TaggedOutput)]
     rejected = [o.value for o in outputs if isinstance(o, beam.pvalue.TaggedOutput)]
-    assert main == [("u", (Event("b", 1, 1.0, "f:1"), Event("a", 5, 2.0, "f:3")))]
+    assert main == [UserEvents("u", ("b", "a"), (1, 5), (1.0, 2.0))]
     assert sorted((r.reason, r.origin) for r in rejected) == [("duplicate", "f:9"), ("unknown_item", "f:4")]
 
 
