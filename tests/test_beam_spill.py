@@ -81,3 +81,49 @@ def test_keep_on_disk_rolls_files_and_reads_back_in_order(tmp_path, monkeypatch)
         assert got == sorted(got, key=lambda e: int(e[0][4:]))
     spill.remove_folder(str(tmp_path / "kept"))
     assert not (tmp_path / "kept").exists()
+
+
+def _largest_runner_buffer(config, out: str) -> int:
+    """Runs the data job in-process; the bytes of the largest PCollection buffer the runner held
+    between stages (a grouping buffer not yet grouped counted at 50 bytes per value)."""
+    from unittest import mock
+
+    from apache_beam.runners.portability.fn_api_runner import execution
+
+    from tworec.beam.pipeline import run
+
+    buffers = []
+    original = execution.BundleContextManager.get_buffer
+
+    def recording(self, buffer_id, transform_id):
+        buffer = original(self, buffer_id, transform_id)
+        buffers.append(buffer)
+        return buffer
+
+    with mock.patch.object(execution.BundleContextManager, "get_buffer", recording):
+        run(config, out, ["--direct_running_mode=in_memory", "--direct_num_workers=1"])
+
+    def size(buffer) -> int:
+        if isinstance(buffer, execution.ListBuffer):
+            return sum(len(chunk) for chunk in buffer._inputs)
+        if isinstance(buffer, execution.GroupingBuffer):  # encoded once grouped, its table emptied
+            grouped = buffer._grouped_output or []
+            return (sum(len(chunk) for part in grouped for chunk in part)
+                    + 50 * sum(len(values) for values in buffer._table.values()))
+        return 0
+
+    return max(map(size, buffers))
+
+
+def test_the_runner_holds_nothing_that_grows_with_the_events(tmp_path):
+    """The data job's design property, on Beam's in-process runner: with the same users and items,
+    four times the events leave the largest buffer the runner holds between stages about the
+    same (it held the grouping's input and the users' sequences, both per event, before
+    beam/spill.py)."""
+    from tworec.beam.config import DataConfig, SyntheticConfig
+
+    largest = {}
+    for events in (20_000, 80_000):
+        config = DataConfig(synthetic=SyntheticConfig(interactions=events, users=400, items=2_000, seed=5))
+        largest[events] = _largest_runner_buffer(config, str(tmp_path / str(events)))
+    assert largest[80_000] < 1.5 * largest[20_000], largest
