@@ -22,8 +22,7 @@ import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from tworec.beam.spill import ChunkedFile, at_end_of_bundle, read_kept
-from tworec.beam.splits import unit_hash
+from tworec.beam.spill import ChunkedFile, at_end_of_bundle, bucket_of, read_kept, remove_folder
 from tworec.tfrecord_io import frame
 
 RECORDS_PER_SHARD = 200_000  # with num_shards 0: a shard is sorted in one worker's memory
@@ -31,8 +30,8 @@ SPILL_CHUNK = 16  # keys pickled together: each holds all its records, and a bun
 
 
 def shard_of(key, num_shards: int) -> int:
-    """A shard for ``key`` that is the same in every process (Python's ``hash`` is salted)."""
-    return min(int(unit_hash(repr(key)) * num_shards), num_shards - 1)
+    """A shard for ``key`` that is the same in every process."""
+    return bucket_of(repr(key), num_shards)
 
 
 def shard_path(prefix: str, shard: int, num_shards: int, suffix: str) -> str:
@@ -91,15 +90,6 @@ def _write_shard(shard: int, spilled, prefix: str, num_shards: int, suffix: str)
     return path
 
 
-def _remove(directory: str, _written) -> None:
-    """Deletes the spill files (leftovers of retried bundles too), then the folder where folders exist."""
-    files = [m.path for m in FileSystems.match([FileSystems.join(directory, "*")])[0].metadata_list]
-    if files:
-        FileSystems.delete(files)
-    if FileSystems.exists(directory):
-        FileSystems.delete([directory])
-
-
 class WriteOrderedTFRecords(beam.PTransform):
     """(key, records) → gzip TFRecord files ``PREFIX-SSSSS-of-NNNNN.tfrecord.gz``.
 
@@ -132,5 +122,5 @@ class WriteOrderedTFRecords(beam.PTransform):
                    | "Group" >> beam.GroupByKey()
                    | "Write" >> beam.Map(lambda kv, n: _write_shard(*kv, prefix, n, suffix), shards))
         _ = (written | "Done" >> beam.combiners.Count.Globally()
-             | "RemoveSpill" >> beam.Map(lambda n: _remove(directory, n)))
+             | "RemoveSpill" >> beam.Map(lambda _: remove_folder(directory)))
         return written

@@ -20,7 +20,7 @@ from apache_beam.options.pipeline_options import (
 from tworec.beam import records
 from tworec.beam.config import DataConfig
 from tworec.beam.sequences import (
-    BuildExamples, DeduplicateById, SplitSizes, UserSequence, items_of, keyed_by_user, timestamps_of,
+    BuildExamples, DeduplicateById, SplitSizes, UserSequence, keyed_by_user,
 )
 from tworec.beam.sources import get_source
 from tworec.beam.spill import ForEachKept, GroupByKeyOnDisk, KeepOnDisk, read_kept, remove_folder
@@ -47,7 +47,7 @@ def source_of(config: DataConfig, scratch: str) -> beam.PTransform:
 
 
 def _timestamps_in(path: str):
-    return (timestamps_of(sequence) for sequence in read_kept(path))
+    return (sequence.timestamps for sequence in read_kept(path))
 
 
 class BuildDataset(beam.PTransform):
@@ -82,14 +82,14 @@ class BuildDataset(beam.PTransform):
         # Each step that needs the sequences reads these files itself, in its own stage: a stage
         # waiting on the cutoffs would otherwise make an in-process runner hold them all.
         kept = sequences["seq"] | "KeepSequences" >> KeepOnDisk(FileSystems.join(self._scratch, "sequences"))
-        cutoffs = kept | "Cutoffs" >> TimeCutoffs(cfg.split, batches_of=_timestamps_in)
+        cutoffs = kept | "Cutoffs" >> TimeCutoffs(cfg.split, read=_timestamps_in)
         cold_items = (
             sequences["seq"]
-            | "ItemsWithInteractions" >> beam.Map(items_of)
+            | "ItemsWithInteractions" >> beam.Map(lambda sequence: set(sequence.item_ids))
             | "AllItems" >> beam.CombineGlobally(UnionSets())
             | "PickCold" >> beam.Map(select_cold_items, cfg.split)
         )
-        split_sizes = kept | "SplitSizes" >> SplitSizes(cfg.split, cutoffs, cold_items, sequences_of=read_kept)
+        split_sizes = kept | "SplitSizes" >> SplitSizes(cfg.split, cutoffs, cold_items, read=read_kept)
         split_names = [s.value for s in Split]
         examples = kept | "Examples" >> beam.ParDo(
             ForEachKept(BuildExamples(cfg.split, cfg.history_length)),

@@ -156,16 +156,17 @@ def temporal_split(timestamp: int, cold: bool, cutoffs: dict) -> Split:
 class SplitSizes(beam.PTransform):
     """PCollection[UserEvents] → singleton {split name: examples it will get}: exact for the
     temporal splits, the expected share for the TFRS ones (sizes only choose shard counts, and
-    counting those exactly would hash every interaction twice). With ``sequences_of``, each input
-    element gives its sequences through it (e.g. a kept file → the sequences in it)."""
+    counting those exactly would hash every interaction twice). With ``read``, each input element
+    gives its sequences through it (e.g. a kept file → the sequences in it), read in the stage
+    that waits on the cutoffs."""
 
-    def __init__(self, config: SplitConfig, cutoffs, cold_items, sequences_of=None):
+    def __init__(self, config: SplitConfig, cutoffs, cold_items, read=None):
         super().__init__()
         self._config, self._cutoffs, self._cold = config, cutoffs, cold_items
-        self._sequences_of = sequences_of or (lambda sequence: (sequence,))
+        self._read = read or (lambda sequence: (sequence,))
 
     def expand(self, sequences):
-        sequences_of = self._sequences_of
+        sequences_of = self._read
 
         def count(element, cutoffs, cold_items):
             return Counter(temporal_split(t, item in cold_items, cutoffs).value
@@ -239,13 +240,6 @@ class BuildExamples(beam.DoFn):
             yield beam.pvalue.TaggedOutput(split.value, SplitBatch(
                 user, tuple(records), tuple(items), min(times), max(times)))
 
-
-def timestamps_of(sequence: UserEvents) -> tuple:
-    return sequence.timestamps
-
-
-def items_of(sequence: UserEvents) -> set:
-    return set(sequence.item_ids)
 
 
 def item_counts(batch: SplitBatch) -> Counter:

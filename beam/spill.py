@@ -39,9 +39,10 @@ CHUNK = 1024  # elements pickled together: one pickle call per small element cos
 FILE_BYTES = 64 << 20  # a kept file is closed and the next begun past this size: files are the next stage's units of work
 
 
-def bucket_of(key: str, buckets: int, level: int = 0) -> int:
-    """A bucket in [0, buckets) for ``key``, the same in every process; another split at each level."""
-    return min(int(unit_hash(level, key) * buckets), buckets - 1)
+def bucket_of(key: str, buckets: int, *salt) -> int:
+    """A bucket in [0, buckets) for ``key``, the same in every process (Python's ``hash`` is
+    salted per process); another ``salt`` splits the keys another way."""
+    return min(int(unit_hash(*salt, key) * buckets), buckets - 1)
 
 
 class ChunkedFile:
@@ -103,7 +104,7 @@ class _SpillByBucket(beam.DoFn):
         self._files = {}
 
     def process(self, element):
-        bucket = bucket_of(element[0], BUCKETS)
+        bucket = bucket_of(element[0], BUCKETS, 0)
         if bucket not in self._files:
             self._files[bucket] = ChunkedFile(self._folder, f"{bucket:05d}")
         self._files[bucket].add(element)
@@ -218,6 +219,10 @@ class ForEachKept(beam.DoFn):
 
 
 def remove_folder(folder: str) -> None:
-    """Deletes ``folder`` and every file in it (retried bundles' files too), if it exists."""
+    """Deletes what ``folder`` holds (retried bundles' files too), then the folder where a
+    filesystem has folders; nothing when it does not exist."""
+    held = [m.path for m in FileSystems.match([FileSystems.join(folder, "*")])[0].metadata_list]
+    if held:
+        FileSystems.delete(held)
     if FileSystems.exists(folder):
         FileSystems.delete([folder])

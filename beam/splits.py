@@ -82,18 +82,18 @@ class MergeCounters(beam.CombineFn):
 class TimeCutoffs(beam.PTransform):
     """PCollection → singleton {"total", "valid_start", "test_start"}.
 
-    Each element is a batch of int timestamps (e.g. one user's), or, with ``batches_of``, gives its
+    Each element is a batch of int timestamps (e.g. one user's), or, with ``read``, gives its
     batches through it (e.g. a file → the batches in it). The input is read twice (days, then the
     seconds of the days that hold a cut), so give files and a reader where an in-process runner
     should not hold the timestamps between the two reads."""
 
-    def __init__(self, config: SplitConfig, batches_of=None):
+    def __init__(self, config: SplitConfig, read=None):
         super().__init__()
         self._config = config
-        self._batches_of = batches_of or (lambda batch: (batch,))
+        self._read = read or (lambda batch: (batch,))
 
     def expand(self, elements):
-        batches_of = self._batches_of
+        batches_of = self._read
         plan = (
             elements
             | "DayCounts" >> beam.Map(lambda x: Counter(t // DAY for ts in batches_of(x) for t in ts))

@@ -118,8 +118,8 @@ def _largest_runner_buffer(config, out: str) -> int:
 def test_the_runner_holds_nothing_that_grows_with_the_events(tmp_path):
     """The data job's design property, on Beam's in-process runner: with the same users and items,
     four times the events leave the largest buffer the runner holds between stages about the
-    same (it held the grouping's input and the users' sequences, both per event, before
-    beam/spill.py)."""
+    same (Beam's own GroupByKey, or the sequences crossing a stage as elements, would grow with
+    the events)."""
     from tworec.beam.config import DataConfig, SyntheticConfig
 
     largest = {}
