@@ -158,8 +158,9 @@ class EmbeddedState(LiveState):
 
     def exposure(self, item_ids: list) -> tuple[np.ndarray, np.ndarray]:
         with self._lock:
-            return (np.array([self._impressions[i] for i in item_ids], np.float64),
-                    np.array([self._clicks[i] for i in item_ids], np.float64))
+            shown, clicked = self._impressions.get, self._clicks.get  # a Counter's [] is slower on misses
+            return (np.array([shown(i, 0) for i in item_ids], np.float64),
+                    np.array([clicked(i, 0) for i in item_ids], np.float64))
 
 
 class RedisState(LiveState):
