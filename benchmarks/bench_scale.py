@@ -185,13 +185,14 @@ def encoder_speed(run: Path, sample: int) -> float:
 
 
 def training_bytes_per_item(config: dict) -> int:
-    """Bytes per catalog item held by each training replica: the cached content vector (float32),
-    the id embedding and Adam's two slots, the id row and the category ids."""
+    """Bytes per catalog item held by each training replica: the cached content vector (at the item
+    tower's CONTENT_DTYPE), the id embedding and Adam's two slots, the id row and the category ids."""
     from tworec.contract import MAX_ITEM_CATEGORIES
+    from tworec.towers.model import CONTENT_DTYPE
     from tworec.towers.text_encoder import EncoderConfig
 
     hidden = (EncoderConfig() if config["encoder"] == "minilm" else EncoderConfig.tiny()).hidden_size
-    content = hidden * 4 if config["variant"] == "content" else 0
+    content = hidden * CONTENT_DTYPE.size if config["variant"] == "content" else 0
     return content + 3 * config["id_dim"] * 4 + 4 + 4 * MAX_ITEM_CATEGORIES
 
 

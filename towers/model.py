@@ -24,6 +24,17 @@ from tworec.towers.config import RetrievalConfig
 from tworec.towers.text_encoder import mean_pool, run_layers
 
 HOUR = 3600.0
+# The catalog's cached text vectors are held at half precision (half the bytes per item in every
+# replica), and the content head reads every content vector at that precision, served ones too.
+CONTENT_DTYPE = tf.float16
+
+
+class _Untracked:
+    """Holds a value Keras does not track, so checkpoints leave it out (the content table is
+    derived from the item texts through the encoder cache and rebuilt with the model)."""
+
+    def __init__(self, value):
+        self.value = value
 
 
 def _unit(x):
@@ -56,7 +67,8 @@ class ItemTower(keras.layers.Layer):
         self.id_embedding = keras.layers.Embedding(len(catalog.item_vocab) + 1, config.id_dim, name="item_id")
         if self.uses_content:
             if not self.finetune:
-                self.content = tf.Variable(content.astype("float32"), trainable=False, name="content_vectors")
+                self._content = _Untracked(tf.Variable(content.astype(CONTENT_DTYPE.as_numpy_dtype), trainable=False,
+                                                       name="content_vectors"))
             self.category_ids = tf.Variable(catalog.category_ids, trainable=False, name="category_ids")
             hidden = [keras.layers.Dense(config.content_hidden, activation="gelu")] if config.content_hidden else []
             self.content_head = keras.Sequential([
@@ -67,9 +79,15 @@ class ItemTower(keras.layers.Layer):
                 len(catalog.categories) + 1, config.category_dim, name="category")
         self.projection = keras.layers.Dense(config.embedding_dim, name="projection")
 
+    @property
+    def content(self) -> tf.Variable:
+        """[num_items, C] the catalog's content vectors (CONTENT_DTYPE); frozen-encoder mode only."""
+        return self._content.value
+
     def embed(self, content_vectors, id_rows, category_ids, training=False):
-        """The tower from raw parts: content vectors [B, C] (None for id_only), id-embedding rows
-        [B] (0 = no id), category ids [B, K] (0 = padding)."""
+        """The tower from raw parts: content vectors [B, C] (None for id_only; read at
+        CONTENT_DTYPE's precision), id-embedding rows [B] (0 = no id), category ids [B, K] (0 =
+        padding)."""
         has_id = tf.cast(id_rows > 0, tf.float32)[:, tf.newaxis]
         if training and self.config.id_dropout > 0 and self.uses_content:
             keep = tf.cast(tf.random.uniform(tf.shape(has_id)) >= self.config.id_dropout, tf.float32)
@@ -79,7 +97,8 @@ class ItemTower(keras.layers.Layer):
             cats = self.category_embedding(category_ids)
             present = tf.cast(category_ids > 0, tf.float32)[..., tf.newaxis]
             cat_vec = tf.reduce_sum(cats * present, 1) / tf.maximum(tf.reduce_sum(present, 1), 1.0)
-            parts = [self.content_head(content_vectors, training=training), cat_vec] + parts
+            content = tf.cast(tf.cast(content_vectors, CONTENT_DTYPE), tf.float32)
+            parts = [self.content_head(content, training=training), cat_vec] + parts
         return _unit(self.projection(tf.concat(parts, axis=-1)))
 
     def pooled_from_states(self, states, mask, training=False):
