@@ -310,26 +310,34 @@ def fit_ranking(gathered: list, fusion: Fusion, with_user: bool, iterations: int
 
 def neighbourhood_agreement(vectors: np.ndarray, catalog, rows: np.ndarray, k: int = 10) -> float:
     """The share of each item's ``k`` nearest items (cosine in ``vectors``, itself left out) that
-    share a category with it, root categories left out, over ``rows``."""
+    share a category with it, root categories left out, over ``rows``. Scores rows in chunks
+    within towers.scoring's SCORE_BUDGET, so memory does not grow with rows × items."""
+    from tworec.towers.scoring import query_chunk
+
     root = root_categories(catalog)
     cats = [set(item_categories(catalog, r)) - root for r in range(catalog.size)]
+    vectors = np.asarray(vectors, np.float32)
     unit_vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     shares = []
-    for start in range(0, len(rows), 256):
-        chunk = rows[start:start + 256]
+    step = query_chunk(len(unit_vectors), cap=256)
+    for start in range(0, len(rows), step):
+        chunk = rows[start:start + step]
         scores = unit_vectors[chunk] @ unit_vectors.T
         scores[np.arange(len(chunk)), chunk] = -np.inf
-        top = np.argpartition(-scores, k, axis=1)[:, :k]
+        top = np.argpartition(scores, -k, axis=1)[:, -k:]
         for r, neighbours in zip(chunk, top):
             shares.append(np.mean([bool(cats[r] & cats[n]) for n in neighbours]))
     return float(np.mean(shares)) if shares else 0.0
 
 
 def blended(semantic: np.ndarray, collaborative: np.ndarray, alpha: float) -> np.ndarray:
-    """Vectors whose dot products are alpha × semantic cosine + (1 - alpha) × collaborative cosine."""
+    """[items, S + C] float32 vectors whose dot products are alpha × semantic cosine + (1 - alpha) ×
+    collaborative cosine."""
     def unit(v):
-        return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
-    return np.concatenate([np.sqrt(alpha) * unit(semantic), np.sqrt(1 - alpha) * unit(collaborative)], 1)
+        v = np.asarray(v, np.float32)
+        return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), np.float32(1e-12))
+    return np.concatenate([np.float32(np.sqrt(alpha)) * unit(semantic),
+                           np.float32(np.sqrt(1 - alpha)) * unit(collaborative)], 1)
 
 
 def evaluation_rows(catalog, limit: int = 2000, seed: int = 0) -> np.ndarray:
