@@ -166,11 +166,11 @@ class SplitSizes(beam.PTransform):
         self._read = read or (lambda sequence: (sequence,))
 
     def expand(self, sequences):
-        sequences_of = self._read
+        read = self._read
 
         def count(element, cutoffs, cold_items):
             return Counter(temporal_split(t, item in cold_items, cutoffs).value
-                           for seq in sequences_of(element) for item, t in zip(seq.item_ids, seq.timestamps))
+                           for seq in read(element) for item, t in zip(seq.item_ids, seq.timestamps))
 
         def with_tfrs(counts, fraction):
             total = sum(counts.values())
@@ -239,7 +239,6 @@ class BuildExamples(beam.DoFn):
         for split, (records, items, times) in out.items():
             yield beam.pvalue.TaggedOutput(split.value, SplitBatch(
                 user, tuple(records), tuple(items), min(times), max(times)))
-
 
 
 def item_counts(batch: SplitBatch) -> Counter:

@@ -93,17 +93,17 @@ class TimeCutoffs(beam.PTransform):
         self._read = read or (lambda batch: (batch,))
 
     def expand(self, elements):
-        batches_of = self._read
+        read = self._read
         plan = (
             elements
-            | "DayCounts" >> beam.Map(lambda x: Counter(t // DAY for ts in batches_of(x) for t in ts))
+            | "DayCounts" >> beam.Map(lambda x: Counter(t // DAY for ts in read(x) for t in ts))
             | "Days" >> beam.CombineGlobally(MergeCounters())
             | "Plan" >> beam.Map(lambda days, cfg: _coarse_plan(days.items(), cfg), self._config)
         )
         return (
             elements
             | "SecondCounts" >> beam.Map(  # reads its input itself: the stage waiting on the plan
-                lambda x, p: Counter(t for ts in batches_of(x) for t in ts if t // DAY in p["days"]),
+                lambda x, p: Counter(t for ts in read(x) for t in ts if t // DAY in p["days"]),
                 beam.pvalue.AsSingleton(plan))
             | "Seconds" >> beam.CombineGlobally(MergeCounters())
             | "Exact" >> beam.Map(lambda secs, p: _exact_cutoffs(secs.items(), p),

@@ -196,8 +196,8 @@ def winning_probability(alpha: np.ndarray, beta: np.ndarray, k: int, rng: np.ran
 
 
 def beta_cdf(alpha, beta, x: np.ndarray) -> np.ndarray:
-    """The regularized incomplete beta I_x(alpha, beta), elementwise with broadcasting (scipy's:
-    per answer, a TensorFlow op call costs about 8 times as much)."""
+    """The regularized incomplete beta I_x(alpha, beta), elementwise with broadcasting (scipy's: it
+    runs once per answer, where a TensorFlow op call's overhead would dominate)."""
     return scipy.special.betainc(alpha, beta, x)
 
 

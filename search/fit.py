@@ -25,6 +25,7 @@ import numpy as np
 
 from tworec.contract import Split
 from tworec.search.engine import QUERY_FEATURES, USER_FEATURES, Fusion, Ranking, SearchEngine, UserScores, category_tokens
+from tworec.search.semantic import unit
 
 DEPTH = 200  # candidates per leg
 FUSION_WEIGHTS = tuple(round(0.1 * i, 1) for i in range(11))
@@ -316,8 +317,7 @@ def neighbourhood_agreement(vectors: np.ndarray, catalog, rows: np.ndarray, k: i
 
     root = root_categories(catalog)
     cats = [set(item_categories(catalog, r)) - root for r in range(catalog.size)]
-    vectors = np.asarray(vectors, np.float32)
-    unit_vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    unit_vectors = unit(vectors)
     shares = []
     step = query_chunk(len(unit_vectors), cap=256)
     for start in range(0, len(rows), step):
@@ -333,9 +333,6 @@ def neighbourhood_agreement(vectors: np.ndarray, catalog, rows: np.ndarray, k: i
 def blended(semantic: np.ndarray, collaborative: np.ndarray, alpha: float) -> np.ndarray:
     """[items, S + C] float32 vectors whose dot products are alpha × semantic cosine + (1 - alpha) ×
     collaborative cosine."""
-    def unit(v):
-        v = np.asarray(v, np.float32)
-        return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), np.float32(1e-12))
     return np.concatenate([np.float32(np.sqrt(alpha)) * unit(semantic),
                            np.float32(np.sqrt(1 - alpha)) * unit(collaborative)], 1)
 
