@@ -70,6 +70,8 @@ class SyntheticConfig:
     back_catalog_share: float = setting(0.6, "share of items released before the period; the rest arrive during it")
     zipf_exponent: float = setting(1.05, "item popularity falls off as rank ** -exponent")
     explore_share: float = setting(0.1, "share of interactions drawn by global popularity, off the user's topics")
+    session_length: float = setting(4.0, "mean interactions per shopping session (one topic, minutes apart); 1: "
+                                         "every interaction its own session")
     redraws: int = setting(3, "times a draw of an item the user already had is drawn again (repeats are rare)")
     interactions_per_shard: int = setting(50_000, "generation work per Beam element")
 

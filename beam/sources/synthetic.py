@@ -5,6 +5,8 @@
 - Items arrive over time: a back catalog exists at the start, the rest is released during the
   period, so late items are naturally cold.
 - Users prefer a few topics; their preferences drift from a start mix to an end mix over time.
+- Users shop in sessions: a few interactions minutes apart on one topic, so what a user just did
+  says more about what they want next than their older items.
 - ``interactions`` sets the total exactly (10k … 10M+); users and items scale with it.
 
 Everything is a function of (config, seed): users are generated in shards, each from its own seeded
@@ -27,6 +29,7 @@ from tworec.beam.sources.synthetic_words import (
 )
 
 DAY = 86_400
+MINUTE = 60
 
 
 TOPIC_NAMES = tuple(TOPICS)
@@ -120,10 +123,19 @@ def user_interactions(config: SyntheticConfig, user: int) -> list:
     start_mix = rng.dirichlet(np.full(n_topics, 0.25))
     end_mix = 0.5 * start_mix + 0.5 * rng.dirichlet(np.full(n_topics, 0.25))
     joined = rng.integers(0, span // 2)
-    t = np.sort(rng.integers(joined, span, size=count))
-    progress = ((t - joined) / max(span - joined, 1))[:, None]
-    mix = (1 - progress) * start_mix + progress * end_mix
-    topics = (rng.random((count, 1)) > np.cumsum(mix, axis=1)).sum(axis=1).clip(0, n_topics - 1)
+    # Shopping sessions: each starts at a random time, stays on one topic drawn from the user's mix
+    # of that moment, and its interactions come minutes apart.
+    lengths = rng.geometric(1.0 / config.session_length, size=count)
+    session = np.repeat(np.arange(count), lengths)[:count]
+    starts = np.sort(rng.integers(joined, span, size=session[-1] + 1))
+    first = np.flatnonzero(np.diff(session, prepend=-1))
+    elapsed = np.cumsum(np.where(np.diff(session, prepend=-1) == 0, rng.integers(MINUTE, 20 * MINUTE, size=count), 0))
+    t = np.minimum(starts[session] + elapsed - elapsed[first][session], span - 1)
+    progress = ((starts - joined) / max(span - joined, 1))[:, None]
+    mix = (1 - progress) * start_mix + progress * end_mix  # per session
+    session_topics = (rng.random((len(starts), 1)) > np.cumsum(mix, axis=1)).sum(axis=1).clip(0, n_topics - 1)
+    order = np.argsort(t, kind="stable")  # sessions can overlap in time
+    t, topics, mix = t[order], session_topics[session][order], mix[session][order]
     items = np.full(count, -1)
     for topic in np.unique(topics):
         rows = np.flatnonzero(topics == topic)
