@@ -13,15 +13,20 @@ RUN: a ``tworec pipeline`` run on MovieLens-100K (its data and its content retri
 - Requests: the test period's (user, time) pairs in time order. The answer is the model's top 10
   by retrieval score among items launched by then that the user has not had (the user's query as
   the model computes it for that moment).
-- Arms: ``no_slot``; ``random_slot`` (position 4 filled uniformly at random among the eligible new
-  items); ``thompson_slot`` (the product's ``live.exploration.choose`` with the model's click prior).
-  Impressions and clicks update each item's counts after every request, as RecordEvents does.
+- Arms: ``no_slot``; ``random_slot`` (the slot filled uniformly at random among the eligible new
+  items); ``thompson_slot`` (the product's ``live.exploration.choose`` with the model's click prior,
+  the answer's last item competing as the gateway lets it). Impressions and clicks update each
+  item's counts after every request, as RecordEvents does. The slot's settings default to the
+  product's (``ExplorationConfig``).
+- Common random numbers: in every arm, an item's click at a request is decided by the same uniform
+  wherever it is shown, so the arms' clicks are compared per seed (paired).
 
-Per arm, means and 95% intervals over ``--seeds`` seeds: clicks, new-item clicks, new items with
+Per arm, means and 95% intervals over ``--seeds`` seeds (and for clicks the paired ratio to the
+no-slot arm): clicks, new-item clicks, new items with
 at least 3 clicks by the end (the discoverable set), and the median impressions to a new item's
 first click (Kaplan-Meier over the new items that were shown; where an arm's curve never reaches
-one half, the horizon is reported with ``reached: false``). Off-policy: the Thompson policy's slot
-click rate estimated (IPS, SNIPS, DR with 95% intervals; evaluation/policy.py) from the random
+one half, the horizon is reported with ``reached: false``). Off-policy: the Thompson policy's
+new-item click rate in the slot estimated (IPS, SNIPS, DR with 95% intervals; evaluation/policy.py) from the random
 arm's logs of all seeds pooled (``--ope-seeds``: more random-arm runs, logged traffic for the
 estimate only), against its true value on the same decisions, and against the slot click rate the
 Thompson arm had in its own runs.
@@ -105,35 +110,44 @@ def simulate(arm: str, world: dict, truth: np.ndarray, offset: float, args, seed
     from tworec.live import exploration
 
     rng = np.random.default_rng(seed)
-    config = exploration.ExplorationConfig(position=args.position, graduate_after=args.graduate_after,
-                                           prior_strength=args.prior_strength, pool_size=args.pool_size)
+    # Common random numbers: one uniform per request for each of the no-slot answer's items and one
+    # for the slot, the same in every arm, so an item's click at a request is decided alike
+    # wherever it is shown (arms then differ by what they show, not by their luck).
+    luck = np.random.default_rng([seed, 1])
+    config = sim_config(args)
     n_items = len(world["item_ids"])
     impressions, clicks = np.zeros(n_items), np.zeros(n_items)
     first_click_at = np.full(n_items, -1.0)  # impressions when the first click came
     first_click_request = np.full(n_items, -1.0)  # and the request's index
     test = world["test"]
-    total = new_clicks = 0
+    total = new_clicks = explored = 0
     decisions = []
     for n in range(len(world["times"])):
         user, now = world["request_user"][n], world["times"][n]
+        uniforms = luck.random(K + 1)
         had = test.had_before(n)
         scores = world["queries"][n] @ world["items"].T + world["shift"]
         eligible = world["launch"] <= now
         eligible[had] = False
         ranked = np.argsort(-np.where(eligible, scores, -np.inf), kind="stable")[:K]
-        shown = list(ranked)
+        shown, luck_of_shown = list(ranked), list(uniforms[:K])
         choice = None
         if arm != "no_slot":
             candidates = np.flatnonzero(eligible & world["new"] & (impressions < config.graduate_after))
             candidates = candidates[~np.isin(candidates, shown)]
             pool = exploration.Pool([int(c) for c in candidates], world["prior"].mean(scores[candidates]),
                                     impressions[candidates], clicks[candidates])
+            if pool.new and len(shown) == K:  # the answer's last item, which the slot would push out, competes
+                last = int(ranked[-1])
+                pool = pool.with_displaced(last, scores[last], impressions[last], clicks[last], world["prior"])
             choice = (exploration.choose(pool, config, rng) if arm == "thompson_slot"
                       else exploration.uniform_choice(pool, rng))
-            if choice is not None:
+            if choice is not None and not choice.keeps_answer:
+                explored += 1
                 shown = shown[:config.position] + [choice.item] + shown[config.position:K - 1]
+                luck_of_shown = luck_of_shown[:config.position] + [uniforms[K]] + luck_of_shown[config.position:K - 1]
         p = click_probability(truth[user, shown], args.sharpness, offset) * position_bias(np.arange(len(shown)))
-        clicked = rng.random(len(shown)) < p
+        clicked = np.asarray(luck_of_shown) < p
         for item, hit in zip(shown, clicked):
             impressions[item] += 1
             if hit:
@@ -144,9 +158,12 @@ def simulate(arm: str, world: dict, truth: np.ndarray, offset: float, args, seed
         total += int(clicked.sum())
         new_clicks += int(clicked[world["new"][shown]].sum())
         if choice is not None:
+            # The new-item clicks each action would make in the slot (keeping the answer: none).
             slot_p = click_probability(truth[user, choice.pool.items], args.sharpness, offset) * position_bias(
                 config.position)
-            decisions.append((choice, bool(clicked[config.position]), slot_p))
+            if choice.pool.displaced:
+                slot_p[-1] = 0.0
+            decisions.append((choice, bool(not choice.keeps_answer and clicked[config.position]), slot_p))
     new = world["new"]
     shown_new = new & (impressions > 0)
     km = kaplan_meier_median(np.where(first_click_at > 0, first_click_at, impressions)[shown_new],
@@ -158,8 +175,8 @@ def simulate(arm: str, world: dict, truth: np.ndarray, offset: float, args, seed
     waited = np.where(first_click_request >= 0, first_click_request, len(world["times"])) - launched_at
     km_time = kaplan_meier_median(waited[in_stream].astype(np.float64), (first_click_request >= 0)[in_stream])
     curve = kaplan_meier_curve(waited[in_stream].astype(np.float64), (first_click_request >= 0)[in_stream])
-    slot_ctr = float(np.mean([p[c.pool.items.index(c.item)] for c, _, p in decisions])) if decisions else 0.0
-    return {"clicks": total, "new_item_clicks": new_clicks, "slot_ctr": slot_ctr,
+    slot_ctr = float(np.mean([p[c.index] for c, _, p in decisions])) if decisions else 0.0
+    return {"clicks": total, "new_item_clicks": new_clicks, "slot_ctr": slot_ctr, "explored": explored,
             "discoverable_new_items": int(((clicks >= 3) & new).sum()),
             "new_items_shown": int(shown_new.sum()), "median_impressions_to_first_click": km,
             "median_requests_to_first_click": km_time, "requests": len(world["times"]), "decisions": decisions,
@@ -220,16 +237,25 @@ def calibrate_offset(world: dict, truth: np.ndarray, args) -> float:
     return (low + high) / 2
 
 
-def off_policy(decisions: list, draws: int, seed: int) -> dict:
-    """The Thompson slot's click rate estimated from the random arm's decisions, and its true value
-    on the same decisions (its choice probabilities times the true click probabilities)."""
-    from tworec.evaluation.policy import Decision, evaluate_policy
-    from tworec.live.exploration import ExplorationConfig, thompson_probabilities
+def sim_config(args):
+    from tworec.live.exploration import ExplorationConfig
 
-    config = ExplorationConfig()
+    return ExplorationConfig(position=args.position, graduate_after=args.graduate_after,
+                             prior_strength=args.prior_strength, pool_size=args.pool_size,
+                             displaced_competes=args.displaced_competes)
+
+
+def off_policy(decisions: list, config, draws: int, seed: int) -> dict:
+    """The Thompson slot's new-item click rate (clicks on new items in the slot per decision; keeping
+    the answer counts 0, an action the random arm never takes) estimated from the random arm's
+    decisions, and its true value on the same decisions (its action probabilities times the true
+    click probabilities)."""
+    from tworec.evaluation.policy import Decision, evaluate_policy
+    from tworec.live.exploration import thompson_probabilities
+
     rng = np.random.default_rng(seed)
-    logged = [Decision(c.pool, c.pool.items.index(c.item), c.propensity, float(hit)) for c, hit, _ in decisions]
-    estimate = evaluate_policy(logged, "thompson", config, draws=draws, seed=seed)
+    logged = [Decision(c.pool, c.index, c.propensity, float(hit)) for c, hit, _ in decisions]
+    estimate = evaluate_policy(logged, "thompson", config, draws=draws, seed=seed, new_items_only=True)
     true = float(np.mean([np.dot(thompson_probabilities(c.pool, config, rng, draws), p) for c, _, p in decisions]))
     return {**{k: estimate[k] for k in ("ips", "snips", "dr", "ess", "max_weight", "n", "ci95")}, "true": true,
             "relative_error": {k: abs(estimate[k] - true) / true for k in ("ips", "snips", "dr")},
@@ -257,10 +283,15 @@ def main(argv=None) -> dict:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--ctr", type=float, default=0.03, help="the no-slot arm's click rate (2-5%)")
     parser.add_argument("--sharpness", type=float, default=1.5, help="a: how much the hidden preference moves clicks")
-    parser.add_argument("--position", type=int, default=4)
-    parser.add_argument("--graduate-after", type=int, default=200)
-    parser.add_argument("--prior-strength", type=float, default=20.0)
-    parser.add_argument("--pool-size", type=int, default=50)
+    from tworec.live.exploration import ExplorationConfig
+
+    product = ExplorationConfig()
+    parser.add_argument("--position", type=int, default=product.position)
+    parser.add_argument("--graduate-after", type=int, default=product.graduate_after)
+    parser.add_argument("--prior-strength", type=float, default=product.prior_strength)
+    parser.add_argument("--pool-size", type=int, default=product.pool_size)
+    parser.add_argument("--displaced-competes", action=argparse.BooleanOptionalAction,
+                        default=product.displaced_competes)
     parser.add_argument("--ope-draws", type=int, default=500)
     parser.add_argument("--ope-seeds", type=int, default=0,
                         help="random-arm seeds whose logs the off-policy estimate pools (default: --seeds); more "
@@ -283,7 +314,7 @@ def main(argv=None) -> dict:
                 out_curves[arm] = curve
             runs[arm].append(result)
             if arm == "random_slot":
-                ope.append(off_policy(decisions, args.ope_draws, seed))
+                ope.append(off_policy(decisions, sim_config(args), args.ope_draws, seed))
                 logged += decisions
             print(f"seed {seed} {arm}: clicks {result['clicks']}, new {result['new_item_clicks']}, discoverable "
                   f"{result['discoverable_new_items']}, median to first click {result['median_impressions_to_first_click']}",
@@ -295,7 +326,7 @@ def main(argv=None) -> dict:
            "ctr_target": args.ctr, "seeds": args.seeds, "arms": {}}
     for arm, results in runs.items():
         summary = {}
-        for key in ("clicks", "new_item_clicks", "discoverable_new_items"):
+        for key in ("clicks", "new_item_clicks", "discoverable_new_items", "explored"):
             values = [r[key] for r in results]
             summary[key] = float(np.mean(values))
             summary.setdefault("ci95", {})[key] = interval(values)
@@ -309,7 +340,7 @@ def main(argv=None) -> dict:
     # The seeds' random-arm logs pooled (``--ope-seeds`` of them): one log of seeds × requests decisions. "true" is the
     # Thompson policy's click rate on exactly those decisions; "thompson_arm" is the slot click rate
     # the Thompson arm had in its own runs (its posteriors grew from its own choices).
-    out["ope"] = off_policy(logged, args.ope_draws, 0)
+    out["ope"] = off_policy(logged, sim_config(args), args.ope_draws, 0)
     arm_ctr = float(np.mean([r["slot_ctr"] for r in runs["thompson_slot"]]))
     out["ope"]["thompson_arm"] = arm_ctr
     out["ope"]["relative_error_to_thompson_arm"] = {k: abs(out["ope"][k] - arm_ctr) / arm_ctr
@@ -317,11 +348,17 @@ def main(argv=None) -> dict:
     out["ope"]["per_seed"] = ope
     out["ope"]["seeds"] = ope_seeds
     no, ts = out["arms"]["no_slot"], out["arms"]["thompson_slot"]
+    paired = [t["clicks"] / n["clicks"] for t, n in zip(runs["thompson_slot"], runs["no_slot"])]
     out["goals"] = {
         "discoverable_ratio": ts["discoverable_new_items"] / max(no["discoverable_new_items"], 1e-9),
         "median_ratio": ts["median_impressions_to_first_click"] / max(no["median_impressions_to_first_click"], 1e-9),
         "median_requests_ratio": ts["median_requests_to_first_click"] / max(no["median_requests_to_first_click"], 1e-9),
-        "clicks_ratio_lower": ts["ci95"]["clicks"][0] / no["clicks"],
+        # Per seed the arms met the same requests and the same luck (common random numbers), so the
+        # ratio's interval is over the seeds' paired ratios; the unpaired one divides the Thompson
+        # arm's interval by the no-slot mean.
+        "clicks_ratio": float(np.mean(paired)),
+        "clicks_ratio_lower": interval(paired)[0],
+        "clicks_ratio_lower_unpaired": ts["ci95"]["clicks"][0] / no["clicks"],
     }
     out["curves"] = out_curves  # seed 0: share of new items without a click, by requests since launch
     out["seconds"] = round(time.time() - started, 1)

@@ -4,18 +4,19 @@ decisions before it goes live.
     tworec eval-policy --log LOG_DIR --policy POLICY.json --out DIR
 
 The gateway logs every exploration-slot decision (live/recorder.py): the candidates with their
-prior click rates, impressions and clicks, the item shown and its propensity under the serving
-policy. A decision counts when its item's impression came back (``RecordEvents``, with the
-answer's ``request_id`` and the slot's ``position``); its reward is 1 when a click on it came back
-the same way. For the candidate policy π, with w = π(shown | pool) / propensity:
+prior click rates, impressions and clicks (the last one the answer's item the slot would push out,
+which competes for it), the action taken (a new item shown in the slot, or that item kept at its
+place) and its propensity under the serving policy. A decision counts when its item's impression
+came back (``RecordEvents``, with the answer's ``request_id`` and the ``position`` the decision
+logged); its reward is 1 when a click on it came back the same way. For the candidate policy π, with w = π(shown | pool) / propensity:
 
     IPS   mean(w · r)
     SNIPS sum(w · r) / sum(w)
     DR    mean(sum_a π(a | pool) q(a) + w · (r − q(shown))), q: each candidate's posterior mean
 
 each with a 95% interval, plus the effective sample size (sum w)² / sum w² and the largest
-weight, which say how far the estimate can be trusted. POLICY.json names the policy (``thompson``, ``greedy`` — the highest
-posterior mean — or ``uniform``) and any ExplorationConfig field, e.g.
+weight, which say how far the estimate can be trusted. POLICY.json names the policy
+(``thompson``, ``greedy`` — the highest posterior mean — or ``uniform`` over the new items) and any ExplorationConfig field, e.g.
 ``{"policy": "thompson", "prior_strength": 50}``.
 """
 from __future__ import annotations
@@ -70,11 +71,13 @@ def logged_decisions(log_dir) -> tuple[list, dict]:
 
 def target_probabilities(pool: Pool, policy: str, config: ExplorationConfig, rng: np.random.Generator,
                          draws: int) -> np.ndarray:
-    """π(a | pool) for every candidate of the pool."""
+    """π(a | pool) for every entry of the pool (``uniform``: its new items only)."""
     if policy == "uniform":
-        return np.full(len(pool), 1.0 / len(pool))
+        out = np.zeros(len(pool))
+        out[: pool.new] = 1.0 / pool.new
+        return out
     if policy == "greedy":
-        competing = np.argsort(-pool.prior_mean, kind="stable")[: config.pool_size]
+        competing = pool.competing(config)
         alpha, beta = posteriors(pool.prior_mean[competing], pool.impressions[competing], pool.clicks[competing],
                                  config.prior_strength)
         out = np.zeros(len(pool))
@@ -83,18 +86,25 @@ def target_probabilities(pool: Pool, policy: str, config: ExplorationConfig, rng
     return thompson_probabilities(pool, config, rng, draws)
 
 
-def estimates(rewards, propensities, target_of_shown, target_all, q_all, q_shown) -> dict:
+def estimates(rewards, propensities, target_of_shown, target_all, q_all, q_shown, mass=None) -> dict:
     """IPS, SNIPS and DR from per-decision arrays: rewards, the logging propensities and the
     target's probability of the shown item [n]; the target's probabilities and the reward model of
-    every candidate (lists of [pool] arrays), and the model's value of the shown item [n]."""
+    every candidate (lists of [pool] arrays), and the model's value of the shown item [n]. ``mass``
+    [n]: where the target's probabilities sum to less than 1 over the actions valued (the rest on
+    actions worth 0), their sum per decision; SNIPS then normalises by sum(w / mass), whose
+    expectation is n, as sum(w)'s is when the probabilities sum to 1."""
     r, p, t = (np.asarray(x, np.float64) for x in (rewards, propensities, target_of_shown))
     w = t / p
+    # Each decision's normaliser term, expectation 1: w / mass, and 1 where the target puts no mass on
+    # the actions valued (its w is 0 whatever the log shows, which would otherwise shrink the sum).
+    mass = np.ones_like(w) if mass is None else np.asarray(mass, np.float64)
+    unit = np.divide(w, mass, out=np.ones_like(w), where=mass > 0)
     direct = np.array([float(np.dot(pi, q)) for pi, q in zip(target_all, q_all)])
-    snips = float(np.sum(w * r) / np.sum(w)) if np.sum(w) > 0 else 0.0
+    snips = float(np.sum(w * r) / np.sum(unit)) if np.sum(w) > 0 else 0.0
     # Each estimator is a mean of per-decision terms (SNIPS by the delta method): its interval is
     # the normal one of that mean.
     terms = {"ips": w * r, "dr": direct + w * (r - np.asarray(q_shown, np.float64)),
-             "snips": (w * r - snips * w) / max(float(np.mean(w)), 1e-12) + snips}
+             "snips": (w * r - snips * unit) / max(float(np.mean(unit)), 1e-12) + snips}
     out = {name: float(np.mean(x)) for name, x in terms.items()}
     out["snips"] = snips
     out["ci95"] = {name: _normal_interval(out[name], x) for name, x in terms.items()}
@@ -115,17 +125,25 @@ def _normal_interval(value: float, terms: np.ndarray) -> list | None:
     return [value - half, value + half]
 
 
-def evaluate_policy(decisions: list, policy: str, config: ExplorationConfig, draws: int = 2000, seed: int = 0) -> dict:
-    """The estimates of ``policy`` (with ``config``) on ``decisions``."""
+def evaluate_policy(decisions: list, policy: str, config: ExplorationConfig, draws: int = 2000, seed: int = 0,
+                    new_items_only: bool = False) -> dict:
+    """The estimates of ``policy`` (with ``config``) on ``decisions``: its click rate in the slot, or
+    with ``new_items_only`` its clicks on new items alone (keeping the displaced item counts 0; what a
+    log whose policy never kept it, such as a uniform one's, can estimate)."""
     rng = np.random.default_rng(seed)
     target_all, q_all = [], []
     for d in decisions:
-        target_all.append(target_probabilities(d.pool, policy, config, rng, draws))
+        target = target_probabilities(d.pool, policy, config, rng, draws)
         alpha, beta = posteriors(d.pool.prior_mean, d.pool.impressions, d.pool.clicks, config.prior_strength)
-        q_all.append(alpha / (alpha + beta))
-    return estimates([d.reward for d in decisions], [d.propensity for d in decisions],
-                     [t[d.shown] for t, d in zip(target_all, decisions)], target_all, q_all,
-                     [q[d.shown] for q, d in zip(q_all, decisions)])
+        q = alpha / (alpha + beta)
+        if new_items_only and d.pool.displaced:
+            target[-1] = q[-1] = 0.0  # keeping the answer is valued 0, so it weighs nothing
+        target_all.append(target)
+        q_all.append(q)
+    rewards = [0.0 if new_items_only and d.pool.is_displaced(d.shown) else d.reward for d in decisions]
+    return estimates(rewards, [d.propensity for d in decisions], [t[d.shown] for t, d in zip(target_all, decisions)],
+                     target_all, q_all, [q[d.shown] for q, d in zip(q_all, decisions)],
+                     mass=[float(t.sum()) for t in target_all] if new_items_only else None)
 
 
 def read_policy(path) -> tuple[str, ExplorationConfig]:

@@ -6,7 +6,10 @@ Each candidate's click rate has a Beta posterior. Its prior comes from the conte
 retrieval score of the item for this user, mapped to a click rate by a calibration fitted on
 validation (``ClickPrior``), worth ``prior_strength`` impressions; the item's impressions and
 clicks since (live state) update it. The slot shows the candidate whose posterior draw is highest;
-its propensity (the probability the policy shows that item in that slot, given the candidates) is
+The answer's item that the slot would push out (its last) competes too, with a posterior of its own
+(prior from its score, then its impressions and clicks): where its draw wins, the answer stays as
+it is, so the slot shows a new item where that item's draw beats what it displaces and exploring
+costs few clicks. Its propensity (the probability the policy takes that action, given the candidates) is
 P(X_w > max of the others) = E[1 - F_w(max of the others)], with the others' maximum drawn
 ``propensity_draws`` times and the winner's own draw integrated exactly through its Beta CDF
 (Rao-Blackwellised: for the same draws, a lower variance than counting wins; bench/results.md).
@@ -39,6 +42,9 @@ class ExplorationConfig:
                                        "next refresh)")
     propensity_draws: int = setting(50, "draws of the other candidates' maximum that estimate the propensity of the "
                                         "item shown (its own draw is integrated exactly)")
+    displaced_competes: bool = setting(True, "the item the slot would push out of the answer competes for the slot "
+                                             "with its own posterior, so a new item is shown only where its draw "
+                                             "beats it (exploring costs about a third of the clicks; bench/results.md)")
     index_above: int = setting(20_000, "candidates up to which every one is scored per answer; above, a ScaNN index "
                                        "of them is searched (scoring all costs O(candidates) per answer)")
 
@@ -65,6 +71,7 @@ class Pool:
     impressions: np.ndarray
     clicks: np.ndarray
     scores: np.ndarray | None = None  # the retrieval scores the prior came from, where known
+    displaced: bool = False  # the last entry is the answer's item the slot would push out, not a new item
 
     @classmethod
     def of(cls, items: list, scores, impressions, clicks, prior: ClickPrior) -> "Pool":
@@ -72,19 +79,42 @@ class Pool:
         return cls(list(items), prior.mean(scores), np.asarray(impressions, np.float64),
                    np.asarray(clicks, np.float64), scores)
 
+    def with_displaced(self, item, score: float, impressions: float, clicks: float, prior: ClickPrior) -> "Pool":
+        """This pool and, as its last entry, the answer's item that the slot would push out: choosing
+        it leaves the answer as it is."""
+        assert not self.displaced
+        scores = np.append(self.scores if self.scores is not None else np.full(len(self), np.nan), score)
+        return Pool(self.items + [item], np.append(self.prior_mean, prior.mean(np.array([score]))),
+                    np.append(self.impressions, impressions), np.append(self.clicks, clicks), scores, True)
+
     def __len__(self) -> int:
         return len(self.items)
+
+    @property
+    def new(self) -> int:
+        """How many entries are new items (all but the displaced one, where there is one)."""
+        return len(self.items) - int(self.displaced)
+
+    def is_displaced(self, index: int) -> bool:
+        return self.displaced and index == len(self.items) - 1
+
+    def competing(self, config: "ExplorationConfig") -> np.ndarray:
+        """Indices of the entries that compete under ``config``: the ``pool_size`` new items of
+        highest prior, and the displaced item where there is one and ``config`` lets it compete."""
+        best = np.argsort(-self.prior_mean[: self.new], kind="stable")[: config.pool_size]
+        return np.append(best, self.new) if self.displaced and config.displaced_competes else best
 
     def record(self) -> dict:
         """What the event log keeps of the pool (``tworec eval-policy`` reads it back)."""
         return {"candidates": self.items, "prior_mean": np.round(self.prior_mean, 6).tolist(),
                 "impressions": self.impressions.astype(np.int64).tolist(),
-                "clicks": self.clicks.astype(np.int64).tolist()}
+                "clicks": self.clicks.astype(np.int64).tolist(), "displaced": self.displaced}
 
     @classmethod
     def from_record(cls, record: dict) -> "Pool":
         return cls(list(record["candidates"]), np.asarray(record["prior_mean"], np.float64),
-                   np.asarray(record["impressions"], np.float64), np.asarray(record["clicks"], np.float64))
+                   np.asarray(record["impressions"], np.float64), np.asarray(record["clicks"], np.float64),
+                   displaced=bool(record.get("displaced", False)))
 
 
 WINDOW_MARGIN = 8  # candidates looked at beyond the pool and the exclusions before widening
@@ -139,8 +169,14 @@ def candidate_pool(ranking, excluded: set, exposure, prior: ClickPrior, config: 
 @dataclass
 class SlotChoice:
     item: str
-    propensity: float  # of showing ``item`` in the slot, given the pool
+    propensity: float  # of the policy taking this action (showing ``item`` in the slot, or keeping it), given the pool
     pool: Pool
+    index: int  # ``item``'s entry in the pool
+
+    @property
+    def keeps_answer(self) -> bool:
+        """The displaced item won: the answer stays as it is."""
+        return self.pool.is_displaced(self.index)
 
 
 def posteriors(prior_mean: np.ndarray, impressions: np.ndarray, clicks: np.ndarray,
@@ -156,10 +192,10 @@ def posteriors(prior_mean: np.ndarray, impressions: np.ndarray, clicks: np.ndarr
 
 def thompson_probabilities(pool: Pool, config: ExplorationConfig, rng: np.random.Generator,
                            draws: int = 2000) -> np.ndarray:
-    """The probability that each candidate of ``pool`` wins the slot under Thompson sampling with
-    ``config`` (only the ``pool_size`` candidates of highest prior compete), from ``draws`` draws."""
+    """The probability that each entry of ``pool`` wins the slot under Thompson sampling with
+    ``config`` (``Pool.competing``), from ``draws`` draws."""
     out = np.zeros(len(pool))
-    competing = np.argsort(-pool.prior_mean, kind="stable")[: config.pool_size]
+    competing = pool.competing(config)
     alpha, beta = posteriors(pool.prior_mean[competing], pool.impressions[competing], pool.clicks[competing],
                              config.prior_strength)
     samples = rng.beta(alpha, beta, size=(draws, len(competing)))
@@ -168,16 +204,16 @@ def thompson_probabilities(pool: Pool, config: ExplorationConfig, rng: np.random
 
 
 def choose(pool: Pool, config: ExplorationConfig, rng: np.random.Generator) -> SlotChoice | None:
-    """The slot's item: one Thompson draw among the ``pool_size`` candidates of highest prior, with
-    its propensity; None for an empty pool."""
-    if not len(pool):
+    """The slot's action: one Thompson draw among the competing entries (``Pool.competing``), with
+    its propensity; None when the pool has no new item."""
+    if not pool.new:
         return None
-    competing = np.argsort(-pool.prior_mean, kind="stable")[: config.pool_size]
+    competing = pool.competing(config)
     alpha, beta = posteriors(pool.prior_mean[competing], pool.impressions[competing], pool.clicks[competing],
                              config.prior_strength)
     k = int(np.argmax(rng.beta(alpha, beta)))
     propensity = winning_probability(alpha, beta, k, rng, config.propensity_draws)
-    return SlotChoice(pool.items[int(competing[k])], propensity, pool)
+    return SlotChoice(pool.items[int(competing[k])], propensity, pool, int(competing[k]))
 
 
 PROPENSITY_FLOOR = 1e-6  # a winner's estimate is never 0 (it won); the floor bounds its weight
@@ -202,7 +238,9 @@ def beta_cdf(alpha, beta, x: np.ndarray) -> np.ndarray:
 
 
 def uniform_choice(pool: Pool, rng: np.random.Generator) -> SlotChoice | None:
-    """Any candidate of the pool, equally likely (the exploration simulator's random arm)."""
-    if not len(pool):
+    """Any new item of the pool, equally likely; it never keeps the displaced item (the exploration
+    simulator's random arm)."""
+    if not pool.new:
         return None
-    return SlotChoice(pool.items[int(rng.integers(len(pool)))], 1.0 / len(pool), pool)
+    k = int(rng.integers(pool.new))
+    return SlotChoice(pool.items[k], 1.0 / pool.new, pool, k)

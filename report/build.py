@@ -206,9 +206,18 @@ def _exploration_html(sim: dict, out: Path, numbers: dict) -> str:
                                "median impressions to first click", "median requests to first click"), rows)
             + html.figure("exploration.png", "Kaplan-Meier share of new items without a click (seed 0), and the "
                                              "clicks trade-off")
-            + f"<p>Off-policy estimate of the Thompson slot's click rate from the random arm's logs: IPS "
+            + _exploration_goals(sim.get("goals", {}))
+            + f"<p>Off-policy estimate of the Thompson slot's new-item click rate from the random arm's logs: IPS "
               f"{ope['ips']:.4f}, SNIPS {ope['snips']:.4f}, DR {ope['dr']:.4f} against {ope['true']:.4f}{interval} "
               f"(effective sample size {ope['ess']:,.0f}, largest weight {ope['max_weight']:.0f}).</p>")
+
+
+def _exploration_goals(goals: dict) -> str:
+    if "clicks_ratio" not in goals:
+        return ""
+    return (f"<p>Thompson slot against no slot: clicks {goals['clicks_ratio']:.1%} (paired by seed, 95% lower end "
+            f"{goals['clicks_ratio_lower']:.1%}), new items with ≥ 3 clicks {goals['discoverable_ratio']:.1f}x, "
+            f"median impressions to first click {goals['median_ratio']:.2f}x.</p>")
 
 
 def _latency_html(bench: dict | None, out: Path, numbers: dict) -> str:

@@ -260,7 +260,8 @@ class Recommender(pb_grpc.RecommenderServicer):
                           request_id: str) -> list:
         """``items`` with the exploration slot's choice at its position (live/exploration.py): a new
         or under-exposed item the user has not had, not removed, not excluded and not already in the
-        answer; the decision goes to the event log for off-policy evaluation."""
+        answer, or, where the answer's last item (the one the slot would push out) wins the draw, the
+        answer as it is; the decision goes to the event log for off-policy evaluation."""
         config = self.exploration
         if (config is None or not config.enabled or self.recorder is None or bundle.click_prior is None
                 or len(items) <= config.position):
@@ -271,17 +272,25 @@ class Recommender(pb_grpc.RecommenderServicer):
         table = bundle.items
         pool = exploration.candidate_pool(ranking, state.excluded | {i.item_id for i in items},
                                           self.recorder.state.exposure, bundle.click_prior, config)
+        if not pool.new:
+            return items
+        if config.displaced_competes:
+            last = items[-1]
+            (shown,), (clicked,) = self.recorder.state.exposure([last.item_id])
+            pool = pool.with_displaced(last.item_id, last.retrieval_score, shown, clicked, bundle.click_prior)
         if not hasattr(self._random, "generator"):
             self._random.generator = np.random.default_rng()
         choice = exploration.choose(pool, config, self._random.generator)
-        if choice is None:
+        position = len(items) - 1 if choice.keeps_answer else config.position
+        self.recorder.log_decision({"request_id": request_id, "user_id": user_id, "at": state.now,
+                                    "position": position, "policy": "thompson", "chosen": choice.item,
+                                    "propensity": round(choice.propensity, 6), **choice.pool.record()})
+        if choice.keeps_answer:
+            items[-1].propensity = choice.propensity
             return items
-        r, score = table.row_of[choice.item], float(pool.scores[pool.items.index(choice.item)])
+        r, score = table.row_of[choice.item], float(pool.scores[choice.index])
         slot = pb.ScoredItem(item_id=choice.item, score=score, stage=pb.EXPLORATION, retrieval_score=score,
                              title=table.titles[r], cold=bool(table.cold[r]), propensity=choice.propensity)
-        self.recorder.log_decision({"request_id": request_id, "user_id": user_id, "at": state.now,
-                                    "position": config.position, "policy": "thompson", "chosen": choice.item,
-                                    "propensity": round(choice.propensity, 6), **choice.pool.record()})
         self.counters.add("exploration")
         return items[:config.position] + [slot] + items[config.position:-1]
 

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from tworec.evaluation.policy import estimates, evaluate_policy, logged_decisions
+from tworec.evaluation.policy import Decision, estimates, evaluate_policy, logged_decisions
 from tworec.live.exploration import ExplorationConfig, Pool, choose, posteriors, thompson_probabilities, \
     winning_probability
 
@@ -46,6 +46,60 @@ def test_thompson_probabilities_sum_to_one_over_the_candidates_and_follow_the_po
     assert alpha[0] == pytest.approx(0.2 + 30) and beta[0] == pytest.approx(9.8 + 70)
     choice = choose(pool, config, rng)
     assert choice.item == "a" and choice.propensity > 0.9
+
+
+def test_the_displaced_item_competes_for_the_slot_and_keeping_it_is_an_action_with_a_propensity():
+    from tworec.live.exploration import ClickPrior, uniform_choice
+
+    rng = np.random.default_rng(2)
+    prior = ClickPrior(0.0, float(np.log(0.03 / 0.97)))  # every prior mean 3%
+    new = Pool.of(["a", "b", "c"], [0.0, 0.0, 0.0], [0, 0, 0], [0, 0, 0], prior)
+    # The answer's last item has been clicked 60 times in 100 impressions: it wins nearly always.
+    pool = new.with_displaced("kept", 0.0, 100, 60, prior)
+    assert (pool.new, len(pool), pool.displaced, pool.items[-1]) == (3, 4, True, "kept")
+    config = ExplorationConfig(pool_size=2)  # two new items compete, and the displaced one besides
+    probabilities = thompson_probabilities(pool, config, rng, draws=20_000)
+    assert probabilities.sum() == pytest.approx(1.0) and probabilities[2] == 0 and probabilities[3] > 0.99
+    choice = choose(pool, config, rng)
+    assert choice.keeps_answer and choice.item == "kept" and choice.index == 3
+    assert choice.propensity == pytest.approx(probabilities[3], abs=0.01)
+    # Without it competing, a new item always wins; the uniform policy never keeps the answer.
+    alone = ExplorationConfig(pool_size=2, displaced_competes=False)
+    assert thompson_probabilities(pool, alone, rng, draws=2000)[3] == 0
+    assert not choose(pool, alone, rng).keeps_answer
+    picks = {uniform_choice(pool, rng).item for _ in range(200)}
+    assert picks == {"a", "b", "c"} and uniform_choice(pool, rng).propensity == pytest.approx(1 / 3)
+    # The log keeps which entry was displaced.
+    assert Pool.from_record(pool.record()).displaced and not Pool.from_record(new.record()).displaced
+    # A log of a policy that never kept the answer estimates the new-item clicks alone: a decision
+    # that kept it is worth 0 there, its click whatever it was.
+    kept = Decision(pool, 3, 1.0, 1.0)
+    assert evaluate_policy([kept], "thompson", config, draws=500)["ips"] > 0.9
+    assert evaluate_policy([kept], "thompson", config, draws=500, new_items_only=True)["ips"] == 0
+
+
+def test_snips_normalises_by_the_targets_mass_on_the_actions_valued():
+    """A uniform log over three new items; a target that keeps the answer half the time (valued 0):
+    its new-item click rate is 0.2·0.3 + 0.2·0.1 + 0.1·0.05 = 0.085. Plain self-normalisation by
+    sum(w) would estimate it as if the target never kept the answer (twice as high)."""
+    rng = np.random.default_rng(5)
+    target, truth = np.array([0.2, 0.2, 0.1, 0.0]), np.array([0.3, 0.1, 0.05, 0.0])
+    shown = rng.integers(0, 3, 40_000)
+    rewards = (rng.random(len(shown)) < truth[shown]).astype(float)
+    args = (rewards, np.full(len(shown), 1 / 3), target[shown], [target] * len(shown), [np.zeros(4)] * len(shown),
+            np.zeros(len(shown)))
+    with_mass = estimates(*args, mass=np.full(len(shown), 0.5))
+    assert with_mass["snips"] == pytest.approx(0.085, abs=0.005) and with_mass["ips"] == pytest.approx(0.085, abs=0.005)
+    lo, hi = with_mass["ci95"]["snips"]
+    assert lo < 0.085 < hi
+    assert estimates(*args)["snips"] == pytest.approx(0.17, abs=0.01)
+    # Where the target puts no mass on the valued actions, a decision still counts once in the
+    # normaliser (its weight is 0): half such decisions leave the estimate of the whole at 0.0425.
+    none = np.zeros(4)
+    half = estimates(rewards, np.full(len(shown), 1 / 3), np.where(np.arange(len(shown)) % 2, target[shown], 0.0),
+                     [target if j % 2 else none for j in range(len(shown))], [np.zeros(4)] * len(shown),
+                     np.zeros(len(shown)), mass=np.where(np.arange(len(shown)) % 2, 0.5, 0.0))
+    assert half["snips"] == pytest.approx(0.0425, abs=0.004) and half["ips"] == pytest.approx(0.0425, abs=0.004)
 
 
 def test_the_served_propensity_integrates_the_winners_draw_and_agrees_with_counting_wins():
@@ -133,13 +187,17 @@ def test_the_slot_never_shows_a_seen_removed_excluded_or_graduated_item(data):
     forbidden = seen | removed | excluded | {i for i in items if lookup[i][0] >= 200}
     assert not set(pool.items) & forbidden
     allowed = [i for i in items if i not in forbidden]
-    assert len(pool) == min(config.pool_size, len(allowed))  # full whenever it can be
+    assert len(pool) == pool.new == min(config.pool_size, len(allowed))  # full whenever it can be
     best = sorted(allowed, key=lambda i: -scores[items.index(i)])[:config.pool_size]
     assert sorted(scores[items.index(i)] for i in pool.items) == sorted(scores[items.index(i)] for i in best)
+    if data.draw(st.booleans()) and pool.new:  # an answer's last item competes (it is in the answer already)
+        pool = pool.with_displaced("last", data.draw(st.floats(-1, 1)), data.draw(st.integers(0, 400)),
+                                   data.draw(st.integers(0, 5)), ClickPrior(5.0, -3.5))
     choice = choose(pool, config, np.random.default_rng(data.draw(st.integers(0, 1000))))
     if not allowed:
         assert choice is None
         return
-    assert choice.item in allowed and 0 < choice.propensity <= 1
+    assert (choice.item in allowed or choice.keeps_answer) and 0 < choice.propensity <= 1
+    assert choice.keeps_answer == (choice.item == "last")
     probabilities = thompson_probabilities(pool, config, np.random.default_rng(0), draws=500)
-    assert probabilities.sum() == pytest.approx(1.0) and probabilities[pool.items.index(choice.item)] >= 0
+    assert probabilities.sum() == pytest.approx(1.0) and probabilities[choice.index] >= 0

@@ -128,9 +128,11 @@ def test_the_exploration_section_shows_each_arm_its_interval_and_the_off_policy_
            "arms": {"no_slot": arm(2923, 56, 3.4, 274, False), "thompson_slot": arm(2835, 168, 13.4, 217, True)},
            "curves": {"no_slot": [[0, 1.0], [5000, 0.9]], "thompson_slot": [[0, 1.0], [3000, 0.5]]},
            "ope": {"ips": 0.0065, "snips": 0.0065, "dr": 0.0057, "true": 0.0087, "ess": 2650, "max_weight": 56,
-                   "ci95": {"ips": [0.0042, 0.0088]}, "per_seed": []}}
+                   "ci95": {"ips": [0.0042, 0.0088]}, "per_seed": []},
+           "goals": {"clicks_ratio": 0.986, "clicks_ratio_lower": 0.981, "discoverable_ratio": 2.5, "median_ratio": 0.82}}
     numbers = {}
     page = _exploration_html(sim, tmp_path, numbers)
+    assert "clicks 98.6% (paired by seed, 95% lower end 98.1%)" in page and "2.5x" in page
     assert (tmp_path / "exploration.png").stat().st_size > 1000
     assert "thompson slot" in page and "2,835 [2,795, 2,875]" in page and "not reached in every seed" in page
     assert "IPS 0.0065" in page and "[0.0042, 0.0088]" in page and "2,650" in page

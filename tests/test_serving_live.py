@@ -216,8 +216,9 @@ def test_the_exploration_slot_serves_new_items_logs_decisions_and_keeps_its_post
     from tworec.serving.config import ServeConfig
     from tworec.serving.server import Service
 
+    # The displaced item does not compete here, so every answer explores (it does below).
     config = ServeConfig(repo=str(repo), live=LiveConfig(replica="explorer", event_log=str(tmp_path / "events")),
-                         exploration=ExplorationConfig(position=3))
+                         exploration=ExplorationConfig(position=3, displaced_competes=False))
     with Service(config) as service, RecommenderClient(service.address, timeout_s=10) as client:
         bundle = service.bundle
         user = next(iter(bundle.user_rows))
@@ -253,6 +254,41 @@ def test_the_exploration_slot_serves_new_items_logs_decisions_and_keeps_its_post
         after = service.recorder.state.exposure([i for _, i in shown])
         np.testing.assert_array_equal(after[0], before[0])
         np.testing.assert_array_equal(after[1], before[1])
+
+
+def test_where_the_displaced_item_wins_the_slot_the_answer_is_kept_and_the_decision_logged(repo, tmp_path):
+    """With the answer's last item competing for the slot, an answer either shows a new item at the
+    slot (the rest ranked) or is the ranked answer with the last item's propensity the policy's
+    probability of keeping it; each decision is logged at the position of what it chose."""
+    from tworec.live.config import LiveConfig
+    from tworec.live.event_log import read_records
+    from tworec.live.exploration import ExplorationConfig
+    from tworec.serving.client import RecommenderClient, pb
+    from tworec.serving.config import ServeConfig
+    from tworec.serving.server import Service
+
+    config = ServeConfig(repo=str(repo), live=LiveConfig(replica="displaced", event_log=str(tmp_path / "events")),
+                         exploration=ExplorationConfig(position=3))
+    answers = {}
+    with Service(config) as service, RecommenderClient(service.address, timeout_s=10) as client:
+        for user in list(service.bundle.user_rows)[:40]:
+            answer = client.recommend(user, k=10)
+            stages = [i.stage for i in answer.items]
+            if stages[3] == pb.EXPLORATION:
+                assert stages.count(pb.RANKER) == 9 and 0 < answer.items[3].propensity <= 1
+                chosen = (3, answer.items[3].item_id, answer.items[3].propensity)
+            else:
+                assert stages == [pb.RANKER] * 10 and 0 < answer.items[9].propensity < 1
+                assert all(i.propensity == 1.0 for i in answer.items[:9])
+                chosen = (9, answer.items[9].item_id, answer.items[9].propensity)
+            answers[answer.request_id] = chosen
+    decisions = {r["request_id"]: r for r in read_records(tmp_path / "events") if r.get("kind") == "decision"}
+    assert set(decisions) == set(answers)
+    for request_id, (position, item, propensity) in answers.items():
+        logged = decisions[request_id]
+        assert (logged["position"], logged["chosen"]) == (position, item)
+        assert logged["propensity"] == pytest.approx(propensity, abs=1e-5) and logged["displaced"]
+        assert (logged["candidates"][-1] == item) == (position == 9)
 
 
 def test_above_index_above_the_slot_searches_an_index_of_the_new_items_kept_current(repo):
