@@ -28,8 +28,8 @@ first click (Kaplan-Meier over the new items that were shown; where an arm's cur
 one half, the horizon is reported with ``reached: false``). Off-policy: the Thompson policy's
 new-item click rate in the slot estimated (IPS, SNIPS, DR with 95% intervals; evaluation/policy.py) from the random
 arm's logs of all seeds pooled (``--ope-seeds``: more random-arm runs, logged traffic for the
-estimate only), against its true value on the same decisions, and against the slot click rate the
-Thompson arm had in its own runs.
+estimate only), against its true value on the same decisions, and against the new-item click rate
+the Thompson arm had in its slot in its own runs.
 """
 from __future__ import annotations
 
@@ -338,8 +338,8 @@ def main(argv=None) -> dict:
         summary["per_seed"] = results
         out["arms"][arm] = summary
     # The seeds' random-arm logs pooled (``--ope-seeds`` of them): one log of seeds × requests decisions. "true" is the
-    # Thompson policy's click rate on exactly those decisions; "thompson_arm" is the slot click rate
-    # the Thompson arm had in its own runs (its posteriors grew from its own choices).
+    # Thompson policy's new-item click rate on exactly those decisions; "thompson_arm" is the one the
+    # Thompson arm had in its own runs (its posteriors grew from its own choices).
     out["ope"] = off_policy(logged, sim_config(args), args.ope_draws, 0)
     arm_ctr = float(np.mean([r["slot_ctr"] for r in runs["thompson_slot"]]))
     out["ope"]["thompson_arm"] = arm_ctr

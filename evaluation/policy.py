@@ -8,7 +8,8 @@ prior click rates, impressions and clicks (the last one the answer's item the sl
 which competes for it), the action taken (a new item shown in the slot, or that item kept at its
 place) and its propensity under the serving policy. A decision counts when its item's impression
 came back (``RecordEvents``, with the answer's ``request_id`` and the ``position`` the decision
-logged); its reward is 1 when a click on it came back the same way. For the candidate policy π, with w = π(shown | pool) / propensity:
+logged); its reward is 1 when a click on it came back the same way. For the candidate policy π,
+with w = π(shown | pool) / propensity:
 
     IPS   mean(w · r)
     SNIPS sum(w · r) / sum(w)
@@ -16,8 +17,8 @@ logged); its reward is 1 when a click on it came back the same way. For the cand
 
 each with a 95% interval, plus the effective sample size (sum w)² / sum w² and the largest
 weight, which say how far the estimate can be trusted. POLICY.json names the policy
-(``thompson``, ``greedy`` — the highest posterior mean — or ``uniform`` over the new items) and any ExplorationConfig field, e.g.
-``{"policy": "thompson", "prior_strength": 50}``.
+(``thompson``, ``greedy`` — the highest posterior mean — or ``uniform`` over the new items) and
+any ExplorationConfig field, e.g. ``{"policy": "thompson", "prior_strength": 50}``.
 """
 from __future__ import annotations
 

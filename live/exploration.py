@@ -5,11 +5,11 @@ it, the exploration simulator runs it, and ``tworec eval-policy`` scores it offl
 Each candidate's click rate has a Beta posterior. Its prior comes from the content model: the
 retrieval score of the item for this user, mapped to a click rate by a calibration fitted on
 validation (``ClickPrior``), worth ``prior_strength`` impressions; the item's impressions and
-clicks since (live state) update it. The slot shows the candidate whose posterior draw is highest;
+clicks since (live state) update it. The slot shows the candidate whose posterior draw is highest.
 The answer's item that the slot would push out (its last) competes too, with a posterior of its own
 (prior from its score, then its impressions and clicks): where its draw wins, the answer stays as
-it is, so the slot shows a new item where that item's draw beats what it displaces and exploring
-costs few clicks. Its propensity (the probability the policy takes that action, given the candidates) is
+it is, so a new item is shown where its draw beats what it displaces, and exploring costs few
+clicks. The propensity (the probability the policy takes that action, given the candidates) is
 P(X_w > max of the others) = E[1 - F_w(max of the others)], with the others' maximum drawn
 ``propensity_draws`` times and the winner's own draw integrated exactly through its Beta CDF
 (Rao-Blackwellised: for the same draws, a lower variance than counting wins; bench/results.md).
@@ -44,7 +44,7 @@ class ExplorationConfig:
                                         "item shown (its own draw is integrated exactly)")
     displaced_competes: bool = setting(True, "the item the slot would push out of the answer competes for the slot "
                                              "with its own posterior, so a new item is shown only where its draw "
-                                             "beats it (exploring costs about a third of the clicks; bench/results.md)")
+                                             "beats it (exploring where it costs the fewest clicks)")
     index_above: int = setting(20_000, "candidates up to which every one is scored per answer; above, a ScaNN index "
                                        "of them is searched (scoring all costs O(candidates) per answer)")
 
