@@ -287,6 +287,7 @@ class Recommender(pb_grpc.RecommenderServicer):
                                     "propensity": round(choice.propensity, 6), **choice.pool.record()})
         if choice.keeps_answer:
             items[-1].propensity = choice.propensity
+            self.counters.add("exploration_kept")
             return items
         r, score = table.row_of[choice.item], float(pool.scores[choice.index])
         slot = pb.ScoredItem(item_id=choice.item, score=score, stage=pb.EXPLORATION, retrieval_score=score,

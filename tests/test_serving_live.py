@@ -282,6 +282,9 @@ def test_where_the_displaced_item_wins_the_slot_the_answer_is_kept_and_the_decis
                 assert all(i.propensity == 1.0 for i in answer.items[:9])
                 chosen = (9, answer.items[9].item_id, answer.items[9].propensity)
             answers[answer.request_id] = chosen
+        counters = service.recommender.counters
+        kept = sum(position == 9 for position, _, _ in answers.values())
+        assert (counters["exploration"], counters["exploration_kept"]) == (len(answers) - kept, kept)
     decisions = {r["request_id"]: r for r in read_records(tmp_path / "events") if r.get("kind") == "decision"}
     assert set(decisions) == set(answers)
     for request_id, (position, item, propensity) in answers.items():
