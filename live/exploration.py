@@ -36,7 +36,8 @@ class ExplorationConfig:
     enabled: bool = setting(True, "give one position of every personalised answer to a new or under-exposed item")
     position: int = setting(4, "the slot's 0-based position (in the top 10 by default); answers shorter than it "
                                "have no slot")
-    pool_size: int = setting(50, "candidates considered per answer: the new items that score highest for the user")
+    pool_size: int = setting(20, "candidates considered per answer: the new items that score highest for the user "
+                                 "(the displaced item keeps weaker ones out anyway; the propensity's cost grows with it)")
     prior_strength: float = setting(20.0, "impressions the content model's prior is worth")
     graduate_after: int = setting(200, "impressions after which an item leaves exploration (its id is learnt at the "
                                        "next refresh)")
