@@ -16,8 +16,8 @@ import numpy as np
 
 
 def write(path: str, decisions: int = 5000, seed: int = 0) -> None:
-    from tworec.evaluation.policy import Decision, evaluate_policy, target_probabilities
-    from tworec.live.exploration import ExplorationConfig, Pool, posteriors
+    from tworec.evaluation.policy import Decision, evaluate_policy, reward_model, target_probabilities
+    from tworec.live.exploration import ExplorationConfig, Pool
 
     rng = np.random.default_rng(seed)
     config = ExplorationConfig()
@@ -32,11 +32,11 @@ def write(path: str, decisions: int = 5000, seed: int = 0) -> None:
         logged.append(Decision(pool, shown, 1.0 / n, reward))
     ours = evaluate_policy(logged, "thompson", config, draws=4000, seed=seed)
     target_rng = np.random.default_rng(seed)  # the same draws evaluate_policy made
-    for d in logged:
-        alpha, beta = posteriors(d.pool.prior_mean, d.pool.impressions, d.pool.clicks, config.prior_strength)
+    q_all = reward_model(logged, [d.reward for d in logged], config)  # the same reward model
+    for d, q in zip(logged, q_all):
         rows.append({"n": len(d.pool), "shown": d.shown, "propensity": d.propensity, "reward": d.reward,
                      "target": target_probabilities(d.pool, "thompson", config, target_rng, 4000).tolist(),
-                     "q": (alpha / (alpha + beta)).tolist()})
+                     "q": q.tolist()})
     with open(path, "w") as handle:
         json.dump({"ours": ours, "decisions": rows}, handle)
     print(json.dumps(ours, indent=1))

@@ -13,7 +13,8 @@ with w = π(shown | pool) / propensity:
 
     IPS   mean(w · r)
     SNIPS sum(w · r) / sum(w)
-    DR    mean(sum_a π(a | pool) q(a) + w · (r − q(shown))), q: each candidate's posterior mean
+    DR    mean(sum_a π(a | pool) q(a) + w · (r − q(shown))), q: each candidate's posterior mean,
+          scaled to the logged click rate (``reward_model``)
 
 each with a 95% interval, plus the effective sample size (sum w)² / sum w² and the largest
 weight, which say how far the estimate can be trusted. POLICY.json names the policy
@@ -132,19 +133,34 @@ def evaluate_policy(decisions: list, policy: str, config: ExplorationConfig, dra
     with ``new_items_only`` its clicks on new items alone (keeping the displaced item counts 0; what a
     log whose policy never kept it, such as a uniform one's, can estimate)."""
     rng = np.random.default_rng(seed)
-    target_all, q_all = [], []
+    target_all = []
     for d in decisions:
         target = target_probabilities(d.pool, policy, config, rng, draws)
-        alpha, beta = posteriors(d.pool.prior_mean, d.pool.impressions, d.pool.clicks, config.prior_strength)
-        q = alpha / (alpha + beta)
         if new_items_only and d.pool.displaced:
-            target[-1] = q[-1] = 0.0  # keeping the answer is valued 0, so it weighs nothing
+            target[-1] = 0.0  # keeping the answer is valued 0, so it weighs nothing
         target_all.append(target)
-        q_all.append(q)
     rewards = [0.0 if new_items_only and d.pool.is_displaced(d.shown) else d.reward for d in decisions]
+    q_all = reward_model(decisions, rewards, config, new_items_only)
     return estimates(rewards, [d.propensity for d in decisions], [t[d.shown] for t, d in zip(target_all, decisions)],
                      target_all, q_all, [q[d.shown] for q, d in zip(q_all, decisions)],
                      mass=[float(t.sum()) for t in target_all] if new_items_only else None)
+
+
+def reward_model(decisions: list, rewards: list, config: ExplorationConfig, new_items_only: bool = False) -> list:
+    """DR's q(a) for every entry of every decision's pool: the posterior mean click rate, scaled so
+    that its mean over the logged actions is the logged click rate (the prior's level is a random
+    item's rate, not the slot's; DR is unbiased whatever q is, and q at the right level lowers its
+    variance). With ``new_items_only`` keeping the answer is worth 0."""
+    q_all = []
+    for d in decisions:
+        alpha, beta = posteriors(d.pool.prior_mean, d.pool.impressions, d.pool.clicks, config.prior_strength)
+        q = alpha / (alpha + beta)
+        if new_items_only and d.pool.displaced:
+            q[-1] = 0.0
+        q_all.append(q)
+    expected = sum(float(q[d.shown]) for q, d in zip(q_all, decisions))
+    scale = float(np.sum(rewards)) / expected if expected > 0 and np.sum(rewards) > 0 else 1.0
+    return [q * scale for q in q_all]
 
 
 def read_policy(path) -> tuple[str, ExplorationConfig]:

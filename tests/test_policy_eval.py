@@ -78,6 +78,18 @@ def test_the_displaced_item_competes_for_the_slot_and_keeping_it_is_an_action_wi
     assert evaluate_policy([kept], "thompson", config, draws=500, new_items_only=True)["ips"] == 0
 
 
+def test_drs_reward_model_is_the_posterior_mean_at_the_logged_click_rate():
+    from tworec.evaluation.policy import reward_model
+
+    config = ExplorationConfig(prior_strength=10)
+    pools = [Pool(["a", "b"], np.array([0.2, 0.4]), np.array([0.0, 10.0]), np.array([0.0, 1.0])) for _ in range(4)]
+    decisions = [Decision(pool, j % 2, 0.5, float(j == 0)) for j, pool in enumerate(pools)]  # 1 click in 4
+    q = reward_model(decisions, [d.reward for d in decisions], config)
+    alpha, beta = posteriors(pools[0].prior_mean, pools[0].impressions, pools[0].clicks, 10)
+    np.testing.assert_allclose(q[0] / q[0][0], (alpha / (alpha + beta)) / (alpha[0] / (alpha[0] + beta[0])))
+    assert np.mean([qi[d.shown] for qi, d in zip(q, decisions)]) == pytest.approx(0.25)
+
+
 def test_snips_normalises_by_the_targets_mass_on_the_actions_valued():
     """A uniform log over three new items; a target that keeps the answer half the time (valued 0):
     its new-item click rate is 0.2·0.3 + 0.2·0.1 + 0.1·0.05 = 0.085. Plain self-normalisation by
