@@ -149,8 +149,9 @@ def evaluate_policy(decisions: list, policy: str, config: ExplorationConfig, dra
 def reward_model(decisions: list, rewards: list, config: ExplorationConfig, new_items_only: bool = False) -> list:
     """DR's q(a) for every entry of every decision's pool: the posterior mean click rate, scaled so
     that its mean over the logged actions is the logged click rate (the prior's level is a random
-    item's rate, not the slot's; DR is unbiased whatever q is, and q at the right level lowers its
-    variance). With ``new_items_only`` keeping the answer is worth 0."""
+    item's rate, not the slot's; DR is unbiased for any q fixed in advance and one fitted scale
+    keeps it consistent, while q at the right level lowers its variance). With ``new_items_only``
+    keeping the answer is worth 0."""
     q_all = []
     for d in decisions:
         alpha, beta = posteriors(d.pool.prior_mean, d.pool.impressions, d.pool.clicks, config.prior_strength)
