@@ -114,7 +114,7 @@ def simulate(arm: str, world: dict, truth: np.ndarray, offset: float, args, seed
     # for the slot, the same in every arm, so an item's click at a request is decided alike
     # wherever it is shown (arms then differ by what they show, not by their luck).
     luck = np.random.default_rng([seed, 1])
-    config = sim_config(args)
+    config = args.slot
     n_items = len(world["item_ids"])
     impressions, clicks = np.zeros(n_items), np.zeros(n_items)
     first_click_at = np.full(n_items, -1.0)  # impressions when the first click came
@@ -159,10 +159,8 @@ def simulate(arm: str, world: dict, truth: np.ndarray, offset: float, args, seed
         new_clicks += int(clicked[world["new"][shown]].sum())
         if choice is not None:
             # The new-item clicks each action would make in the slot (keeping the answer: none).
-            slot_p = click_probability(truth[user, choice.pool.items], args.sharpness, offset) * position_bias(
-                config.position)
-            if choice.pool.displaced:
-                slot_p[-1] = 0.0
+            slot_p = choice.pool.new_items_only(click_probability(truth[user, choice.pool.items], args.sharpness,
+                                                                  offset) * position_bias(config.position))
             decisions.append((choice, bool(not choice.keeps_answer and clicked[config.position]), slot_p))
     new = world["new"]
     shown_new = new & (impressions > 0)
@@ -237,14 +235,6 @@ def calibrate_offset(world: dict, truth: np.ndarray, args) -> float:
     return (low + high) / 2
 
 
-def sim_config(args):
-    from tworec.live.exploration import ExplorationConfig
-
-    return ExplorationConfig(position=args.position, graduate_after=args.graduate_after,
-                             prior_strength=args.prior_strength, pool_size=args.pool_size,
-                             displaced_competes=args.displaced_competes)
-
-
 def off_policy(decisions: list, config, draws: int, seed: int) -> dict:
     """The Thompson slot's new-item click rate (clicks on new items in the slot per decision; keeping
     the answer counts 0, an action the random arm never takes) estimated from the random arm's
@@ -281,23 +271,19 @@ def main(argv=None) -> dict:
     parser.add_argument("--run", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--ctr", type=float, default=0.03, help="the no-slot arm's click rate (2-5%)")
+    parser.add_argument("--ctr", type=float, default=0.03, help="the no-slot arm's click rate (2-5%%)")
     parser.add_argument("--sharpness", type=float, default=1.5, help="a: how much the hidden preference moves clicks")
+    from tworec import settings
     from tworec.live.exploration import ExplorationConfig
 
-    product = ExplorationConfig()
-    parser.add_argument("--position", type=int, default=product.position)
-    parser.add_argument("--graduate-after", type=int, default=product.graduate_after)
-    parser.add_argument("--prior-strength", type=float, default=product.prior_strength)
-    parser.add_argument("--pool-size", type=int, default=product.pool_size)
-    parser.add_argument("--displaced-competes", action=argparse.BooleanOptionalAction,
-                        default=product.displaced_competes)
+    settings.add_flags(parser, ExplorationConfig, title="the slot (the product's ExplorationConfig)")
     parser.add_argument("--ope-draws", type=int, default=500)
     parser.add_argument("--ope-seeds", type=int, default=0,
                         help="random-arm seeds whose logs the off-policy estimate pools (default: --seeds); more "
                              "seeds are more logged traffic, run for the estimate only")
     parser.add_argument("--results", help="merge the result into this shared results file (the report reads it)")
     args = parser.parse_args(argv)
+    args.slot = settings.from_flags(ExplorationConfig, args)
 
     started = time.time()
     world = load(args.run)
@@ -314,7 +300,7 @@ def main(argv=None) -> dict:
                 out_curves[arm] = curve
             runs[arm].append(result)
             if arm == "random_slot":
-                ope.append(off_policy(decisions, sim_config(args), args.ope_draws, seed))
+                ope.append(off_policy(decisions, args.slot, args.ope_draws, seed))
                 logged += decisions
             print(f"seed {seed} {arm}: clicks {result['clicks']}, new {result['new_item_clicks']}, discoverable "
                   f"{result['discoverable_new_items']}, median to first click {result['median_impressions_to_first_click']}",
@@ -340,7 +326,7 @@ def main(argv=None) -> dict:
     # The seeds' random-arm logs pooled (``--ope-seeds`` of them): one log of seeds × requests decisions. "true" is the
     # Thompson policy's new-item click rate on exactly those decisions; "thompson_arm" is the one the
     # Thompson arm had in its own runs (its posteriors grew from its own choices).
-    out["ope"] = off_policy(logged, sim_config(args), args.ope_draws, 0)
+    out["ope"] = off_policy(logged, args.slot, args.ope_draws, 0)
     arm_ctr = float(np.mean([r["slot_ctr"] for r in runs["thompson_slot"]]))
     out["ope"]["thompson_arm"] = arm_ctr
     out["ope"]["relative_error_to_thompson_arm"] = {k: abs(out["ope"][k] - arm_ctr) / arm_ctr

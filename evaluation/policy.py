@@ -136,9 +136,8 @@ def evaluate_policy(decisions: list, policy: str, config: ExplorationConfig, dra
     target_all = []
     for d in decisions:
         target = target_probabilities(d.pool, policy, config, rng, draws)
-        if new_items_only and d.pool.displaced:
-            target[-1] = 0.0  # keeping the answer is valued 0, so it weighs nothing
-        target_all.append(target)
+        # Keeping the answer is valued 0, so it weighs nothing.
+        target_all.append(d.pool.new_items_only(target) if new_items_only else target)
     rewards = [0.0 if new_items_only and d.pool.is_displaced(d.shown) else d.reward for d in decisions]
     q_all = reward_model(decisions, rewards, config, new_items_only)
     return estimates(rewards, [d.propensity for d in decisions], [t[d.shown] for t, d in zip(target_all, decisions)],
@@ -156,9 +155,7 @@ def reward_model(decisions: list, rewards: list, config: ExplorationConfig, new_
     for d in decisions:
         alpha, beta = posteriors(d.pool.prior_mean, d.pool.impressions, d.pool.clicks, config.prior_strength)
         q = alpha / (alpha + beta)
-        if new_items_only and d.pool.displaced:
-            q[-1] = 0.0
-        q_all.append(q)
+        q_all.append(d.pool.new_items_only(q) if new_items_only else q)
     expected = sum(float(q[d.shown]) for q, d in zip(q_all, decisions))
     scale = float(np.sum(rewards)) / expected if expected > 0 and np.sum(rewards) > 0 else 1.0
     return [q * scale for q in q_all]

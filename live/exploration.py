@@ -99,6 +99,13 @@ class Pool:
     def is_displaced(self, index: int) -> bool:
         return self.displaced and index == len(self.items) - 1
 
+    def new_items_only(self, values: np.ndarray) -> np.ndarray:
+        """``values`` (one per entry) with the displaced item's set to 0, as a copy."""
+        out = np.array(values, np.float64)
+        if self.displaced:
+            out[-1] = 0.0
+        return out
+
     def competing(self, config: "ExplorationConfig") -> np.ndarray:
         """Indices of the entries that compete under ``config``: the ``pool_size`` new items of
         highest prior, and the displaced item where there is one and ``config`` lets it compete."""
@@ -139,14 +146,17 @@ class ExactRanking:
         return self._ids_of(order), scores[order]
 
 
-def candidate_pool(ranking, excluded: set, exposure, prior: ClickPrior, config: ExplorationConfig) -> Pool:
+def candidate_pool(ranking, excluded: set, exposure, prior: ClickPrior, config: ExplorationConfig,
+                   displaced: tuple | None = None) -> Pool:
     """The slot's pool for one answer: the ``pool_size`` best-scoring items for the user among the
     items without an id embedding (``ranking``: ``len`` and ``top(k)`` → (ids, scores) best first,
     an ``ExactRanking`` or an index search) that are not in ``excluded`` (what the user had, removed
     items, the request's exclusions, the answer's other items) and have not graduated
-    (``exposure(ids)`` → impressions, clicks). Looks further down the ranking only as far as it
-    must."""
+    (``exposure(ids)`` → impressions, clicks), then ``displaced`` ((item, score): the answer's item
+    the slot would push out) as its last entry when there is a new item. Looks further down the
+    ranking only as far as it must; the displaced item's exposure comes with the first lookup."""
     items, item_scores, item_impressions, item_clicks = [], [], [], []
+    displaced_exposure = None
     # Enough for a full pool when few of the best have graduated; doubled when not.
     looked, window = 0, config.pool_size + len(excluded) + WINDOW_MARGIN
     while len(items) < config.pool_size and looked < len(ranking):
@@ -154,7 +164,11 @@ def candidate_pool(ranking, excluded: set, exposure, prior: ClickPrior, config: 
         ids, scores = ranking.top(window)
         ids, scores = ids[looked:], np.asarray(scores)[looked:]  # the next best, best first
         keep = [k for k, item in enumerate(ids) if item not in excluded]
-        impressions, clicks = (np.asarray(x) for x in exposure([ids[k] for k in keep]))
+        asked = [ids[k] for k in keep] + ([displaced[0]] if displaced and displaced_exposure is None else [])
+        impressions, clicks = (np.asarray(x) for x in exposure(asked))
+        if len(asked) > len(keep):
+            displaced_exposure = (impressions[-1], clicks[-1])
+            impressions, clicks = impressions[:-1], clicks[:-1]
         fresh = np.flatnonzero(impressions < config.graduate_after)[: config.pool_size - len(items)]
         items += [ids[keep[j]] for j in fresh]
         item_scores.append(scores[np.asarray(keep, np.int64)[fresh]])
@@ -163,8 +177,9 @@ def candidate_pool(ranking, excluded: set, exposure, prior: ClickPrior, config: 
         looked, window = window, 2 * window
     if not items:
         return Pool.of([], np.zeros(0), np.zeros(0), np.zeros(0), prior)
-    return Pool.of(items, np.concatenate(item_scores), np.concatenate(item_impressions), np.concatenate(item_clicks),
-                   prior)
+    pool = Pool.of(items, np.concatenate(item_scores), np.concatenate(item_impressions),
+                   np.concatenate(item_clicks), prior)
+    return pool.with_displaced(displaced[0], displaced[1], *displaced_exposure, prior) if displaced else pool
 
 
 @dataclass

@@ -270,14 +270,11 @@ class Recommender(pb_grpc.RecommenderServicer):
         if not len(ranking):
             return items
         table = bundle.items
+        displaced = (items[-1].item_id, items[-1].retrieval_score) if config.displaced_competes else None
         pool = exploration.candidate_pool(ranking, state.excluded | {i.item_id for i in items},
-                                          self.recorder.state.exposure, bundle.click_prior, config)
+                                          self.recorder.state.exposure, bundle.click_prior, config, displaced)
         if not pool.new:
             return items
-        if config.displaced_competes:
-            last = items[-1]
-            (shown,), (clicked,) = self.recorder.state.exposure([last.item_id])
-            pool = pool.with_displaced(last.item_id, last.retrieval_score, shown, clicked, bundle.click_prior)
         if not hasattr(self._random, "generator"):
             self._random.generator = np.random.default_rng()
         choice = exploration.choose(pool, config, self._random.generator)

@@ -128,9 +128,9 @@ def user_interactions(config: SyntheticConfig, user: int) -> list:
     lengths = rng.geometric(1.0 / config.session_length, size=count)
     session = np.repeat(np.arange(count), lengths)[:count]
     starts = np.sort(rng.integers(joined, span, size=session[-1] + 1))
-    first = np.flatnonzero(np.diff(session, prepend=-1))
-    elapsed = np.cumsum(np.where(np.diff(session, prepend=-1) == 0, rng.integers(MINUTE, 20 * MINUTE, size=count), 0))
-    t = np.minimum(starts[session] + elapsed - elapsed[first][session], span - 1)
+    opens = np.diff(session, prepend=-1) != 0  # the interaction opens its session
+    elapsed = np.cumsum(np.where(opens, 0, rng.integers(MINUTE, 20 * MINUTE, size=count)))
+    t = np.minimum(starts[session] + elapsed - elapsed[opens][session], span - 1)
     progress = ((starts - joined) / max(span - joined, 1))[:, None]
     mix = (1 - progress) * start_mix + progress * end_mix  # per session
     session_topics = (rng.random((len(starts), 1)) > np.cumsum(mix, axis=1)).sum(axis=1).clip(0, n_topics - 1)
