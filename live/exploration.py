@@ -11,7 +11,7 @@ The answer's item that the slot would push out (its last) competes too, with a p
 it is, so a new item is shown where its draw beats what it displaces, and exploring costs few
 clicks. The propensity (the probability the policy takes that action, given the candidates) is
 P(X_w > max of the others) = E[1 - F_w(max of the others)], with the others' maximum drawn
-``propensity_draws`` times and the winner's own draw integrated exactly through its Beta CDF
+``propensity_draws`` times and the winner's own draw integrated exactly through its Beta tail
 (Rao-Blackwellised: for the same draws, a lower variance than counting wins; bench/results.md).
 ``thompson_probabilities`` gives every candidate's probability by counting wins, for offline use.
 
@@ -75,10 +75,11 @@ class Pool:
     displaced: bool = False  # the last entry is the answer's item the slot would push out, not a new item
 
     @classmethod
-    def of(cls, items: list, scores, impressions, clicks, prior: ClickPrior) -> "Pool":
+    def of(cls, items: list, scores, impressions, clicks, prior: ClickPrior, displaced: bool = False) -> "Pool":
+        """``displaced``: the last entry is the answer's item the slot would push out."""
         scores = np.asarray(scores, np.float64)
         return cls(list(items), prior.mean(scores), np.asarray(impressions, np.float64),
-                   np.asarray(clicks, np.float64), scores)
+                   np.asarray(clicks, np.float64), scores, displaced)
 
     def with_displaced(self, item, score: float, impressions: float, clicks: float, prior: ClickPrior) -> "Pool":
         """This pool and, as its last entry, the answer's item that the slot would push out: choosing
@@ -125,7 +126,7 @@ class Pool:
                    displaced=bool(record.get("displaced", False)))
 
 
-WINDOW_MARGIN = 8  # candidates looked at beyond the pool and the exclusions before widening
+WINDOW_MARGIN = 8  # candidates looked at beyond the pool before widening (exclusions and graduates take places)
 
 
 class ExactRanking:
@@ -157,8 +158,9 @@ def candidate_pool(ranking, excluded: set, exposure, prior: ClickPrior, config: 
     ranking only as far as it must; the displaced item's exposure comes with the first lookup."""
     items, item_scores, item_impressions, item_clicks = [], [], [], []
     displaced_exposure = None
-    # Enough for a full pool when few of the best have graduated; doubled when not.
-    looked, window = 0, config.pool_size + len(excluded) + WINDOW_MARGIN
+    # Most exclusions (the user's history) are not new items, so they rarely take a place in the
+    # window: start small, and double it while the pool is short.
+    looked, window = 0, config.pool_size + WINDOW_MARGIN
     while len(items) < config.pool_size and looked < len(ranking):
         window = min(len(ranking), max(window, looked + 1))
         ids, scores = ranking.top(window)
@@ -177,9 +179,13 @@ def candidate_pool(ranking, excluded: set, exposure, prior: ClickPrior, config: 
         looked, window = window, 2 * window
     if not items:
         return Pool.of([], np.zeros(0), np.zeros(0), np.zeros(0), prior)
-    pool = Pool.of(items, np.concatenate(item_scores), np.concatenate(item_impressions),
-                   np.concatenate(item_clicks), prior)
-    return pool.with_displaced(displaced[0], displaced[1], *displaced_exposure, prior) if displaced else pool
+    if displaced:  # its entry built with the others' (one concatenation, not an append per array)
+        items.append(displaced[0])
+        item_scores.append([displaced[1]])
+        item_impressions.append([displaced_exposure[0]])
+        item_clicks.append([displaced_exposure[1]])
+    return Pool.of(items, np.concatenate(item_scores), np.concatenate(item_impressions),
+                   np.concatenate(item_clicks), prior, displaced=bool(displaced))
 
 
 @dataclass
@@ -227,30 +233,35 @@ def choose(pool: Pool, config: ExplorationConfig, rng: np.random.Generator) -> S
     competing = pool.competing(config)
     alpha, beta = posteriors(pool.prior_mean[competing], pool.impressions[competing], pool.clicks[competing],
                              config.prior_strength)
-    k = int(np.argmax(rng.beta(alpha, beta)))
-    propensity = winning_probability(alpha, beta, k, rng, config.propensity_draws)
+    # One call: row 0 is the action's draw, the other rows (independent of it) estimate its propensity.
+    draws = rng.beta(alpha, beta, size=(config.propensity_draws + 1, len(competing)))
+    k = int(np.argmax(draws[0]))
+    propensity = winning_probability(alpha, beta, k, draws[1:])
     return SlotChoice(pool.items[int(competing[k])], propensity, pool, int(competing[k]))
 
 
 PROPENSITY_FLOOR = 1e-6  # a winner's estimate is never 0 (it won); the floor bounds its weight
 
 
-def winning_probability(alpha: np.ndarray, beta: np.ndarray, k: int, rng: np.random.Generator, draws: int) -> float:
-    """P(candidate ``k``'s Beta(alpha, beta) draw is the highest): the mean over ``draws`` draws of
-    the others' maximum M of 1 - I_M(alpha_k, beta_k), the winner's Beta CDF (unbiased, and of lower
-    variance than counting wins, since the winner's own draw is integrated out)."""
+def winning_probability(alpha: np.ndarray, beta: np.ndarray, k: int, draws: np.ndarray) -> float:
+    """P(candidate ``k``'s Beta(alpha, beta) draw is the highest), from ``draws`` [n, candidates]
+    (each row a joint draw of every candidate's posterior; column ``k`` is overwritten): the mean
+    over rows of P(X_k > M), M the row's maximum over the others, through the winner's Beta tail
+    (unbiased, and of lower variance than counting wins, since the winner's own draw is integrated
+    out)."""
     if len(alpha) < 2:
         return 1.0
-    samples = rng.beta(alpha, beta, size=(draws, len(alpha)))
-    samples[:, k] = 0.0  # its own draw is integrated exactly below (cheaper than leaving its column out)
-    below = beta_cdf(alpha[k], beta[k], samples.max(axis=1))
-    return float(max(np.mean(1.0 - below), PROPENSITY_FLOOR))
+    draws[:, k] = 0.0  # its own draw is integrated exactly below (cheaper than leaving its column out)
+    above = beta_upper_tail(alpha[k], beta[k], draws.max(axis=1))
+    return float(max(above.mean(dtype=np.float64), PROPENSITY_FLOOR))
 
 
-def beta_cdf(alpha, beta, x: np.ndarray) -> np.ndarray:
-    """The regularized incomplete beta I_x(alpha, beta), elementwise with broadcasting (scipy's: it
-    runs once per answer, where a TensorFlow op call's overhead would dominate)."""
-    return scipy.special.betainc(alpha, beta, x)
+def beta_upper_tail(alpha, beta, x: np.ndarray) -> np.ndarray:
+    """P(X > x) for X ~ Beta(alpha, beta), elementwise: I_{1-x}(beta, alpha), computed as the lower
+    tail of the mirrored Beta so that small tails keep their relative precision (1e-5) in float32,
+    whose loop in scipy is about twice as fast as float64's (once per answer, on the hot path)."""
+    one = np.float32(1.0)
+    return scipy.special.betainc(np.float32(beta), np.float32(alpha), one - np.asarray(x, np.float32))
 
 
 def uniform_choice(pool: Pool, rng: np.random.Generator) -> SlotChoice | None:

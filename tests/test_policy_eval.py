@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from tworec.evaluation.policy import Decision, estimates, evaluate_policy, logged_decisions
-from tworec.live.exploration import ExplorationConfig, Pool, choose, posteriors, thompson_probabilities, \
-    winning_probability
+from tworec.live.exploration import ExplorationConfig, Pool, beta_upper_tail, choose, posteriors, \
+    thompson_probabilities, winning_probability
 
 
 def test_the_estimators_on_a_hand_computed_fixture():
@@ -115,7 +115,7 @@ def test_snips_normalises_by_the_targets_mass_on_the_actions_valued():
 
 
 def test_the_served_propensity_integrates_the_winners_draw_and_agrees_with_counting_wins():
-    """winning_probability (the others' maximum drawn, the winner's Beta CDF exact) against
+    """winning_probability (the others' maximum drawn, the winner's Beta tail exact) against
     200,000 draws of the whole choice, for every candidate of a pool with wide and narrow
     posteriors; its spread over repeats is below plain counting's with four times the draws."""
     rng = np.random.default_rng(3)
@@ -124,13 +124,25 @@ def test_the_served_propensity_integrates_the_winners_draw_and_agrees_with_count
     clicks = np.array([0.0, 3, 0, 2, 1, 0, 20, 0])
     alpha, beta = posteriors(mean, impressions, clicks, 20.0)
     counted = np.bincount(rng.beta(alpha, beta, size=(200_000, 8)).argmax(1), minlength=8) / 200_000
-    integrated = np.array([winning_probability(alpha, beta, k, rng, 4000) for k in range(8)])
+    integrated = np.array([winning_probability(alpha, beta, k, rng.beta(alpha, beta, size=(4000, 8))) for k in range(8)])
     np.testing.assert_allclose(integrated, counted, atol=0.01)
     assert integrated.sum() == pytest.approx(1.0, abs=0.02)
     k = int(np.argmax(counted))
-    served = [winning_probability(alpha, beta, k, rng, 50) for _ in range(200)]
+    served = [winning_probability(alpha, beta, k, rng.beta(alpha, beta, size=(50, 8))) for _ in range(200)]
     plain = [np.mean(rng.beta(alpha, beta, size=(200, 8)).argmax(1) == k) for _ in range(200)]
     assert abs(np.mean(served) - counted[k]) < 0.01 and np.std(served) < np.std(plain)
+
+
+def test_the_winners_tail_keeps_its_relative_precision_down_to_tiny_propensities():
+    """beta_upper_tail (float32, on the hot path) against scipy's float64 complement, for posteriors
+    like the slot's and thresholds from the bulk to far in the tail (where 1 - CDF in float32
+    would round to 0)."""
+    from scipy.special import betaincc
+
+    for alpha, beta in [(0.6, 19.4), (3.0, 117.0), (20.0, 40.0)]:
+        x = np.linspace(0.001, 0.6, 200)
+        exact = betaincc(alpha, beta, x)
+        np.testing.assert_allclose(beta_upper_tail(alpha, beta, x)[exact > 1e-30], exact[exact > 1e-30], rtol=1e-4)
 
 
 def test_eval_policy_reads_decisions_joined_to_their_impressions_and_clicks(tmp_path):
