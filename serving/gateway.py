@@ -103,6 +103,13 @@ class Candidates:
     scores: np.ndarray
     live: np.ndarray | None = None
 
+    def content_score(self, item: str, live_weight: float) -> float:
+        """``item``'s retrieval score without the live-count term: what the exploration slot's
+        click prior was fitted on (towers/selection.py fit_click_prior)."""
+        j = self.ids.index(item)
+        score = float(self.scores[j])
+        return score - live_weight * float(self.live[j]) if self.live is not None else score
+
 
 class Recommender(pb_grpc.RecommenderServicer):
     def __init__(self, bundle_source, triton: TritonModels, config: GatewayConfig = GatewayConfig(),
@@ -181,7 +188,7 @@ class Recommender(pb_grpc.RecommenderServicer):
             order = np.argsort(-ranked, kind="stable")[:k]
             items = self._items(bundle, [candidates.ids[j] for j in order], ranked[order], pb.RANKER,
                                 candidates.scores[order])
-        items = self._with_exploration(bundle, state, candidates.query, items, request.user_id, request_id)
+        items = self._with_exploration(bundle, state, candidates, items, request.user_id, request_id)
         response = pb.RecommendResponse(items=items, degraded=ranked is None, model_version=str(bundle.version),
                                         known_user=state.user_row > 0, request_id=request_id)
         self.timings.add(query_tower=t1 - t0, scann=t2 - t1, triton=t3 - t2, total=time.perf_counter() - started)
@@ -256,8 +263,8 @@ class Recommender(pb_grpc.RecommenderServicer):
             self._warn_degraded(err)
             return None
 
-    def _with_exploration(self, bundle: Bundle, state: UserState, query: np.ndarray, items: list, user_id: str,
-                          request_id: str) -> list:
+    def _with_exploration(self, bundle: Bundle, state: UserState, candidates: Candidates, items: list,
+                          user_id: str, request_id: str) -> list:
         """``items`` with the exploration slot's choice at its position (live/exploration.py): a new
         or under-exposed item the user has not had, not removed, not excluded and not already in the
         answer, or, where the answer's last item (the one the slot would push out) wins the draw, the
@@ -266,11 +273,13 @@ class Recommender(pb_grpc.RecommenderServicer):
         if (config is None or not config.enabled or self.recorder is None or bundle.click_prior is None
                 or len(items) <= config.position):
             return items
-        ranking = bundle.exploration_ranking(query)
+        ranking = bundle.exploration_ranking(candidates.query)
         if not len(ranking):
             return items
         table = bundle.items
-        displaced = (items[-1].item_id, items[-1].retrieval_score) if config.displaced_competes else None
+        # The displaced item's prior from the same kind of score as the new items' (no live-count term).
+        displaced = ((items[-1].item_id, candidates.content_score(items[-1].item_id, bundle.live_weight))
+                     if config.displaced_competes else None)
         pool = exploration.candidate_pool(ranking, state.excluded | {i.item_id for i in items},
                                           self.recorder.state.exposure, bundle.click_prior, config, displaced)
         if not pool.new:

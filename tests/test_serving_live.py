@@ -294,6 +294,18 @@ def test_where_the_displaced_item_wins_the_slot_the_answer_is_kept_and_the_decis
         assert (logged["candidates"][-1] == item) == (position == 9)
 
 
+def test_the_displaced_items_prior_comes_from_its_score_without_the_live_term():
+    """The click prior was fitted on retrieval scores without the live-count term, and the new
+    items' scores have none: the displaced item's prior must not count its trending boost."""
+    from tworec.serving.gateway import Candidates
+
+    live = np.log1p(np.array([0.0, 40.0, 3.0], np.float32))
+    candidates = Candidates(np.zeros(4), ["a", "b", "c"], np.array([0.9, 0.6, 0.4], np.float32) + 0.05 * live, live)
+    assert candidates.content_score("b", 0.05) == pytest.approx(0.6, abs=1e-6)
+    assert candidates.content_score("c", 0.0) == pytest.approx(0.4 + 0.05 * np.log1p(3.0), abs=1e-6)
+    assert Candidates(np.zeros(4), ["a"], np.array([0.3])).content_score("a", 0.05) == pytest.approx(0.3)
+
+
 def test_above_index_above_the_slot_searches_an_index_of_the_new_items_kept_current(repo):
     """Past ``index_above`` candidates the slot's pool comes from a ScaNN index of the items without
     an id embedding (built at load); it ranks as exact scoring does (brute force at this size),
