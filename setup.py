@@ -16,7 +16,7 @@ INSTALL_REQUIRES = [
     "tensorflow-recommenders==0.7.7",
     "scann==1.4.2",
     "numpy>=2",
-    "scipy",  # the exploration slot's propensity: the Beta CDF once per answer
+    "scipy",  # the exploration slot's propensity: the winner's Beta tail once per answer
     "apache-beam[tfrecord]==2.77.*",
     "pyarrow",
     "google-crc32c",  # fast TFRecord checksums in Beam (pure-Python fallback is ~20x slower)
