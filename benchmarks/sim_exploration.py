@@ -25,7 +25,8 @@ Per arm, means and 95% intervals over ``--seeds`` seeds (and for clicks the pair
 no-slot arm): clicks, new-item clicks, new items with
 at least 3 clicks by the end (the discoverable set), and the median impressions to a new item's
 first click (Kaplan-Meier over the new items that were shown; where an arm's curve never reaches
-one half, the horizon is reported with ``reached: false``). Off-policy: the Thompson policy's
+one half, the horizon is reported with ``reached: false``), as the mean of per-seed medians and,
+steadier, pooled: one curve over every seed's new items, its interval from resampling seeds. Off-policy: the Thompson policy's
 new-item click rate in the slot estimated (IPS, SNIPS, DR with 95% intervals; evaluation/policy.py) from the random
 arm's logs of all seeds pooled (``--ope-seeds``: more random-arm runs, logged traffic for the
 estimate only), against its true value on the same decisions, and against the new-item click rate
@@ -360,11 +361,11 @@ def main(argv=None) -> dict:
         "discoverable_ratio": ts["discoverable_new_items"] / max(no["discoverable_new_items"], 1e-9),
         "median_ratio": ts["median_impressions_to_first_click"] / max(no["median_impressions_to_first_click"], 1e-9),
         "median_requests_ratio": ts["median_requests_to_first_click"] / max(no["median_requests_to_first_click"], 1e-9),
+        "pooled_median_ratio": (ts["pooled_median_impressions_to_first_click"]["value"]
+                                / max(no["pooled_median_impressions_to_first_click"]["value"], 1e-9)),
         # Per seed the arms met the same requests and the same luck (common random numbers), so the
         # ratio's interval is over the seeds' paired ratios; the unpaired one divides the Thompson
         # arm's interval by the no-slot mean.
-        "pooled_median_ratio": (ts["pooled_median_impressions_to_first_click"]["value"]
-                                / max(no["pooled_median_impressions_to_first_click"]["value"], 1e-9)),
         "clicks_ratio": float(np.mean(paired)),
         "clicks_ratio_lower": interval(paired)[0],
         "clicks_ratio_lower_unpaired": ts["ci95"]["clicks"][0] / no["clicks"],
