@@ -26,11 +26,12 @@ no-slot arm): clicks, new-item clicks, new items with
 at least 3 clicks by the end (the discoverable set), and the median impressions to a new item's
 first click (Kaplan-Meier over the new items that were shown; where an arm's curve never reaches
 one half, the horizon is reported with ``reached: false``), as the mean of per-seed medians and,
-steadier, pooled: one curve over every seed's new items, its interval from resampling seeds. Off-policy: the Thompson policy's
-new-item click rate in the slot estimated (IPS, SNIPS, DR with 95% intervals; evaluation/policy.py) from the random
-arm's logs of all seeds pooled (``--ope-seeds``: more random-arm runs, logged traffic for the
-estimate only), against its true value on the same decisions, and against the new-item click rate
-the Thompson arm had in its slot in its own runs.
+steadier, pooled: one curve over every seed's new items, its interval from resampling seeds.
+Off-policy: the Thompson policy's new-item click rate in the slot estimated (IPS, SNIPS, DR with
+95% intervals; evaluation/policy.py) from the random arm's logs of all seeds pooled
+(``--ope-seeds``: more random-arm runs, logged traffic for the estimate only), against its true
+value on the same decisions, and against the new-item click rate the Thompson arm had in its slot
+in its own runs.
 """
 from __future__ import annotations
 
@@ -165,8 +166,10 @@ def simulate(arm: str, world: dict, truth: np.ndarray, offset: float, args, seed
             decisions.append((choice, bool(not choice.keeps_answer and clicked[config.position]), slot_p))
     new = world["new"]
     shown_new = new & (impressions > 0)
-    km = kaplan_meier_median(np.where(first_click_at > 0, first_click_at, impressions)[shown_new],
-                             (first_click_at > 0)[shown_new])
+    # Impressions to the first click, or so far where none came (censored), of each new item shown.
+    first_clicks = (np.where(first_click_at > 0, first_click_at, impressions)[shown_new],
+                    (first_click_at > 0)[shown_new])
+    km = kaplan_meier_median(*first_clicks)
     # Time since launch, in requests: every new item launched within the stream is at risk from its
     # launch, shown or not (censored at the end).
     launched_at = np.searchsorted(world["times"], world["launch"], side="left")
@@ -179,9 +182,7 @@ def simulate(arm: str, world: dict, truth: np.ndarray, offset: float, args, seed
             "discoverable_new_items": int(((clicks >= 3) & new).sum()),
             "new_items_shown": int(shown_new.sum()), "median_impressions_to_first_click": km,
             "median_requests_to_first_click": km_time, "requests": len(world["times"]), "decisions": decisions,
-            "curve": curve,
-            "first_clicks": (np.where(first_click_at > 0, first_click_at, impressions)[shown_new],
-                             (first_click_at > 0)[shown_new])}
+            "curve": curve, "first_clicks": first_clicks}
 
 
 def kaplan_meier_curve(durations: np.ndarray, observed: np.ndarray) -> list:

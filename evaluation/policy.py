@@ -32,7 +32,7 @@ import numpy as np
 
 from tworec.artifacts import DescribedFolder
 from tworec.live.event_log import read_records
-from tworec.live.exploration import ExplorationConfig, Pool, posteriors, thompson_probabilities
+from tworec.live.exploration import ExplorationConfig, Pool, thompson_probabilities
 
 POLICIES = ("thompson", "greedy", "uniform")
 
@@ -80,10 +80,8 @@ def target_probabilities(pool: Pool, policy: str, config: ExplorationConfig, rng
         return out
     if policy == "greedy":
         competing = pool.competing(config)
-        alpha, beta = posteriors(pool.prior_mean[competing], pool.impressions[competing], pool.clicks[competing],
-                                 config.prior_strength)
         out = np.zeros(len(pool))
-        out[competing[int(np.argmax(alpha / (alpha + beta)))]] = 1.0
+        out[competing[int(np.argmax(pool.posterior_means(config.prior_strength, competing)))]] = 1.0
         return out
     return thompson_probabilities(pool, config, rng, draws)
 
@@ -153,8 +151,7 @@ def reward_model(decisions: list, rewards: list, config: ExplorationConfig, new_
     keeping the answer is worth 0."""
     q_all = []
     for d in decisions:
-        alpha, beta = posteriors(d.pool.prior_mean, d.pool.impressions, d.pool.clicks, config.prior_strength)
-        q = alpha / (alpha + beta)
+        q = d.pool.posterior_means(config.prior_strength)
         q_all.append(d.pool.new_items_only(q) if new_items_only else q)
     expected = sum(float(q[d.shown]) for q, d in zip(q_all, decisions))
     scale = float(np.sum(rewards)) / expected if expected > 0 and np.sum(rewards) > 0 else 1.0

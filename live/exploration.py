@@ -107,6 +107,15 @@ class Pool:
             out[-1] = 0.0
         return out
 
+    def beta_posteriors(self, prior_strength: float, entries=slice(None)) -> tuple[np.ndarray, np.ndarray]:
+        """Beta(alpha, beta) of the click rates of ``entries`` (all by default), as ``posteriors``."""
+        return posteriors(self.prior_mean[entries], self.impressions[entries], self.clicks[entries], prior_strength)
+
+    def posterior_means(self, prior_strength: float, entries=slice(None)) -> np.ndarray:
+        """The posterior mean click rate of ``entries`` (all by default)."""
+        alpha, beta = self.beta_posteriors(prior_strength, entries)
+        return alpha / (alpha + beta)
+
     def competing(self, config: "ExplorationConfig") -> np.ndarray:
         """Indices of the entries that compete under ``config``: the ``pool_size`` new items of
         highest prior, and the displaced item where there is one and ``config`` lets it compete."""
@@ -179,7 +188,7 @@ def candidate_pool(ranking, excluded: set, exposure, prior: ClickPrior, config: 
         looked, window = window, 2 * window
     if not items:
         return Pool.of([], np.zeros(0), np.zeros(0), np.zeros(0), prior)
-    if displaced:  # its entry built with the others' (one concatenation, not an append per array)
+    if displaced:  # its entry joins the others' arrays
         items.append(displaced[0])
         item_scores.append([displaced[1]])
         item_impressions.append([displaced_exposure[0]])
@@ -218,8 +227,7 @@ def thompson_probabilities(pool: Pool, config: ExplorationConfig, rng: np.random
     ``config`` (``Pool.competing``), from ``draws`` draws."""
     out = np.zeros(len(pool))
     competing = pool.competing(config)
-    alpha, beta = posteriors(pool.prior_mean[competing], pool.impressions[competing], pool.clicks[competing],
-                             config.prior_strength)
+    alpha, beta = pool.beta_posteriors(config.prior_strength, competing)
     samples = rng.beta(alpha, beta, size=(draws, len(competing)))
     out[competing] = np.bincount(np.argmax(samples, axis=1), minlength=len(competing)) / draws
     return out
@@ -231,8 +239,7 @@ def choose(pool: Pool, config: ExplorationConfig, rng: np.random.Generator) -> S
     if not pool.new:
         return None
     competing = pool.competing(config)
-    alpha, beta = posteriors(pool.prior_mean[competing], pool.impressions[competing], pool.clicks[competing],
-                             config.prior_strength)
+    alpha, beta = pool.beta_posteriors(config.prior_strength, competing)
     # One call: row 0 is the action's draw, the other rows (independent of it) estimate its propensity.
     draws = rng.beta(alpha, beta, size=(config.propensity_draws + 1, len(competing)))
     k = int(np.argmax(draws[0]))
@@ -257,9 +264,9 @@ def winning_probability(alpha: np.ndarray, beta: np.ndarray, k: int, draws: np.n
 
 
 def beta_upper_tail(alpha, beta, x: np.ndarray) -> np.ndarray:
-    """P(X > x) for X ~ Beta(alpha, beta), elementwise: I_{1-x}(beta, alpha), computed as the lower
-    tail of the mirrored Beta so that small tails keep their relative precision (1e-5) in float32,
-    whose loop in scipy is about twice as fast as float64's (once per answer, on the hot path)."""
+    """P(X > x) for X ~ Beta(alpha, beta), elementwise, to a relative 1e-4 however small: I_{1-x}(beta,
+    alpha), the lower tail of the mirrored Beta, in float32 (scipy's faster loop, on the hot path;
+    1 - CDF in float32 would round small tails to 0)."""
     one = np.float32(1.0)
     return scipy.special.betainc(np.float32(beta), np.float32(alpha), one - np.asarray(x, np.float32))
 
