@@ -49,7 +49,7 @@ class CatalogRows:
 
 class GatewayArtifact(DescribedFolder):
     KIND = "tworec gateway version"
-    VERSION = 1
+    VERSION = 2  # its live_weight and ranker read the live-count share (live/decay.py)
     REMEDY = "re-export it with `tworec export`"
     DESCRIPTION = "bundle.json"
     QUERY_TOWER = "query_tower.savedmodel"

@@ -6,12 +6,18 @@ the log of its events' forward weights, ``log2(sum 2 ** (t_i / half_life))``: ad
 a log-add that never changes again, no value overflows however long the system runs, and
 ordering items by their stored value orders them by their decayed count at any time (so a top-N
 list stays valid until the next event). Reading at ``now``: ``2 ** (stored - now / half_life)``.
+
+The live-count feature that retrieval and the ranker read is an item's *share*: its decayed count
+over the decayed count of all counted interactions (``share_feature``). A share does not change
+with time (both counts decay alike) and does not follow traffic's volume, which differs between
+the period a model's features were fitted on and the period it serves.
 """
 from __future__ import annotations
 
 import numpy as np
 
 EMPTY = -np.inf  # the stored value of an item with no events
+SHARE_SCALE = 1000.0  # per thousand interactions, so log1p tells hot items apart (on a share < 1 it is ~linear)
 
 
 def log_weight(timestamp, half_life_s: float):
@@ -27,6 +33,18 @@ def log_add(stored, log_weights):
 def decayed(stored, now: float, half_life_s: float):
     """Stored values read as decayed counts at ``now``."""
     return np.exp2(np.asarray(stored, np.float64) - now / half_life_s)
+
+
+def share(stored, stored_total):
+    """Items' stored values and the stored value of all counted interactions → each item's share
+    of the total's decayed count, at any time (0 for an item with no events)."""
+    with np.errstate(invalid="ignore"):  # EMPTY - EMPTY: no events at all
+        return np.nan_to_num(np.exp2(np.asarray(stored, np.float64) - np.asarray(stored_total, np.float64)), nan=0.0)
+
+
+def share_feature(shares) -> np.ndarray:
+    """The item_live_count feature: ``log(1 + SHARE_SCALE × share)``, float32."""
+    return np.log1p(SHARE_SCALE * np.asarray(shares, np.float64)).astype(np.float32)
 
 
 class DecayedCounts:

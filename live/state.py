@@ -3,8 +3,9 @@
 Per user: the items they had (clicks, add-to-carts, purchases, ratings), newest first; the newest
 ``history_length`` are their history for the query tower, the newest ``seen_items`` are never
 recommended to them again. Per item: a decayed interaction count (live/decay.py), the items with
-the highest counts (trending), and its impressions and clicks (the exploration slot's
-posteriors). Per event id: whether it was applied (a re-sent event is applied once).
+the highest counts (trending), its share of all items' decayed count (the live-count feature),
+and its impressions and clicks (the exploration slot's posteriors). Per event id: whether it was
+applied (a re-sent event is applied once).
 
 Two stores behind one interface (``LiveState``): ``EmbeddedState`` in the gateway's memory,
 rebuilt from the replica's event log at start, and ``RedisState``, which several gateway replicas
@@ -56,6 +57,11 @@ class LiveState(ABC):
         """Decayed counts of ``item_ids`` at ``now`` (0 for items never counted)."""
 
     @abstractmethod
+    def shares(self, item_ids: list) -> np.ndarray:
+        """Each item's decayed count over that of every counted interaction (live/decay.py share;
+        the same at any time; 0 for items never counted)."""
+
+    @abstractmethod
     def exposure(self, item_ids: list) -> tuple[np.ndarray, np.ndarray]:
         """(impressions, clicks) of ``item_ids`` since the state began (0 for items never shown)."""
 
@@ -84,6 +90,7 @@ class EmbeddedState(LiveState):
         self._lock = threading.Lock()
         self._users: dict = {}  # user → ([(-timestamp, item)] sorted, {item: timestamp})
         self._counts: dict = {}  # item → stored (log2 forward) value, live/decay.py
+        self._total = decay.EMPTY  # the stored value of every counted interaction
         self._top: dict = {}  # the trending_candidates items with the highest counts
         self._claimed: dict = {}  # event id → None, insertion-ordered (oldest evicted first)
         self._impressions: collections.Counter = collections.Counter()
@@ -114,7 +121,9 @@ class EmbeddedState(LiveState):
             for e in interactions:
                 self._add_item(e.user_id, e.item_id, e.timestamp)
             for e in trending:
-                self._count(e.item_id, float(decay.log_weight(e.timestamp, half_life)))
+                weight = float(decay.log_weight(e.timestamp, half_life))
+                self._count(e.item_id, weight)
+                self._total = float(decay.log_add(self._total, weight))
             self._impressions.update(shown)
             self._clicks.update(clicked)
 
@@ -156,6 +165,11 @@ class EmbeddedState(LiveState):
             stored = [self._counts.get(i, decay.EMPTY) for i in item_ids]
         return decay.decayed(np.asarray(stored, np.float64), now, self.half_life_s)
 
+    def shares(self, item_ids: list) -> np.ndarray:
+        with self._lock:
+            stored, total = [self._counts.get(i, decay.EMPTY) for i in item_ids], self._total
+        return decay.share(stored, total)
+
     def exposure(self, item_ids: list) -> tuple[np.ndarray, np.ndarray]:
         with self._lock:
             shown, clicked = self._impressions.get, self._clicks.get  # a Counter's [] is slower on misses
@@ -168,21 +182,25 @@ class RedisState(LiveState):
 
     Keys (all under ``redis_prefix``): ``:user:<id>`` a sorted set item → timestamp (the newest
     ``seen_items`` kept), ``:trending`` a sorted set item → stored value (live/decay.py; a Lua
-    script log-adds, atomically), ``:exposure`` a hash of each item's impressions (``i:<id>``) and
+    script log-adds, atomically), ``:trending_total`` the stored value of every counted
+    interaction, ``:exposure`` a hash of each item's impressions (``i:<id>``) and
     clicks (``c:<id>``), ``:event:<id>`` a claimed event id (expires after ``dedup_ttl_s``)."""
 
-    # KEYS[1]: the trending set; ARGV: item, log weight, item, log weight, ... → each log-added.
+    # KEYS[1]: the trending set, KEYS[2]: the total; ARGV: item, log weight, item, log weight, ...
+    # → each log-added to its item and to the total.
     _LOG_ADD = """
+    local function log_add(current, add)
+      if not current then return add end
+      local high, low = math.max(current, add), math.min(current, add)
+      return high + math.log(1 + 2 ^ (low - high)) / math.log(2)
+    end
+    local total = tonumber(redis.call('GET', KEYS[2]))
     for i = 1, #ARGV, 2 do
       local add = tonumber(ARGV[i + 1])
-      local current = redis.call('ZSCORE', KEYS[1], ARGV[i])
-      if current then
-        local c = tonumber(current)
-        local high, low = math.max(c, add), math.min(c, add)
-        add = high + math.log(1 + 2 ^ (low - high)) / math.log(2)
-      end
-      redis.call('ZADD', KEYS[1], add, ARGV[i])
+      redis.call('ZADD', KEYS[1], log_add(tonumber(redis.call('ZSCORE', KEYS[1], ARGV[i])), add), ARGV[i])
+      total = log_add(total, add)
     end
+    redis.call('SET', KEYS[2], string.format('%.17g', total))
     return #ARGV / 2
     """
 
@@ -197,6 +215,7 @@ class RedisState(LiveState):
         self._user_key = lambda u: f"{prefix}:user:{u}"  # noqa: E731
         self._event_key = lambda e: f"{prefix}:event:{e}"  # noqa: E731
         self._trending_key = f"{prefix}:trending"
+        self._total_key = f"{prefix}:trending_total"
         self._exposure_key = f"{prefix}:exposure"
         self._log_add = self._redis.register_script(self._LOG_ADD)
 
@@ -225,7 +244,7 @@ class RedisState(LiveState):
             pipe.zremrangebyrank(self._user_key(user), 0, -self.config.seen_items - 1)
         if trending:
             half_life = self.half_life_s
-            self._log_add(keys=[self._trending_key], client=pipe,
+            self._log_add(keys=[self._trending_key, self._total_key], client=pipe,
                           args=[x for e in trending for x in (e.item_id, repr(float(decay.log_weight(e.timestamp,
                                                                                                       half_life))))])
         pipe.execute()
@@ -243,6 +262,16 @@ class RedisState(LiveState):
         stored = self._redis.zmscore(self._trending_key, list(item_ids)) if item_ids else []
         return decay.decayed(np.array([decay.EMPTY if s is None else s for s in stored], np.float64), now,
                              self.half_life_s)
+
+    def shares(self, item_ids: list) -> np.ndarray:
+        if not item_ids:
+            return np.zeros(0)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.zmscore(self._trending_key, list(item_ids))
+        pipe.get(self._total_key)
+        stored, total = pipe.execute()
+        return decay.share(np.array([decay.EMPTY if s is None else s for s in stored], np.float64),
+                           decay.EMPTY if total is None else float(total))
 
     def exposure(self, item_ids: list) -> tuple[np.ndarray, np.ndarray]:
         if not item_ids:

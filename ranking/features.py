@@ -99,8 +99,8 @@ def ranker_rows(items, user_row, user_attribute_rows, query_embedding, history_c
                 candidate_rows, retrieval_scores, live_counts=None) -> dict:
     """Rows for one request (user-level scalars, candidates [C]) or many (user-level [B],
     candidates [B, C]). ``items``: the RankerTables whose item rows ``candidate_rows`` index;
-    ``live_counts``: the candidates' item_live_count feature (log1p of the decayed count; none: 0). Returns contract-named arrays with the
-    candidates' shape as leading dims."""
+    ``live_counts``: the candidates' item_live_count feature (live/decay.py share_feature; none:
+    0). Returns contract-named arrays with the candidates' shape as leading dims."""
     candidate_rows = np.asarray(candidate_rows)
     shape = candidate_rows.shape
     user_row = np.asarray(user_row, np.int32)

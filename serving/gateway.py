@@ -24,7 +24,7 @@ import numpy as np
 
 from tworec import contract
 from tworec.contract import Event, EventReject, EventType
-from tworec.live import exploration
+from tworec.live import decay, exploration
 from tworec.live.exploration import ExplorationConfig
 from tworec.live.recorder import EventRecorder
 from tworec.ranking.features import ranker_rows
@@ -238,7 +238,7 @@ class Recommender(pb_grpc.RecommenderServicer):
                 ids = ids + extra
                 scores = np.concatenate([scores, (table.item_embedding[rows] @ query
                                                   + bundle.score_shift(rows)).astype(np.float32)])
-        live = np.log1p(live_state.counts(ids, state.now)).astype(np.float32)
+        live = decay.share_feature(live_state.shares(ids))
         if weighted:
             scores = scores + bundle.live_weight * live
             order = np.argsort(-scores, kind="stable")[:n]

@@ -142,6 +142,25 @@ def test_trending_counts_decay_and_unknown_items_do_not_count(state):
     assert counts[0] == pytest.approx(sum(2 ** (-(100 - i) / DAY) for i in range(3)), rel=1e-9)
     assert counts[2] == 0 and counts[3] == 0
     assert [i for i, _ in state.user("u1")] == ["new-item", "hot", "warm"]  # the user still had it
+    np.testing.assert_allclose(state.shares(["hot", "warm", "new-item", "never"]),
+                               np.r_[counts[:2] / counts[:2].sum(), 0, 0], rtol=1e-9)
+
+
+def test_the_served_live_feature_is_the_one_the_models_were_fitted_on(state):
+    """The gateway's feature (the state's shares) equals the offline one the retrieval weight and
+    the ranker were fitted on (towers/live_counts.py), for the same events."""
+    from tworec.towers.live_counts import PostTrainingEvents
+
+    rng = np.random.default_rng(3)
+    rows, times = rng.integers(0, 12, 300), T0 + np.sort(rng.integers(0, 20 * DAY, 300))
+    events = [Event(f"s{n}", f"u{n % 7}", f"i{r}", EventType.PURCHASE, int(t))
+              for n, (r, t) in enumerate(zip(rows, times))]
+    state.record(events, [True] * len(events))
+    now = int(times[-1]) + 1
+    offline = PostTrainingEvents(times, rows).features(np.array([now]), np.arange(14)[None], state.half_life_s)[0]
+    served = decay.share_feature(state.shares([f"i{r}" for r in range(14)]))
+    np.testing.assert_allclose(served, offline, rtol=1e-5)
+    assert offline[12:].tolist() == [0, 0] and offline[:12].min() > 0
 
 
 def test_an_event_id_is_claimed_once_until_released(state):

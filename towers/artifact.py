@@ -42,7 +42,7 @@ class RestoredRetrieval:
 
 class RetrievalArtifact(DescribedFolder):
     KIND = "tworec retrieval model"
-    VERSION = 1
+    VERSION = 2  # live_weight weighs the live-count share (live/decay.py), not log(1 + count)
     REMEDY = "train it with `tworec train-retrieval`"
     DESCRIPTION = "model.json"
     ITEM_IDS = "item_ids.txt"
@@ -58,7 +58,7 @@ class RetrievalArtifact(DescribedFolder):
         self.data = data  # the data folder it was trained on
         self.summary = summary
         self.new_item_offset = new_item_offset
-        self.live_weight = live_weight  # of log(1 + live count) in the retrieval score
+        self.live_weight = live_weight  # of the live-count feature (live/decay.py) in the retrieval score
         self.click_prior = click_prior  # live.exploration.ClickPrior of the exploration slot; None: no slot
 
     # --- training writes ----------------------------------------------------------------------

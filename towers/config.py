@@ -53,8 +53,8 @@ class RetrievalConfig:
     live_half_life_s: float = setting(7 * 86_400.0, "half-life of the decayed live interaction counts (trending) "
                                                     "the retrieval score and the ranker read; the gateway counts "
                                                     "with the exported model's")
-    live_weight: float | None = setting(None, "weight of log(1 + live count) in the retrieval score; none: fitted "
-                                              "on validation")
+    live_weight: float | None = setting(None, "weight of the live-count feature (live/decay.py) in the retrieval "
+                                              "score; none: fitted on validation")
     live_tail_floor: float = setting(0.95, "the fitted live weight keeps validation tail HitRate@10 at least this "
                                            "share of the weight-0 model's")
     click_prior_base_rate: float = setting(0.03, "the exploration slot's prior: the click rate of a random item "

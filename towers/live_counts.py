@@ -1,11 +1,12 @@
 """Live interaction counts in retrieval and ranking, computed offline exactly as the gateway's live
 state holds them (live/decay.py): each item's interactions after the model's training data and
-strictly before a query, decayed with a half-life.
+strictly before a query, decayed with a half-life, as a share of all items' (the feature
+``log(1 + SHARE_SCALE × share)``, live/decay.py share_feature).
 
-The retrieval score adds ``weight × log(1 + count)`` (``LiveTerm``), so an item that is selling
-now can enter the candidates; the ranker reads ``log(1 + count)`` as its ``item_live_count``
-feature. The weight is fitted on validation (towers/selection.py) with a guard that keeps the
-long tail: a global count favours what is already popular.
+The retrieval score adds ``weight × feature`` (``LiveTerm``), so an item that is selling now can
+enter the candidates; the ranker reads the feature as its ``item_live_count``. The weight is
+fitted on validation (towers/selection.py) with a guard that keeps the long tail: a global count
+favours what is already popular.
 
 Which interactions count is the caller's choice, and no leakage is its rule: the validation fit
 and the ranker's lists (both on the validation split) count validation interactions only;
@@ -45,11 +46,14 @@ class PostTrainingEvents:
         return cls(np.zeros(0, np.int64), np.zeros(0, np.int64))
 
     def features(self, query_times: np.ndarray, rows: np.ndarray, half_life_s: float) -> np.ndarray:
-        """log(1 + decayed count) of ``rows`` [Q, C] at ``query_times`` [Q] → [Q, C] float32."""
-        if half_life_s not in self._counts:
-            self._counts[half_life_s] = decay.DecayedCounts(self.times, self.rows, half_life_s)
-        counts = self._counts[half_life_s].at(query_times, rows)
-        return np.log1p(counts).astype(np.float32)
+        """The live-count feature of ``rows`` [Q, C] at ``query_times`` [Q] → [Q, C] float32."""
+        if half_life_s not in self._counts:  # each item's counts, and the total's (every event in row 0)
+            self._counts[half_life_s] = (decay.DecayedCounts(self.times, self.rows, half_life_s),
+                                         decay.DecayedCounts(self.times, np.zeros_like(self.rows), half_life_s))
+        items, total = self._counts[half_life_s]
+        counts = items.at(query_times, rows)
+        totals = total.at(query_times, np.zeros((len(counts), 1), np.int64))
+        return decay.share_feature(np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0))
 
     def features_of_all_items(self, query_times: np.ndarray, num_items: int, half_life_s: float) -> np.ndarray:
         """``features`` of every catalog row at each of ``query_times`` [Q] → [Q, num_items]."""
@@ -61,7 +65,7 @@ class PostTrainingEvents:
 
 @dataclass
 class LiveTerm:
-    """``weight × log(1 + count)`` for the items of each query, counted from ``events``."""
+    """``weight ×`` the live-count feature for the items of each query, counted from ``events``."""
 
     events: PostTrainingEvents
     weight: float

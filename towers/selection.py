@@ -11,9 +11,10 @@ id embedding sharpens their score, and how far to trust a new item's score again
 differs by catalog and by model.
 
 ``fit_live_weight`` picks the weight of the live-count term (towers/live_counts.py) by validation
-HitRate at the ranker's candidate depth, among the weights that keep the tail's HitRate there
-above a floor: a global count pulls every list toward what is already popular, which the long
-tail cannot afford. The ranker, which reads the live count itself, orders the candidates.
+HitRate at the ranker's candidate depth, among the weights that keep the tail's HitRate@10 above
+a floor: a global count pulls every list toward what is already popular, which the long tail
+cannot afford (at depth 200 the tail barely moves while its top 10 already loses). The ranker,
+which reads the live count itself, orders the candidates.
 """
 from __future__ import annotations
 
@@ -91,15 +92,17 @@ def fit_new_item_offset(model, judged: JudgedSplit, lookups, history_length: int
     return (chosen if table[chosen] - table[0.0] >= min_gain else 0.0), dict(sorted(table.items()))
 
 
+SHOWN = 10  # the items an answer shows: the tail must keep its place there
 LIVE_WEIGHT_GRID = (0.0, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05)
 
 
 def fit_live_weight(scorer: RetrievalScorer, judged: JudgedSplit, events: PostTrainingEvents, half_life_s: float,
                     tail_floor: float, grid=LIVE_WEIGHT_GRID, min_gain: float = MIN_GAIN) -> tuple[float, dict]:
-    """(weight, {weight: [HitRate@K, tail HitRate@K]} on ``judged``, K the candidates a ranker
-    re-orders): the grid's best weight whose tail HitRate@K is at least ``tail_floor`` × the
-    weight-0 model's; 0 unless it beats 0 by ``min_gain``. ``events``: the interactions counted
-    (validation only: no leakage)."""
+    """(weight, {weight: [HitRate@R, tail HitRate@10]} on ``judged``, R the candidates a ranker
+    re-orders): the grid's best weight by HitRate@R (what the term is for: trending items among the
+    candidates) whose tail HitRate@10 (what answers show) is at least ``tail_floor`` × the weight-0
+    model's; 0 unless it beats 0 by ``min_gain``. ``events``: the interactions counted (validation
+    only: no leakage)."""
     table = {}
     tail = judged.segments.get("tail", judged.segments["all"])
 
@@ -110,7 +113,7 @@ def fit_live_weight(scorer: RetrievalScorer, judged: JudgedSplit, events: PostTr
     ranks = judged.ranks_under(scorer, weighted)
     for weight in grid:
         found = ranks.get(weight, np.zeros(0, np.int64))  # none when the split has no queries
-        table[weight] = [round(_hitrate(found, RERANK_DEPTH), 5), round(_hitrate(found[tail], RERANK_DEPTH), 5)]
+        table[weight] = [round(_hitrate(found, RERANK_DEPTH), 5), round(_hitrate(found[tail], SHOWN), 5)]
     floor = tail_floor * table[0.0][1]
     allowed = [w for w in grid if table[w][1] >= floor]
     best = max(allowed, key=lambda w: (table[w][0], -w))

@@ -155,7 +155,7 @@ def train_retrieval(data_dir: str, out_dir: str, config: RetrievalConfig = Retri
         "seconds": round(time.time() - started, 1),
         # validation HitRate@K per offset tried (K as the selection's)
         "new_item_offset_fit": {f"{o:g}": round(v, 4) for o, v in offset_fit.items()},
-        # validation [HitRate@200, tail HitRate@200] per live weight tried
+        # validation [HitRate@200, tail HitRate@10] per live weight tried
         "live_weight_fit": {f"{w:g}": v for w, v in live_fit.items()},
         "warm_start": {"from": str(previous.path.resolve()), **warm} if previous else None,
     }

@@ -179,8 +179,9 @@ RANKER_CANDIDATE_INPUTS = (
     Tensor("item_embedding", "float32", (EMBEDDING,), "the item tower's embedding (content for cold items)"),
     Tensor("retrieval_score", "float32", (), "query · item score from retrieval"),
     Tensor("item_log_popularity", "float32", (), "log(1 + train interactions); 0 for new items"),
-    Tensor("item_live_count", "float32", (), "log(1 + the item's decayed interaction count since training, at the "
-                                            "request's time); 0 without live state"),
+    Tensor("item_live_count", "float32", (), "the item's share of all items' decayed interaction counts since "
+                                            "training, at the request's time, as live/decay.py share_feature "
+                                            "reads it; 0 without live state"),
 )
 RANKER_INPUTS = RANKER_USER_INPUTS + RANKER_CANDIDATE_INPUTS
 RANKER_OUTPUT = Tensor("score", "float32", (), "ranking score: higher is better")
