@@ -23,6 +23,10 @@ shuffled among the events (each keeps its user and time, so what the gateway lea
 information about the user or the item's moment) while the requests and their targets stay real:
 the live arms' gains must vanish. Shuffling only the timestamps cannot make them vanish, since
 every user would still be recorded with their own items (future ones included).
+
+The exploration slot is off in every arm: the replay records no impressions, so its posteriors
+would never learn, and its item would only stand between the arms and ``tworec eval``'s numbers.
+``benchmarks/sim_exploration.py`` measures the slot.
 """
 from __future__ import annotations
 
@@ -186,6 +190,7 @@ def refresh(run: str, repo: str, log_dir: str, work: str, epochs: int) -> dict:
 def run_arm(arm: str, run: str, before, valid, test, segments, users, args, control=None) -> dict:
     """One arm's replay; ``control``: (valid, test) events to record in place of the real ones."""
     from tworec.live.config import LiveConfig
+    from tworec.live.exploration import ExplorationConfig
     from tworec.serving.client import RecommenderClient, pb
     from tworec.serving.config import ServeConfig
     from tworec.serving.server import Service
@@ -194,7 +199,8 @@ def run_arm(arm: str, run: str, before, valid, test, segments, users, args, cont
     repo = os.path.join(work, "repo")
     shutil.copytree(os.path.join(run, "repo"), repo, ignore=shutil.ignore_patterns("events"))
     trending = arm in ("live_trending", "refreshed")
-    config = ServeConfig(repo=repo, reload_poll_s=0.5, live=LiveConfig(replica=arm, trending=trending))
+    config = ServeConfig(repo=repo, reload_poll_s=0.5, live=LiveConfig(replica=arm, trending=trending),
+                         exploration=ExplorationConfig(enabled=False))
     result = {"arm": arm}
     try:
         with Service(config) as service, RecommenderClient(service.address, timeout_s=30) as client:

@@ -22,7 +22,7 @@ from tworec.training import TrainingFolder
 
 class RankerArtifact(DescribedFolder):
     KIND = "tworec ranker"
-    VERSION = 1
+    VERSION = 2  # item_live_count is a share of all interactions (live/decay.py)
     REMEDY = "train it with `tworec train-ranker`"
     DESCRIPTION = "ranker.json"
     SAVEDMODEL = "savedmodel"

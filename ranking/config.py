@@ -8,6 +8,7 @@ from tworec import settings
 from tworec.settings import setting
 
 MINING_SPLITS = ("valid", "train")
+LIVE_FEATURE_USES = ("crossed", "new_items")
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,10 @@ class RankerConfig:
     user_id_dropout: float = setting(0.2, "share of rows whose user id is hidden, so unknown users are ranked")
     live_dropout: float = setting(0.5, "share of training lists mined as trending-off serving sees them (no live term "
                                        "in retrieval, no live counts), so the ranker serves both ways")
+    live_feature: str = setting("new_items", "how item_live_count reaches the score beside the retrieval score's "
+                                             "live term: new_items (one learned weight × it, on new items' scores "
+                                             "only) or crossed (a cross layers' input: on MovieLens it spends warm "
+                                             "hits on trending ones)", choices=LIVE_FEATURE_USES)
     batch_size: int = setting(128, "lists per global batch, split across replicas")
     learning_rate: float = setting(0.002, "Adam learning rate")
     lazy_adam_above: int = setting(200_000, "items above which Adam updates only the batch's rows of the id tables "

@@ -47,6 +47,8 @@ class RankingScorer(keras.layers.Layer):
         self.out = keras.layers.Dense(1, name="score")
         self.retrieval_weight = self.add_weight(
             name="retrieval_weight", shape=(), initializer=keras.initializers.Constant(1.0 / retrieval_temperature))
+        self.new_item_live_weight = (self.add_weight(name="new_item_live_weight", shape=(), initializer="zeros")
+                                     if config.live_feature == "new_items" else None)
 
     @staticmethod
     def _drop_mask(rows, rate, training):
@@ -70,8 +72,9 @@ class RankingScorer(keras.layers.Layer):
         candidate = tf.cast(rows["item_embedding"], tf.float32)
         score = tf.cast(rows["retrieval_score"], tf.float32)
         live = tf.cast(rows["item_live_count"], tf.float32)
+        crossed_live = live if self.new_item_live_weight is None else tf.zeros_like(live)
         scalars = tf.stack([
-            score, popularity, is_new, live,
+            score, popularity, is_new, crossed_live,
             tf.math.log1p(tf.maximum(tf.cast(rows["history_count"], tf.float32), 0.0)),
             tf.math.log1p(tf.maximum(tf.cast(rows["hours_since_last"], tf.float32), 0.0)),
         ], -1)
@@ -86,8 +89,10 @@ class RankingScorer(keras.layers.Layer):
         crossed = x0
         for layer in self.cross:
             crossed = layer(x0, crossed)
-        logit = self.out(tf.concat([crossed, self.deep(crossed)], -1))[:, 0]
-        return logit + self.retrieval_weight * score
+        logit = self.out(tf.concat([crossed, self.deep(crossed)], -1))[:, 0] + self.retrieval_weight * score
+        if self.new_item_live_weight is not None:
+            logit += self.new_item_live_weight * is_new * live
+        return logit
 
 
 class RankingModel(tfrs.Model):

@@ -70,6 +70,20 @@ def test_mined_lists_put_the_positive_first_and_never_use_seen_items(synthetic_d
     everything = mine_lists(queries, items, RankerConfig.tiny(positives_in_candidates=False), seed=3)
     assert len(everything) == len(queries)
 
+    # With trending, candidates are found and scored with the live term at each list's time, and
+    # the candidates carry the live feature; a live_dropout share of lists is mined as trending off.
+    from tworec.towers.live_counts import LiveTerm, PostTrainingEvents
+
+    live = LiveTerm(PostTrainingEvents.of_splits(str(synthetic_data), catalog), 0.5, 7 * 86_400.0)
+    trending = mine_lists(queries, items, RankerConfig.tiny(positives_in_candidates=False), seed=3, live=live)
+    on = trending.live.any(1)
+    assert 0.2 < on.mean() < 0.8
+    features = live.events.features(trending.queries.timestamp, trending.candidates, live.half_life_s)
+    np.testing.assert_allclose(trending.live, np.where(on[:, None], features, 0.0))
+    content = np.einsum("nd,nld->nl", trending.queries.query, items[trending.candidates])
+    np.testing.assert_allclose(trending.scores, content + live.weight * trending.live, atol=1e-5)
+    assert (trending.candidates != everything.candidates).any()  # the term changed what was found
+
     # Lists whose positive is a new (id-less) item are repeated; the others appear once.
     item_row = catalog.id_index.copy()
     item_row[lists.candidates[:2, 0]] = 0  # make two positives look new
@@ -113,6 +127,42 @@ def test_serving_signature_accepts_unknown_users_and_items_and_survives_a_savedm
     rows["retrieval_score"][:] = 0.3
     scores = loaded(**{k: tf.constant(v) for k, v in rows.items()})["score"].numpy()
     assert np.ptp(scores) > 1e-4
+
+
+def test_the_new_items_live_feature_moves_new_items_scores_only_and_linearly():
+    """``live_feature="new_items"``: item_live_count adds one learned weight × it to new (id-less)
+    items' scores and nothing to known items'; "crossed": it reaches every item's score."""
+    from tworec.ranking.config import RankerConfig
+    from tworec.ranking.model import RankingScorer
+    from tworec.tf_setup import tf
+
+    rng = np.random.default_rng(2)
+    n, dim = 40, 8
+    new, known = np.arange(n) < n // 2, np.arange(n) >= n // 2
+    rows = {"user_row": np.ones(n, np.int32),
+            "user_attribute_rows": np.zeros((n, contract.MAX_USER_ATTRIBUTES), np.int32),
+            "query_embedding": rng.normal(size=(n, dim)).astype(np.float32),
+            "history_count": np.full(n, 3.0, np.float32), "hours_since_last": np.ones(n, np.float32),
+            "item_row": np.where(new, 0, np.arange(n)).astype(np.int32),
+            "item_category_rows": np.ones((n, contract.MAX_ITEM_CATEGORIES), np.int32),
+            "item_embedding": rng.normal(size=(n, dim)).astype(np.float32),
+            "retrieval_score": rng.uniform(-1, 1, n).astype(np.float32),
+            "item_log_popularity": known.astype(np.float32),
+            "item_live_count": rng.uniform(0, 3, n).astype(np.float32)}
+    more = dict(rows, item_live_count=rows["item_live_count"] + 1.0)
+    for use in ("new_items", "crossed"):
+        scorer = RankingScorer(RankerConfig.tiny(live_feature=use), 5, n, 3, 3)
+        score = lambda r: scorer({k: tf.constant(v) for k, v in r.items()}).numpy()  # noqa: E731
+        base = score(rows)
+        if use == "new_items":
+            scorer.new_item_live_weight.assign(0.7)
+            gain = score(more) - score(rows)
+            np.testing.assert_allclose(gain[new], 0.7, atol=1e-5)  # new items: the weight × 1
+            np.testing.assert_allclose(gain[known], 0.0, atol=1e-6)  # known items: untouched
+            np.testing.assert_allclose(score(dict(rows, item_live_count=np.zeros(n, np.float32)))[known],
+                                       base[known], atol=1e-6)
+        else:
+            assert np.abs(score(more) - base)[known].max() > 1e-4
 
 
 def test_ranker_trains_under_mirrored_strategy_on_two_logical_cpus(synthetic_data, tiny_retrieval, tmp_path):
