@@ -53,10 +53,6 @@ class LiveState(ABC):
         """The ``k`` items with the highest decayed counts at ``now``: [(item id, count)]."""
 
     @abstractmethod
-    def counts(self, item_ids: list, now: float) -> np.ndarray:
-        """Decayed counts of ``item_ids`` at ``now`` (0 for items never counted)."""
-
-    @abstractmethod
     def shares(self, item_ids: list) -> np.ndarray:
         """Each item's decayed count over that of every counted interaction (live/decay.py share;
         the same at any time; 0 for items never counted)."""
@@ -160,11 +156,6 @@ class EmbeddedState(LiveState):
             best = sorted(self._top.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
         return [(item, float(decay.decayed(total, now, self.half_life_s))) for item, total in best]
 
-    def counts(self, item_ids: list, now: float) -> np.ndarray:
-        with self._lock:
-            stored = [self._counts.get(i, decay.EMPTY) for i in item_ids]
-        return decay.decayed(np.asarray(stored, np.float64), now, self.half_life_s)
-
     def shares(self, item_ids: list) -> np.ndarray:
         with self._lock:
             stored, total = [self._counts.get(i, decay.EMPTY) for i in item_ids], self._total
@@ -257,11 +248,6 @@ class RedisState(LiveState):
         rows = self._redis.zrevrange(self._trending_key, 0, k - 1, withscores=True)
         half_life = self.half_life_s
         return [(item.decode(), float(decay.decayed(total, now, half_life))) for item, total in rows]
-
-    def counts(self, item_ids: list, now: float) -> np.ndarray:
-        stored = self._redis.zmscore(self._trending_key, list(item_ids)) if item_ids else []
-        return decay.decayed(np.array([decay.EMPTY if s is None else s for s in stored], np.float64), now,
-                             self.half_life_s)
 
     def shares(self, item_ids: list) -> np.ndarray:
         if not item_ids:

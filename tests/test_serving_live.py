@@ -71,7 +71,7 @@ def test_recorded_items_are_the_history_of_the_next_recommend(repo):
             events=_events(pb, "fresh-visitor", items) + _events(pb, "fresh-visitor", ["not-in-catalog"], 9)),
             timeout=10)
         assert (again.accepted, again.duplicates) == (1, 4)
-        assert service.recorder.state.counts(["not-in-catalog"], T_NOW)[0] == 0
+        assert service.recorder.state.shares(["not-in-catalog"])[0] == 0
 
 
 def test_catalog_changes_and_events_survive_a_restart(repo):
