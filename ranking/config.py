@@ -41,8 +41,9 @@ class RankerConfig:
                                        "in retrieval, no live counts), so the ranker serves both ways")
     live_feature: str = setting("new_items", "how item_live_count reaches the score beside the retrieval score's "
                                              "live term: new_items (one learned weight × it, on new items' scores "
-                                             "only) or crossed (a cross layers' input: on MovieLens it spends warm "
-                                             "hits on trending ones)", choices=LIVE_FEATURE_USES)
+                                             "only: they have no id or popularity to cross it with) or crossed (a "
+                                             "cross layers' input, free to trade warm hits for trending ones)",
+                                choices=LIVE_FEATURE_USES)
     batch_size: int = setting(128, "lists per global batch, split across replicas")
     learning_rate: float = setting(0.002, "Adam learning rate")
     lazy_adam_above: int = setting(200_000, "items above which Adam updates only the batch's rows of the id tables "

@@ -42,7 +42,7 @@ class RestoredRetrieval:
 
 class RetrievalArtifact(DescribedFolder):
     KIND = "tworec retrieval model"
-    VERSION = 2  # live_weight weighs the live-count share (live/decay.py), not log(1 + count)
+    VERSION = 2  # live_weight weighs the live-count share (live/decay.py)
     REMEDY = "train it with `tworec train-retrieval`"
     DESCRIPTION = "model.json"
     ITEM_IDS = "item_ids.txt"
