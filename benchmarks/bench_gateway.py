@@ -21,7 +21,7 @@ import tempfile
 
 import numpy as np
 
-from common import add_output_options, save
+from common import add_output_options, exit_on_sigterm, save
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -95,4 +95,5 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     main()

@@ -29,7 +29,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from common import add_output_options, save  # noqa: E402
+from common import add_output_options, exit_on_sigterm, save  # noqa: E402
 
 
 def _percentiles(values) -> dict:
@@ -202,4 +202,5 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     main()

@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from common import add_output_options, save
+from common import add_output_options, exit_on_sigterm, save
 
 
 def _rows(tables, dim: int, n: int, rng) -> dict:
@@ -124,4 +124,5 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     main()

@@ -23,6 +23,9 @@ shuffled among the events (each keeps its user and time, so what the gateway lea
 information about the user or the item's moment) while the requests and their targets stay real:
 the live arms' gains must vanish. Shuffling only the timestamps cannot make them vanish, since
 every user would still be recorded with their own items (future ones included).
+``live-frozen_by_history`` splits live − frozen by whether the event's user had events since the
+training cutoff (only their answers can differ) and by repeats (items the user had before, which
+live state excludes).
 
 The exploration slot is off in every arm: the replay records no impressions, so its posteriors
 would never learn, and its item would only stand between the arms and ``tworec eval``'s numbers.
@@ -43,6 +46,8 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+from common import exit_on_sigterm  # noqa: E402
+
 ARMS = ("frozen", "live", "live_trending", "refreshed")
 SEGMENTS = ("all", "warm", "cold", "tail")
 K = 10
@@ -79,6 +84,37 @@ def segments_of(catalog, items) -> dict:
     head = head_items(catalog.train_counts)
     return {"all": np.ones(len(rows), bool), "warm": warm[rows], "cold": catalog.cold[rows],
             "tail": (warm & ~head)[rows]}
+
+
+def live_history_masks(before, valid, test) -> dict:
+    """Masks over ``test`` (in time order) that say where live state can change an answer:
+    ``live_history``: the user had an event after the training cutoff (in validation, or earlier in
+    the test period) strictly before this one, so ``live`` and ``frozen`` send different histories;
+    ``repeat``: the user had this event's item before it (live state excludes it; frozen excludes
+    only the training period's items)."""
+    from collections import defaultdict
+
+    had, live = defaultdict(set), defaultdict(set)
+    for e in before:
+        had[e["user_id"]].add(e["item_id"])
+    for e in valid:
+        had[e["user_id"]].add(e["item_id"])
+        live[e["user_id"]].add(e["item_id"])
+    masks = {"live_history": np.zeros(len(test), bool), "repeat": np.zeros(len(test), bool)}
+    i = 0
+    while i < len(test):  # events at the same time see only what came strictly before
+        j = i
+        while j < len(test) and test[j]["timestamp"] == test[i]["timestamp"]:
+            j += 1
+        for n in range(i, j):
+            masks["live_history"][n] = bool(live[test[n]["user_id"]])
+            masks["repeat"][n] = test[n]["item_id"] in had[test[n]["user_id"]]
+        for e in test[i:j]:
+            had[e["user_id"]].add(e["item_id"])
+            live[e["user_id"]].add(e["item_id"])
+        i = j
+    masks["no_live_history"] = ~masks["live_history"]
+    return masks
 
 
 def _pb_events(pb, events, prefix: str):
@@ -245,6 +281,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--refresh-epochs", type=int, default=3)
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ranks", help="also write each arm's per-event ranks (0: not in the top 10) to this .npz")
     args = parser.parse_args(argv)
 
     from tworec.evaluation.artifact import EvalResults
@@ -268,6 +305,13 @@ def main(argv=None) -> dict:
     out["differences"] = {f"{a}-{b}": {s: paired_difference(ranks[a], ranks[b], users, segments[s], args.bootstrap,
                                                              args.seed) for s in SEGMENTS}
                           for a, b in pairs if a in ranks and b in ranks}
+    if "live" in ranks and "frozen" in ranks:
+        # Live state changes only the answers of users with events since the cutoff: where the difference comes from.
+        masks = live_history_masks(before, valid, test)
+        out["live-frozen_by_history"] = {
+            name: {"events": int(mask.sum()),
+                   **paired_difference(ranks["live"], ranks["frozen"], users, mask, args.bootstrap, args.seed)}
+            for name, mask in masks.items() if mask.any()}
     metrics = EvalResults.load(os.path.join(args.run, "eval")).metrics["temporal"]
     out["eval_two_stage"] = {m: {s: round(v["hitrate@10"], 4) for s, v in metrics[m].items()}
                              for m in ("two_stage", "two_stage_trending") if m in metrics}
@@ -292,9 +336,14 @@ def main(argv=None) -> dict:
         out["control_shuffled"] = control
     with open(args.out, "w") as handle:
         json.dump(out, handle, indent=2)
-    print(json.dumps({k: v for k, v in out.items() if k in ("arms", "differences", "eval_two_stage")}, indent=1))
+    if args.ranks:
+        np.savez_compressed(args.ranks, users=users, items=np.array([e["item_id"] for e in test]),
+                            timestamps=np.array([e["timestamp"] for e in test]), **ranks)
+    print(json.dumps({k: v for k, v in out.items() if k in ("arms", "differences", "live-frozen_by_history",
+                                                            "eval_two_stage")}, indent=1))
     return out
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     main()

@@ -31,6 +31,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+from common import exit_on_sigterm  # noqa: E402
 from tworec.cli.pipeline import STAGES  # noqa: E402  (the pipeline's order: each stage's --until runs only it)
 
 
@@ -253,4 +254,5 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     main()

@@ -22,7 +22,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from common import add_output_options, save  # noqa: E402
+from common import add_output_options, exit_on_sigterm, save  # noqa: E402
 
 
 def _percentiles(seconds) -> dict:
@@ -108,4 +108,5 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     main()

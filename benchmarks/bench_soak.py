@@ -18,7 +18,7 @@ from collections import Counter
 import numpy as np
 
 from bench_gateway import _requests
-from common import add_output_options, save
+from common import add_output_options, exit_on_sigterm, save
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -101,4 +101,5 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     main()

@@ -9,10 +9,18 @@ import datetime as dt
 import json
 import os
 import platform
+import signal
+import sys
 
 
 def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def exit_on_sigterm() -> None:
+    """SIGTERM raises SystemExit(143), so the ``with`` blocks of a benchmark that started services
+    stop them: Triton runs in its own process group and would otherwise outlive the benchmark."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 def add_output_options(parser) -> None:
