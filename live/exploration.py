@@ -34,8 +34,9 @@ from tworec.settings import setting
 @dataclass(frozen=True)
 class ExplorationConfig:
     enabled: bool = setting(True, "give one position of every personalised answer to a new or under-exposed item")
-    position: int = setting(4, "the slot's 0-based position (in the top 10 by default); answers shorter than it "
-                               "have no slot")
+    position: int = setting(2, "the slot's 0-based position: a higher one is seen more, so a new item's first "
+                               "click needs fewer impressions, and costs more clicks; 2 is the highest that keeps "
+                               "the simulator's clicks goal (bench/results.md). Answers shorter than it have no slot")
     pool_size: int = setting(20, "candidates considered per answer: the new items that score highest for the user "
                                  "(the displaced item keeps weaker ones out anyway; the propensity's cost grows with it)")
     prior_strength: float = setting(20.0, "impressions the content model's prior is worth")
