@@ -34,11 +34,13 @@ from tworec.settings import setting
 @dataclass(frozen=True)
 class ExplorationConfig:
     enabled: bool = setting(True, "give one position of every personalised answer to a new or under-exposed item")
-    position: int = setting(2, "the slot's 0-based position: a higher one is seen more, so a new item's first "
-                               "click needs fewer impressions, and costs more clicks; 2 is the highest that keeps "
-                               "the simulator's clicks goal (bench/results.md). Answers shorter than it have no slot")
-    pool_size: int = setting(20, "candidates considered per answer: the new items that score highest for the user "
-                                 "(the displaced item keeps weaker ones out anyway; the propensity's cost grows with it)")
+    position: int = setting(0, "the slot's 0-based position: a higher one is seen more, so a new item's first "
+                               "click needs fewer impressions, at a higher cost in clicks, which the small pool "
+                               "below keeps down (bench/results.md). Answers shorter than it have no slot")
+    pool_size: int = setting(5, "candidates per answer: the new items that score highest for the user. A small "
+                                "pool shows a new item to the users it suits best and, with fewer optimistic draws "
+                                "against the displaced item, explores only where it costs few clicks; the "
+                                "propensity's cost grows with it")
     prior_strength: float = setting(20.0, "impressions the content model's prior is worth")
     graduate_after: int = setting(200, "impressions after which an item leaves exploration (its id is learnt at the "
                                        "next refresh)")
