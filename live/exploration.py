@@ -34,9 +34,9 @@ from tworec.settings import setting
 @dataclass(frozen=True)
 class ExplorationConfig:
     enabled: bool = setting(True, "give one position of every personalised answer to a new or under-exposed item")
-    position: int = setting(0, "the slot's 0-based position: a higher one is seen more, so a new item's first "
-                               "click needs fewer impressions, at a higher cost in clicks, which the small pool "
-                               "below keeps down (bench/results.md). Answers shorter than it have no slot")
+    position: int = setting(0, "the slot's 0-based position: one nearer the top is seen more, so a new item's "
+                               "first click needs fewer impressions, at a higher cost in clicks, which the small "
+                               "pool below keeps down (bench/results.md). Answers shorter than it have no slot")
     pool_size: int = setting(5, "candidates per answer: the new items that score highest for the user. A small "
                                 "pool shows a new item to the users it suits best and, with fewer optimistic draws "
                                 "against the displaced item, explores only where it costs few clicks; the "
