@@ -108,7 +108,6 @@ def latency_ab(service, address: str, requests_path: str, rounds: int, seconds: 
     recommender.recorder, recommender.exploration = recorder, exploration
     out = {mode: round(statistics.median(v), 3) for mode, v in runs.items()}
     out["ratio_live_no_slot_over_off"] = round(out["live_no_slot"] / out["off"], 3)  # live state + trending's cost
-    out["ratio_live_over_off"] = round(out["live"] / out["off"], 3)
     out["ratio_slot_on_over_off"] = round(out["live"] / out["live_no_slot"], 3)
     out["slot_answers"] = recommender.counters["exploration"] - slots_before  # answers that had a slot
     out["rounds"] = rounds

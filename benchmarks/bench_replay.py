@@ -86,6 +86,17 @@ def segments_of(catalog, items) -> dict:
             "tail": (warm & ~head)[rows]}
 
 
+def same_time_groups(events):
+    """(start, stop) of each run of ``events`` (in time order) that share a timestamp."""
+    i = 0
+    while i < len(events):
+        j = i
+        while j < len(events) and events[j]["timestamp"] == events[i]["timestamp"]:
+            j += 1
+        yield i, j
+        i = j
+
+
 def live_history_masks(before, valid, test) -> dict:
     """Masks over ``test`` (in time order) that say where live state can change an answer:
     ``live_history``: the user had an event after the training cutoff (in validation, or earlier in
@@ -101,18 +112,13 @@ def live_history_masks(before, valid, test) -> dict:
         had[e["user_id"]].add(e["item_id"])
         live[e["user_id"]].add(e["item_id"])
     masks = {"live_history": np.zeros(len(test), bool), "repeat": np.zeros(len(test), bool)}
-    i = 0
-    while i < len(test):  # events at the same time see only what came strictly before
-        j = i
-        while j < len(test) and test[j]["timestamp"] == test[i]["timestamp"]:
-            j += 1
+    for i, j in same_time_groups(test):  # events at the same time see only what came strictly before
         for n in range(i, j):
             masks["live_history"][n] = bool(live[test[n]["user_id"]])
             masks["repeat"][n] = test[n]["item_id"] in had[test[n]["user_id"]]
         for e in test[i:j]:
             had[e["user_id"]].add(e["item_id"])
             live[e["user_id"]].add(e["item_id"])
-        i = j
     masks["no_live_history"] = ~masks["live_history"]
     return masks
 
@@ -141,11 +147,8 @@ def stream(client, pb, events, record_events: bool, on_half=None, recorded=None)
     recorded in place of each event (the control), by default the event itself."""
     recorded = events if recorded is None else recorded
     ranks = np.zeros(len(events), np.int64)
-    i, half_done = 0, on_half is None
-    while i < len(events):
-        j = i
-        while j < len(events) and events[j]["timestamp"] == events[i]["timestamp"]:
-            j += 1
+    half_done = on_half is None
+    for i, j in same_time_groups(events):
         if not half_done and i >= len(events) // 2:
             on_half()
             half_done = True
@@ -156,7 +159,6 @@ def stream(client, pb, events, record_events: bool, on_half=None, recorded=None)
             ranks[n] = ids.index(e["item_id"]) + 1 if e["item_id"] in ids else 0
         if record_events:
             client.stub.RecordEvents(pb.RecordEventsRequest(events=_pb_events(pb, recorded[i:j], "test")), timeout=30)
-        i = j
     return ranks
 
 

@@ -70,12 +70,10 @@ def _rows(name: str, r: dict) -> list:
                 rows.append((name, f"freshness, {label}: click acknowledged → a Recommend reflecting it",
                              f"p99 {r[key]['p99_ms']} ms", f"p50 {r[key]['p50_ms']} ms"))
         ab = r["recommend_latency_ab"]
-        live = ab.get("live_no_slot", ab["live"])  # the slot has its own row
-        rows.append((name, "Recommend p50, live state + trending vs none", f"{live} vs {ab['off']} ms",
-                     f"×{round(live / ab['off'], 3)} (medians of {ab['rounds']} alternating rounds)"))
-        if "live_no_slot" in ab:
-            rows.append((name, "Recommend p50, exploration slot on vs off", f"{ab['live']} vs {ab['live_no_slot']} ms",
-                         f"×{ab['ratio_slot_on_over_off']} ({ab['slot_answers']} answers had a slot)"))
+        rows.append((name, "Recommend p50, live state + trending vs none", f"{ab['live_no_slot']} vs {ab['off']} ms",
+                     f"×{ab['ratio_live_no_slot_over_off']} (medians of {ab['rounds']} alternating rounds)"))
+        rows.append((name, "Recommend p50, exploration slot on vs off", f"{ab['live']} vs {ab['live_no_slot']} ms",
+                     f"×{ab['ratio_slot_on_over_off']} ({ab['slot_answers']} answers had a slot)"))
         return rows
     if name == "sim_exploration":
         rows = []
