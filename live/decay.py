@@ -38,8 +38,10 @@ def decayed(stored, now: float, half_life_s: float):
 def share(stored, stored_total):
     """Items' stored values and the stored value of all counted interactions → each item's share
     of the total's decayed count, at any time (0 for an item with no events)."""
-    with np.errstate(invalid="ignore"):  # EMPTY - EMPTY: no events at all
-        return np.nan_to_num(np.exp2(np.asarray(stored, np.float64) - np.asarray(stored_total, np.float64)), nan=0.0)
+    stored = np.asarray(stored, np.float64)
+    if stored_total == EMPTY:  # no events at all (EMPTY - EMPTY would be nan)
+        return np.zeros(stored.shape)
+    return np.exp2(stored - stored_total)
 
 
 def share_feature(shares) -> np.ndarray:

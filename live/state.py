@@ -88,6 +88,7 @@ class EmbeddedState(LiveState):
         self._counts: dict = {}  # item → stored (log2 forward) value, live/decay.py
         self._total = decay.EMPTY  # the stored value of every counted interaction
         self._top: dict = {}  # the trending_candidates items with the highest counts
+        self._ranked: list | None = None  # _top's items, highest first; None: re-sort
         self._claimed: dict = {}  # event id → None, insertion-ordered (oldest evicted first)
         self._impressions: collections.Counter = collections.Counter()
         self._clicks: collections.Counter = collections.Counter()
@@ -142,9 +143,11 @@ class EmbeddedState(LiveState):
         top, size = self._top, self.config.trending_candidates
         if item in top or len(top) < size:
             top[item] = total
+            self._ranked = None
         elif total > min(top.values()):
             del top[min(top, key=top.get)]
             top[item] = total
+            self._ranked = None
 
     def user(self, user_id: str) -> list:
         with self._lock:
@@ -153,12 +156,16 @@ class EmbeddedState(LiveState):
 
     def trending(self, now: float, k: int) -> list:
         with self._lock:
-            best = sorted(self._top.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
-        return [(item, float(decay.decayed(total, now, self.half_life_s))) for item, total in best]
+            if self._ranked is None:  # sorted once per change of the top, not per request
+                self._ranked = sorted(self._top.items(), key=lambda kv: (-kv[1], kv[0]))
+            best = self._ranked[:k]
+        counts = decay.decayed([total for _, total in best], now, self.half_life_s).tolist()
+        return [(item, count) for (item, _), count in zip(best, counts)]
 
     def shares(self, item_ids: list) -> np.ndarray:
+        counted, empty = self._counts.get, decay.EMPTY
         with self._lock:
-            stored, total = [self._counts.get(i, decay.EMPTY) for i in item_ids], self._total
+            stored, total = [counted(i, empty) for i in item_ids], self._total
         return decay.share(stored, total)
 
     def exposure(self, item_ids: list) -> tuple[np.ndarray, np.ndarray]:
@@ -246,8 +253,8 @@ class RedisState(LiveState):
 
     def trending(self, now: float, k: int) -> list:
         rows = self._redis.zrevrange(self._trending_key, 0, k - 1, withscores=True)
-        half_life = self.half_life_s
-        return [(item.decode(), float(decay.decayed(total, now, half_life))) for item, total in rows]
+        counts = decay.decayed([total for _, total in rows], now, self.half_life_s).tolist()
+        return [(item.decode(), count) for (item, _), count in zip(rows, counts)]
 
     def shares(self, item_ids: list) -> np.ndarray:
         if not item_ids:

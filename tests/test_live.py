@@ -143,6 +143,14 @@ def test_trending_counts_decay_and_unknown_items_do_not_count(state):
     total = top["hot"] + top["warm"]
     np.testing.assert_allclose(state.shares(["hot", "warm", "new-item", "never"]),
                                [top["hot"] / total, top["warm"] / total, 0, 0], rtol=1e-9)
+    surge = [_event(20 + i, user=f"s{i}", item="surging", t=now) for i in range(4)]
+    state.record(surge, [True] * 4)  # after a read: the next read sees the new order
+    assert [i for i, _ in state.trending(now, 2)] == ["surging", "hot"]
+    assert state.trending(now, 2)[0][1] == pytest.approx(sum(2 ** ((20 + i) / DAY) for i in range(4)), rel=1e-9)
+
+
+def test_shares_are_zero_before_any_event(state):
+    np.testing.assert_array_equal(state.shares(["a", "b"]), [0.0, 0.0])
 
 
 def test_the_served_live_feature_is_the_one_the_models_were_fitted_on(state):
