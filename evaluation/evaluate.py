@@ -38,7 +38,10 @@ class TwoStageScorer:
 
     With ``trending`` (the gateway's trending on), the ranker reads live counts and the retrieval
     score adds the model's live-count term, counted as a deployed gateway would hold them at each
-    query: the validation and test interactions strictly before it. Without, neither."""
+    query: the validation and test interactions strictly before it. Without, neither.
+
+    ``queries`` (towers.queries.SplitQueries) is what both stages read at each call: a probe that
+    changes its arrays in place changes what both score (benchmarks/probe_short_history.py)."""
 
     def __init__(self, ranker_dir: str, data_dir: str, judged: JudgedSplit, trending: bool = False):
         from tworec.ranking.artifact import RankerArtifact
@@ -49,17 +52,17 @@ class TwoStageScorer:
             raise ValueError("the ranker is evaluated on the temporal protocol: its retrieval model must be temporal")
         self._score, self._tables = ranker.serving()
         restored = retrieval.restore(data_dir, catalog=judged.catalog)
-        self._queries = judged.queries(restored.model, restored.lookups, restored.config.history_length)
+        self.queries = judged.queries(restored.model, restored.lookups, restored.config.history_length)
         self._events = PostTrainingEvents.of_splits(data_dir, judged.catalog, (Split.VALID, Split.TEST))
         self._half_life, self._times, self._trending = retrieval.config.live_half_life_s, judged.times, trending
-        self.first = RetrievalScorer(self._queries.query, self._tables.item_embedding, restored.model.score_shift())
+        self.first = RetrievalScorer(self.queries.query, self._tables.item_embedding, restored.model.score_shift())
         if trending:
             self.first = self.first.with_live(retrieval.live_term(self._events), judged.times)
 
     def rerank(self, start, stop, rows, retrieval_scores):
         from tworec.ranking.features import ranker_rows
 
-        q, tables = self._queries, self._tables
+        q, tables = self.queries, self._tables
         users = q.user_row[start:stop]
         live = self._events.features(self._times[start:stop], rows, self._half_life) if self._trending else None
         features = ranker_rows(tables, users, tables.user_attribute_rows[users], q.query[start:stop],

@@ -1,6 +1,7 @@
 """Helpers of the benchmarks: those that start services stop them on SIGTERM (their ``with``
-blocks unwind; Triton runs in its own process group, so nothing else would stop it), and the
-replay's split of live − frozen by the users' live history."""
+blocks unwind; Triton runs in its own process group, so nothing else would stop it); the replay
+splits live − frozen by the users' live history; the short-history probe finds the no-history
+query."""
 import re
 import signal
 import subprocess
@@ -8,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 STARTS_A_SERVICE = re.compile(r"\b(Service|TritonServer)\(|redis-server")
@@ -69,3 +71,27 @@ def test_the_replays_live_history_masks_see_only_events_strictly_before_each_one
     assert masks["live_history"].tolist() == [False, False, True, True, False]
     assert masks["repeat"].tolist() == [True, False, True, False, False]
     assert np.array_equal(masks["no_live_history"], ~masks["live_history"])
+
+
+def test_the_short_history_probe_takes_the_one_no_history_query_of_unknown_users():
+    from tworec.towers.queries import SplitQueries
+
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from probe_short_history import no_history_query
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+    def queries(vectors, users, counts):
+        n = len(users)
+        return SplitQueries(np.array(vectors, np.float32), np.array(users, np.int32), np.zeros(n, np.int32),
+                            np.full((n, 2), -1, np.int32), np.array(counts, np.float32), np.zeros(n, np.float32),
+                            np.zeros(n, np.int64))
+
+    # a known user without history and an unknown one with history do not count
+    split = queries([[9, 9], [1, 2], [5, 5], [1, 2]], [3, 0, 0, 0], [0, 0, 2, 0])
+    assert no_history_query(split).tolist() == [1.0, 2.0]
+    with pytest.raises(SystemExit, match="differ"):
+        no_history_query(queries([[1, 2], [1, 3]], [0, 0], [0, 0]))
+    with pytest.raises(SystemExit, match="nothing to compare"):
+        no_history_query(queries([[1, 2]], [0], [1]))
