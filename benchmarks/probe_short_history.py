@@ -36,10 +36,12 @@ def no_history_query(queries) -> np.ndarray:
 
 
 def probe_split(run: str, split, lengths, rounds: int) -> dict:
+    """One split's HitRate@10 for L = 0 (every history served) and each of ``lengths``, and each
+    one's difference from L = 0; the queries are restored afterwards."""
+    from tworec.contract import Split
     from tworec.evaluation.evaluate import TwoStageScorer
     from tworec.towers.catalog import load_catalog
     from tworec.towers.scoring import JudgedSplit
-    from tworec.contract import Split
 
     data = os.path.join(run, "data")
     judged = JudgedSplit(data, "temporal", load_catalog(data, Split.TRAIN), split=split)
@@ -57,7 +59,8 @@ def probe_split(run: str, split, lengths, rounds: int) -> dict:
         _, outcome = judged.evaluate(two_stage.first, two_stage.rerank)
         hits = np.where(outcome.ranks <= 10, outcome.ranks, 0)  # bench_replay's form: 0 = not in the top 10
         row = {"served_as_no_history": int(gate.sum()), "hitrate@10": round(float((hits > 0).mean()), 4),
-               "hitrate@10_unknown_with_history": round(float((hits[with_history] > 0).mean()), 4)}
+               "hitrate@10_unknown_with_history": (round(float((hits[with_history] > 0).mean()), 4)
+                                                   if with_history.any() else None)}
         if baseline is None:
             baseline = hits
         else:
