@@ -2,6 +2,7 @@
 blocks unwind; Triton runs in its own process group, so nothing else would stop it); the replay
 splits live − frozen by the users' live history; the short-history probe finds the no-history
 query."""
+import importlib
 import re
 import signal
 import subprocess
@@ -13,6 +14,16 @@ import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 STARTS_A_SERVICE = re.compile(r"\b(Service|TritonServer)\(|redis-server")
+
+
+def benchmark(name: str):
+    """A benchmarks/ module, imported with benchmarks/ on the path (they import each other by name)."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
 
 CHILD = """
 import sys, time
@@ -51,11 +62,7 @@ def test_every_benchmark_that_starts_a_service_exits_cleanly_on_sigterm():
 
 
 def test_the_replays_live_history_masks_see_only_events_strictly_before_each_one():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        from bench_replay import live_history_masks
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    live_history_masks = benchmark("bench_replay").live_history_masks
 
     def event(user, item, t):
         return {"user_id": user, "item_id": item, "timestamp": t}
@@ -76,11 +83,7 @@ def test_the_replays_live_history_masks_see_only_events_strictly_before_each_one
 def test_the_short_history_probe_takes_the_one_no_history_query_of_unknown_users():
     from tworec.towers.queries import SplitQueries
 
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        from probe_short_history import no_history_query
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    no_history_query = benchmark("probe_short_history").no_history_query
 
     def queries(vectors, users, counts):
         n = len(users)
