@@ -1,16 +1,16 @@
 """Is a short history worth more than none for an unknown user? A probe of the two-stage model.
 
-    python benchmarks/probe_short_history.py --run runs/amazon_run [--lengths 1 2 3 5 50]
+    python benchmarks/probe_short_history.py --run RUN [--lengths 1 2 3 5 50]
 
-Amazon magazines' replay has `live` below `frozen`: where live state changes the answer at all,
-an unknown user's one or two items make a worse query than the no-history query frozen sends. This
-probe asks whether serving such histories as no history would help, scored as ``tworec eval``
-scores the two-stage model (the user's state at that moment, the full catalog, earlier items
-excluded): for each length L, the queries of unknown users (no user-id embedding) with 1 to L
-items of history get the no-history query instead (query vector, history count and hours since
-the last item, for both stages). On the validation split (where a serving rule would be fitted)
-and the test split: HitRate@10 over all events and over the unknown users' events with history,
-and the difference from serving every history (L = 0), with a 95% interval from resampling users.
+Live state gives a new user's first items to the query tower in place of the no-history query;
+this probe asks whether serving histories of at most L items as no history would score better.
+It scores the two-stage model as ``tworec eval`` does (the user's state at that moment, the full
+catalog, earlier items excluded), with the queries of unknown users (no user-id embedding) holding
+1 to L items of history replaced by the no-history query (query vector, history count and hours
+since the last item, for both stages). On the validation split (where a serving rule would be
+fitted) and the test split: HitRate@10 over all events and over the unknown users' events with
+history, and the difference from serving every history (L = 0), with a 95% interval from
+resampling users.
 """
 from __future__ import annotations
 
@@ -40,12 +40,14 @@ def probe_split(run: str, split, lengths, rounds: int) -> dict:
     one's difference from L = 0; the queries are restored afterwards."""
     from tworec.contract import Split
     from tworec.evaluation.evaluate import TwoStageScorer
+    from tworec.layout import RunLayout
     from tworec.towers.catalog import load_catalog
     from tworec.towers.scoring import JudgedSplit
 
-    data = os.path.join(run, "data")
+    layout = RunLayout(run)
+    data = layout.data.root
     judged = JudgedSplit(data, "temporal", load_catalog(data, Split.TRAIN), split=split)
-    two_stage = TwoStageScorer(os.path.join(run, "ranker"), data, judged)
+    two_stage = TwoStageScorer(layout.ranker, data, judged)
     q = two_stage.queries
     empty, served = no_history_query(q), (q.query.copy(), q.history_count.copy(), q.hours_since_last.copy())
     count = served[1]
@@ -74,7 +76,7 @@ def probe_split(run: str, split, lengths, rounds: int) -> dict:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--run", required=True, help="a run folder with data/ and ranker/ (tworec demo's layout)")
+    parser.add_argument("--run", required=True, help="a run folder of `tworec pipeline` (its data and ranker)")
     parser.add_argument("--lengths", type=int, nargs="+", default=[1, 2, 3, 5, 50])
     parser.add_argument("--rounds", type=int, default=1000, help="bootstrap resamples of users")
     add_output_options(parser)

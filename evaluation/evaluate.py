@@ -40,8 +40,8 @@ class TwoStageScorer:
     score adds the model's live-count term, counted as a deployed gateway would hold them at each
     query: the validation and test interactions strictly before it. Without, neither.
 
-    ``queries`` (towers.queries.SplitQueries) is what both stages read at each call: a probe that
-    changes its arrays in place changes what both score (benchmarks/probe_short_history.py)."""
+    ``queries`` (towers.queries.SplitQueries) is what both stages read at each call: changing its
+    arrays in place changes what both score."""
 
     def __init__(self, ranker_dir: str, data_dir: str, judged: JudgedSplit, trending: bool = False):
         from tworec.ranking.artifact import RankerArtifact
